@@ -1,0 +1,35 @@
+# ferlab: `make demo` and `make test` work on a fresh clone with Python 3.11.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Pins torch to its CPU build: a bare `torch` requirement would pull a multi-GB CUDA build.
+CONSTRAINTS := constraints.txt
+RUN_DIR ?= runs/demo
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/ferlab: pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,deep,cluster]'
+	touch $(BIN)/ferlab
+
+demo: $(BIN)/ferlab
+	$(BIN)/ferlab train configs/digits_fc.toml --out $(RUN_DIR)
+
+test: $(BIN)/ferlab
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/ferlab
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(BIN)/ferlab
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: $(BIN)/ferlab
+	$(BIN)/python benchmarks/engine_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""``ferlab train``: train a fully connected net from a TOML config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ferlab.cli.common import add_config_arguments, add_data_arguments
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a fully connected net from a config", description=__doc__
+    )
+    add_config_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint file")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferlab.config import load_config
+    from ferlab.experiment import run_training
+
+    config = load_config(args.config, args.overrides, args.data)
+    summary = run_training(
+        config,
+        args.out,
+        resume=args.resume,
+        verbose=not args.quiet,
+        strict=args.strict,
+        use_cache=not args.no_cache,
+    )
+    print(json.dumps(summary, indent=2))
+    test_keys = [k for k in summary if k.endswith("_accuracy") and k not in ("train_accuracy", "val_accuracy")]
+    for key in test_keys[:-1] if len(test_keys) > 1 else test_keys:
+        print(f"{key.removesuffix('_accuracy').replace('_', ' ')} accuracy: {summary[key]:.2%}")
+    print(f"run written to {args.out}")
+    return 0

@@ -1,0 +1,103 @@
+"""CIFAR-10: python pickle batches (folder or the original tar.gz) and class-folder images."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from ferlab.data.cache import cached
+from ferlab.data.images import LabeledImages, is_tar, iter_files, read_class_folders
+from ferlab.errors import DataError
+
+CLASS_NAMES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_BATCH = "test_batch"
+IMAGE_BYTES = 32 * 32 * 3
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts of lists, bytes and NumPy arrays) and refuses anything else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+
+def _read_batch(payload: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        batch = _ArrayOnlyUnpickler(io.BytesIO(payload), encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{where}: corrupt CIFAR-10 batch ({exc})") from None
+    if data.ndim != 2 or data.shape[1] != IMAGE_BYTES or len(data) != len(labels):
+        raise DataError(f"{where}: expected rows of {IMAGE_BYTES} bytes, one label each")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{where}: labels outside 0..9")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _load_pickle_batches(path: Path) -> LabeledImages:
+    found: dict[str, bytes] = {}
+    for rel, read in iter_files(path):
+        if rel.name in (*TRAIN_BATCHES, TEST_BATCH):
+            found[rel.name] = read()
+    missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in found]
+    if missing:
+        raise DataError(f"{path}: CIFAR-10 batches missing: {', '.join(missing)}")
+    parts = [(_read_batch(found[name], f"{path}/{name}"), "train") for name in TRAIN_BATCHES]
+    parts.append((_read_batch(found[TEST_BATCH], f"{path}/{TEST_BATCH}"), "test"))
+    images = np.concatenate([p[0][0] for p in parts])
+    labels = np.concatenate([p[0][1] for p in parts])
+    splits = np.concatenate([[split] * len(p[0][1]) for p, split in parts])
+    return LabeledImages(images, labels, list(CLASS_NAMES), splits)
+
+
+def _has_pickle_batches(path: Path) -> bool:
+    if path.is_dir():
+        return any(path.rglob(TEST_BATCH))
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            return any(Path(name).name == TEST_BATCH for name in archive.getnames())
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"{path}: corrupt or truncated archive ({exc})") from None
+
+
+def load_cifar10(path, *, strict: bool = False, use_cache: bool = True) -> LabeledImages:
+    """CIFAR-10 as uint8 images (N, 32, 32, 3), labels, class names and splits ``train``/``test``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if not (path.is_dir() or is_tar(path)):
+        raise DataError(f"{path}: expected a folder or a .tar.gz of CIFAR-10")
+    if _has_pickle_batches(path):
+        return _load_pickle_batches(path)
+
+    def load() -> LabeledImages:
+        return read_class_folders(
+            path,
+            CLASS_NAMES,
+            {"train": "train", "test": "test"},
+            size=(32, 32),
+            mode="RGB",
+            strict=strict,
+        )
+
+    return cached("cifar10", path, {"strict": strict}, load, use_cache)

@@ -1,0 +1,183 @@
+"""Reading labelled images from class sub-folders, in a directory or a ``.tar.gz``, with Pillow."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ferlab.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+@dataclass
+class LabeledImages:
+    """uint8 images (N, H, W[, C]), integer labels, class names and each sample's split name."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    splits: np.ndarray
+    names: np.ndarray | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.splits = np.asarray(self.splits, dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, mask_or_index) -> LabeledImages:
+        """The samples selected by a boolean mask or index array."""
+        return LabeledImages(
+            self.images[mask_or_index],
+            self.labels[mask_or_index],
+            self.class_names,
+            self.splits[mask_or_index],
+            None if self.names is None else self.names[mask_or_index],
+        )
+
+    def split(self, name: str) -> LabeledImages:
+        """The samples of one split (e.g. ``train``, ``public_test``)."""
+        return self.subset(self.splits == name)
+
+
+class BadInputReport:
+    """Collects bad rows or files; raises in strict mode, else warns once with a count."""
+
+    def __init__(self, source: str, strict: bool) -> None:
+        self.source = source
+        self.strict = strict
+        self.problems: list[str] = []
+
+    def add(self, where: str, why: str) -> None:
+        message = f"{where}: {why}"
+        if self.strict:
+            raise DataError(f"{self.source}: {message}")
+        self.problems.append(message)
+
+    def finish(self) -> list[str]:
+        if self.problems:
+            shown = "; ".join(self.problems[:5])
+            more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+            warnings.warn(
+                f"{self.source}: skipped {len(self.problems)} bad item(s): {shown}{more}",
+                stacklevel=3,
+            )
+        return self.problems
+
+
+def is_tar(path: Path) -> bool:
+    """Whether ``path`` names a tar archive by its suffix."""
+    return path.name.endswith(TAR_SUFFIXES)
+
+
+def decode_image(
+    data: bytes | os.PathLike, size: tuple[int, int] | None, mode: str
+) -> tuple[np.ndarray, bool]:
+    """Decode one image to a uint8 array in ``mode`` ('L' or 'RGB'), resized to ``size`` (W, H).
+
+    Returns the array and whether it had to be resized. Raises ValueError on unreadable data.
+    """
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with Image.open(source) as image:
+            image.load()
+            converted = image.convert(mode)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"unreadable or truncated image ({exc.__class__.__name__})") from None
+    resized = size is not None and converted.size != size
+    if resized:
+        converted = converted.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(converted, dtype=np.uint8), resized
+
+
+def iter_files(path: Path) -> Iterator[tuple[PurePosixPath, callable]]:
+    """(relative path, read-bytes function) for every regular file under a folder or in a tar."""
+    if is_tar(path):
+        try:
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:
+                    if member.isfile():
+                        handle = archive.extractfile(member)
+                        payload = handle.read() if handle else b""
+                        yield PurePosixPath(member.name), (lambda p=payload: p)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise DataError(f"{path}: corrupt or truncated archive ({exc})") from None
+        return
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(root) / name
+            yield PurePosixPath(full.relative_to(path).as_posix()), full.read_bytes
+
+
+def read_class_folders(
+    path: Path,
+    class_names: list[str],
+    split_folders: dict[str, str],
+    *,
+    size: tuple[int, int],
+    mode: str,
+    strict: bool = False,
+    split_of_file=None,
+    aliases: dict[str, str] | None = None,
+) -> LabeledImages:
+    """Read ``<split folder>/<class>/<image>`` under ``path`` (folder or tar), at any depth.
+
+    ``split_folders`` maps folder names (``train``) to split names; ``split_of_file`` may refine the
+    split from a file name. Images of the wrong size or unknown class are bad input.
+    """
+    report = BadInputReport(str(path), strict)
+    class_index = {name: i for i, name in enumerate(class_names)}
+    for alias, name in (aliases or {}).items():
+        class_index[alias] = class_index[name]
+    images, labels, splits, names = [], [], [], []
+    for rel, read in iter_files(path):
+        parts = [p.lower() for p in rel.parts]
+        positions = [i for i, p in enumerate(parts[:-2]) if p in split_folders]
+        if not positions:
+            continue
+        pos = positions[-1]
+        if len(parts) != pos + 3:
+            continue
+        if rel.name.startswith(".") or rel.suffix.lower() not in IMAGE_SUFFIXES:
+            report.add(str(rel), "not an image file")
+            continue
+        class_name = parts[pos + 1]
+        if class_name not in class_index:
+            report.add(str(rel), f"unknown class folder {rel.parts[pos + 1]!r}")
+            continue
+        try:
+            array, resized = decode_image(read(), None, mode)
+        except ValueError as exc:
+            report.add(str(rel), str(exc))
+            continue
+        if array.shape[1::-1] != size:
+            report.add(str(rel), f"image is {array.shape[1]}x{array.shape[0]}, expected {size[0]}x{size[1]}")
+            continue
+        split = split_folders[parts[pos]]
+        if split_of_file is not None:
+            split = split_of_file(rel.name, split)
+        images.append(array)
+        labels.append(class_index[class_name])
+        splits.append(split)
+        names.append(str(rel))
+    skipped = report.finish()
+    if not images:
+        raise DataError(
+            f"{path}: no images found in the layout <{'|'.join(sorted(set(split_folders)))}>/<class>/<image>"
+        )
+    return LabeledImages(
+        np.stack(images), np.array(labels), list(class_names), np.array(splits), np.array(names), skipped
+    )

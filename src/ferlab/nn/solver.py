@@ -1,0 +1,282 @@
+"""Mini-batch training with learning-rate decay, early stopping, best-model restore and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ferlab.errors import DataError, ModelFileError, TrainingDiverged
+from ferlab.nn.layers import softmax_loss
+from ferlab.nn.optim import get_update_rule
+
+CHECKPOINT_NAME = "checkpoint.npz"
+HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+EpochCallback = Callable[[int, dict], None]
+
+
+def validate_data(data: dict, input_dim: int, num_classes: int) -> None:
+    """Reject training data that cannot fit the model, with a message that says what is wrong."""
+    for part in ("train", "val"):
+        X, y = data.get(f"X_{part}"), data.get(f"y_{part}")
+        if X is None or y is None:
+            raise DataError(f"data needs X_{part} and y_{part}")
+        if len(X) == 0:
+            raise DataError(f"X_{part} is empty")
+        if len(X) != len(y):
+            raise DataError(f"X_{part} has {len(X)} rows but y_{part} has {len(y)} labels")
+        features = int(np.prod(X.shape[1:]))
+        if features != input_dim:
+            raise DataError(f"X_{part} has {features} features per sample; the model expects {input_dim}")
+        y_arr = np.asarray(y)
+        if not np.issubdtype(y_arr.dtype, np.integer):
+            raise DataError(f"y_{part} must hold integer class labels, got dtype {y_arr.dtype}")
+        if y_arr.min() < 0 or y_arr.max() >= num_classes:
+            raise DataError(
+                f"y_{part} has labels outside [0, {num_classes}): "
+                f"min {y_arr.min()}, max {y_arr.max()}"
+            )
+
+
+class Solver:
+    """Trains a model such as :class:`FullyConnectedNet` on ``X_train, y_train, X_val, y_val``."""
+
+    def __init__(
+        self,
+        model,
+        data: dict,
+        *,
+        optimizer: str = "sgd_momentum",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        lr_decay: float = 1.0,
+        batch_size: int = 100,
+        epochs: int = 10,
+        patience: int | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None,
+        verbose: bool = True,
+        flip_shape: tuple[int, ...] | None = None,
+        epoch_callback: EpochCallback | None = None,
+    ) -> None:
+        if lr <= 0 or batch_size < 1 or epochs < 1 or not 0 < lr_decay <= 1:
+            raise ValueError("need lr > 0, batch_size >= 1, epochs >= 1 and 0 < lr_decay <= 1")
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {patience}")
+        validate_data(data, model.input_dim, model.num_classes)
+        self.model = model
+        self.update_rule = get_update_rule(optimizer)
+        self.optimizer = optimizer
+        self.X_train = np.ascontiguousarray(data["X_train"], dtype=model.dtype)
+        self.X_train = self.X_train.reshape(len(self.X_train), -1)
+        self.y_train = np.asarray(data["y_train"], dtype=np.int64)
+        self.X_val = np.ascontiguousarray(data["X_val"], dtype=model.dtype)
+        self.y_val = np.asarray(data["y_val"], dtype=np.int64)
+        self.optim_config = {"lr": float(lr), "momentum": float(momentum)}
+        self.lr_decay = float(lr_decay)
+        self.batch_size = int(batch_size)
+        self.epochs = int(epochs)
+        self.patience = patience
+        self.seed = seed
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.verbose = verbose
+        self.flip_shape = tuple(flip_shape) if flip_shape else None
+        self.epoch_callback = epoch_callback
+        self.rng = np.random.default_rng(seed)
+        self.optim_state: dict[str, dict] = {name: {} for name in model.params}
+        self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
+        self.epoch = 0
+        self.best_val_loss = np.inf
+        self.best_epoch = 0
+        self.best_params: dict[str, np.ndarray] | None = None
+        self.stopped_early = False
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _flip_half(self, X_batch: np.ndarray) -> None:
+        """Mirror a random half of the batch's images left-right, in place."""
+        flip_mask = self.rng.random(len(X_batch)) < 0.5
+        if flip_mask.any():
+            images = X_batch[flip_mask].reshape(-1, *self.flip_shape)
+            X_batch[flip_mask] = images[:, :, ::-1].reshape(int(flip_mask.sum()), -1)
+
+    def _step(self, X_batch: np.ndarray, y_batch: np.ndarray) -> tuple[float, int]:
+        loss, grads, scores = self.model.loss_and_scores(X_batch, y_batch, self.rng)
+        for name, w in self.model.params.items():
+            if self.model.trainable.get(name, True):
+                self.update_rule(w, grads[name], self.optim_state[name], self.optim_config)
+        return loss, int((scores.argmax(axis=1) == y_batch).sum())
+
+    def _run_epoch(self) -> tuple[float, float]:
+        n = len(self.X_train)
+        order = self.rng.permutation(n)
+        batch_buffer = np.empty((self.batch_size, self.X_train.shape[1]), dtype=self.model.dtype)
+        total_loss, total_correct = 0.0, 0
+        starts = range(0, n, self.batch_size)
+        bar = tqdm(
+            starts,
+            desc=f"epoch {self.epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not self.verbose,
+            file=sys.stderr,
+        )
+        for start in bar:
+            idx = order[start : start + self.batch_size]
+            X_batch = np.take(self.X_train, idx, axis=0, out=batch_buffer[: len(idx)])
+            y_batch = self.y_train[idx]
+            if self.flip_shape:
+                self._flip_half(X_batch)
+            loss, correct = self._step(X_batch, y_batch)
+            if not np.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {loss} in epoch {self.epoch + 1}; "
+                    f"try a lower learning rate (now {self.optim_config['lr']:g})"
+                )
+            total_loss += loss * len(idx)
+            total_correct += correct
+        return total_loss / n, total_correct / n
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Test-mode data loss and accuracy on (X, y)."""
+        scores = self.model.scores(X)
+        loss, _ = softmax_loss(scores.astype(np.float64), y)
+        return loss, float((scores.argmax(axis=1) == y).mean())
+
+    def train(self) -> dict[str, list]:
+        """Train until ``epochs`` or early stopping; restore the best parameters; return the history."""
+        try:
+            while self.epoch < self.epochs and not self.stopped_early:
+                self._train_one_epoch()
+        except KeyboardInterrupt:
+            self._explain_interrupt()
+            raise
+        if self.best_params is not None:
+            for name, value in self.best_params.items():
+                self.model.params[name][...] = value
+        return self.history
+
+    def _train_one_epoch(self) -> None:
+        started = time.perf_counter()
+        lr = self.optim_config["lr"]
+        train_loss, train_acc = self._run_epoch()
+        val_loss, val_acc = self.evaluate(self.X_val, self.y_val)
+        self.epoch += 1
+        for key, value in zip(
+            HISTORY_KEYS,
+            (train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started),
+            strict=True,
+        ):
+            self.history[key].append(float(value))
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = val_loss, self.epoch
+            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+        elif self.patience is not None and self.epoch - self.best_epoch >= self.patience:
+            self.stopped_early = True
+        self.optim_config["lr"] = lr * self.lr_decay
+        if self.verbose:
+            tqdm.write(
+                f"epoch {self.epoch}/{self.epochs}  loss {train_loss:.4f}  train acc {train_acc:.3f}"
+                f"  val loss {val_loss:.4f}  val acc {val_acc:.3f}  lr {lr:.3g}"
+                f"  {self.history['seconds'][-1]:.1f}s",
+                file=sys.stderr,
+            )
+            if self.stopped_early:
+                tqdm.write(
+                    f"early stop: no better validation loss for {self.patience} epochs; "
+                    f"restoring epoch {self.best_epoch}",
+                    file=sys.stderr,
+                )
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint(self.checkpoint_dir / CHECKPOINT_NAME)
+        if self.epoch_callback is not None:
+            self.epoch_callback(self.epoch, self.history)
+
+    def _explain_interrupt(self) -> None:
+        if self.checkpoint_dir is not None and self.epoch > 0:
+            where = f"the checkpoint of epoch {self.epoch} is {self.checkpoint_dir / CHECKPOINT_NAME}"
+            how = "; continue with --resume on that file"
+        else:
+            where, how = "no checkpoint was written", " (set a checkpoint directory to keep one)"
+        print(f"\ninterrupted in epoch {self.epoch + 1}: {where}{how}", file=sys.stderr)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        meta = {
+            "format": "ferlab-checkpoint",
+            "model": self.model.config(),
+            "optimizer": self.optimizer,
+            "optim_config": self.optim_config,
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "best_val_loss": None if not np.isfinite(self.best_val_loss) else self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "rng_state": self.rng.bit_generator.state,
+            "history": self.history,
+            "optim_scalars": {},
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for name, value in self.model.params.items():
+            arrays[f"param/{name}"] = value
+        for name, value in (self.best_params or {}).items():
+            arrays[f"best/{name}"] = value
+        for name, state in self.optim_state.items():
+            for key, value in state.items():
+                arrays[f"optim/{name}/{key}"] = np.asarray(value)
+        return meta, arrays
+
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Write parameters, optimizer and rng state and history atomically to ``path``."""
+        from ferlab.nn.model_io import write_npz
+
+        meta, arrays = self._state()
+        return write_npz(path, meta, arrays)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore the state written by :meth:`save_checkpoint` into this solver and its model."""
+        from ferlab.nn.model_io import read_npz
+
+        meta, arrays = read_npz(path, expected_format="ferlab-checkpoint")
+        if meta["model"]["hidden_dims"] != self.model.hidden_dims or meta["model"][
+            "input_dim"
+        ] != self.model.input_dim:
+            raise ModelFileError(f"{path}: the checkpoint was written for another architecture")
+        for name in self.model.params:
+            self.model.params[name][...] = arrays[f"param/{name}"]
+        best = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("best/")}
+        self.best_params = best or None
+        self.optim_state = {name: {} for name in self.model.params}
+        for key, value in arrays.items():
+            if key.startswith("optim/"):
+                _, name, field = key.split("/", 2)
+                self.optim_state[name][field] = value.copy()
+        self.optimizer = meta["optimizer"]
+        self.update_rule = get_update_rule(self.optimizer)
+        self.optim_config = dict(meta["optim_config"])
+        self.epoch = int(meta["epoch"])
+        best = meta["best_val_loss"]
+        self.best_val_loss = np.inf if best is None else float(best)
+        self.best_epoch = int(meta["best_epoch"])
+        self.stopped_early = bool(meta["stopped_early"])
+        self.rng.bit_generator.state = meta["rng_state"]
+        self.history = {key: list(meta["history"][key]) for key in HISTORY_KEYS}
+
+    def resume(self, checkpoint_path: str | os.PathLike) -> dict[str, list]:
+        """Load a checkpoint and continue training to the same result as an uninterrupted run."""
+        self.load_checkpoint(checkpoint_path)
+        if self.verbose:
+            print(f"resuming after epoch {self.epoch} of {self.epochs}", file=sys.stderr)
+        return self.train()
+
+
+def history_to_json(history: dict) -> str:
+    """The history as indented JSON."""
+    return json.dumps(history, indent=2)
