@@ -17,6 +17,10 @@ from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
 
 
+# What a model file records about its data so evaluation can rebuild the same validation split.
+TRAINING_DATA_KEYS = ("dataset", "val_size", "train_limit", "preprocessing")
+
+
 @dataclass
 class SplitImages:
     """Raw uint8 images split into training, validation and the data set's test splits."""
@@ -101,6 +105,7 @@ def build_model(config: dict, features: Features, splits: SplitImages) -> FullyC
     model.preprocessor = features.preprocessor
     model.class_names = list(splits.class_names)
     model.input_shape = splits.image_shape
+    model.training_info = {"data": {k: config["data"][k] for k in TRAINING_DATA_KEYS}, "seed": config["seed"]}
     return model
 
 

@@ -56,6 +56,7 @@ class FullyConnectedNet:
         self.preprocessor: Preprocessor | None = None
         self.class_names: list[str] | None = None
         self.input_shape: tuple[int, ...] | None = None
+        self.training_info: dict | None = None
         self.params: dict[str, np.ndarray] = {}
         self.trainable: dict[str, bool] = {}
         dims = [self.input_dim, *self.hidden_dims, self.num_classes]

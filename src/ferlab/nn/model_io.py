@@ -83,6 +83,7 @@ def save_model(model, path: str | os.PathLike) -> Path:
         "input_shape": list(model.input_shape) if model.input_shape else None,
         "preprocessing": None,
         "trainable": model.trainable,
+        "training": model.training_info,
     }
     arrays = {f"param/{name}": value for name, value in model.params.items()}
     if model.preprocessor is not None:
@@ -132,6 +133,7 @@ def load_model(path: str | os.PathLike):
         model.class_names = meta.get("class_names")
         model.input_shape = tuple(meta["input_shape"]) if meta.get("input_shape") else None
         model.trainable.update(meta.get("trainable") or {})
+        model.training_info = meta.get("training")
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: incomplete or tampered model file ({exc!r})") from None
     return model
