@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
         "val_size": 0.1,
         "train_limit": None,
         "preprocessing": "standardize",
+        "exclude_classes": [],
     },
     "model": {
         "hidden_dims": [100],

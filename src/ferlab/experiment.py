@@ -12,13 +12,13 @@ import numpy as np
 
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.data.split import holdout_split
-from ferlab.errors import DataError
+from ferlab.errors import ConfigError, DataError
 from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
 
 
 # What a model file records about its data so evaluation can rebuild the same validation split.
-TRAINING_DATA_KEYS = ("dataset", "val_size", "train_limit", "preprocessing")
+TRAINING_DATA_KEYS = ("dataset", "val_size", "train_limit", "preprocessing", "exclude_classes")
 
 
 @dataclass
@@ -60,12 +60,42 @@ def split_images(data: LabeledImages, data_config: dict, seed: int) -> SplitImag
     if limit is not None:
         train_idx = train_idx[:limit]
     tests = {name: data.split(name) for name in spec.test_splits}
-    return SplitImages(
+    splits = SplitImages(
         train_all.subset(train_idx),
         train_all.subset(np.sort(val_idx)),
         {name: part for name, part in tests.items() if len(part)},
         data.class_names,
         tuple(data.images.shape[1:]),
+    )
+    excluded = data_config.get("exclude_classes") or []
+    return drop_classes(splits, excluded) if excluded else splits
+
+
+def drop_classes(splits: SplitImages, excluded: list[str]) -> SplitImages:
+    """Remove the named classes from every part and renumber the rest in their original order."""
+    unknown = sorted(set(excluded) - set(splits.class_names))
+    if unknown:
+        raise ConfigError(
+            f"data.exclude_classes names unknown class(es) {unknown}; "
+            f"known: {', '.join(splits.class_names)}"
+        )
+    kept = [name for name in splits.class_names if name not in excluded]
+    if len(kept) < 2:
+        raise ConfigError("data.exclude_classes leaves fewer than 2 classes")
+    new_label = np.full(len(splits.class_names), -1, dtype=np.int64)
+    new_label[[splits.class_names.index(name) for name in kept]] = np.arange(len(kept))
+
+    def keep(part: LabeledImages) -> LabeledImages:
+        # Excluding after the hold-out split keeps the validation part a subset of the full one.
+        part = part.subset(new_label[part.labels] >= 0)
+        return LabeledImages(part.images, new_label[part.labels], kept, part.splits, part.names)
+
+    return SplitImages(
+        keep(splits.train),
+        keep(splits.val),
+        {name: keep(part) for name, part in splits.tests.items()},
+        kept,
+        splits.image_shape,
     )
 
 
