@@ -12,6 +12,8 @@ from ferlab.errors import FerlabError
 
 COMMAND_MODULES = [
     "ferlab.cli.train",
+    "ferlab.cli.evaluate",
+    "ferlab.cli.predict",
 ]
 
 

@@ -62,11 +62,14 @@ def _load_pickle_batches(path: Path) -> LabeledImages:
     missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in found]
     if missing:
         raise DataError(f"{path}: CIFAR-10 batches missing: {', '.join(missing)}")
-    parts = [(_read_batch(found[name], f"{path}/{name}"), "train") for name in TRAIN_BATCHES]
-    parts.append((_read_batch(found[TEST_BATCH], f"{path}/{TEST_BATCH}"), "test"))
-    images = np.concatenate([p[0][0] for p in parts])
-    labels = np.concatenate([p[0][1] for p in parts])
-    splits = np.concatenate([[split] * len(p[0][1]) for p, split in parts])
+    batches = [(name, "train") for name in TRAIN_BATCHES] + [(TEST_BATCH, "test")]
+    images, labels, splits = [], [], []
+    for name, split in batches:
+        batch_images, batch_labels = _read_batch(found[name], f"{path}/{name}")
+        images.append(batch_images)
+        labels.append(batch_labels)
+        splits.append(np.full(len(batch_labels), split))
+    images, labels, splits = np.concatenate(images), np.concatenate(labels), np.concatenate(splits)
     return LabeledImages(images, labels, list(CLASS_NAMES), splits)
 
 

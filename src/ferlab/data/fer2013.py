@@ -1,4 +1,4 @@
-"""FER2013 from Kaggle's ``fer2013.csv``, the coursework layout or class sub-folders (folder or tar).
+"""FER2013 from Kaggle's ``fer2013.csv``, the coursework layout or class folders (folder or tar).
 
 Every layout gives uint8 images (N, 48, 48), labels 0..6 in the canonical order and each sample's
 split: ``training``, ``public_test`` or ``private_test``.
@@ -190,7 +190,7 @@ def _load_coursework(root: Path, strict: bool) -> LabeledImages:
 
 
 def detect_layout(path: Path) -> tuple[str, Path]:
-    """The layout of a FER2013 source (``csv``, ``coursework`` or ``class_folders``) and its root."""
+    """The layout of a FER2013 source (``csv``, ``coursework``, ``class_folders``) and its root."""
     name = path.name.lower()
     if path.is_file():
         if name.endswith((".csv", ".csv.gz")):
@@ -208,7 +208,7 @@ def detect_layout(path: Path) -> tuple[str, Path]:
 
 
 def load_fer2013(path, *, strict: bool = False, use_cache: bool = True) -> LabeledImages:
-    """FER2013 as uint8 images (N, 48, 48), labels 0..6 and splits training/public_test/private_test."""
+    """FER2013 as uint8 images (N, 48, 48), labels 0..6 and splits (training, public, private)."""
     if path is None:
         raise DataError(
             "FER2013 needs a path: fer2013.csv, a coursework folder or an image folder/tar"

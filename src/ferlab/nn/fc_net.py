@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -108,6 +109,8 @@ class FullyConnectedNet:
             dscores, caches[-1], need_dX=L > 1 and self._needs_dX(L)
         )
         for i in range(L - 1, 0, -1):
+            if dout is None:  # every layer below is frozen: their gradients are never used
+                break
             lin_cache, relu_cache, drop_cache = caches[i - 1]
             dout = dropout_backward(dout, drop_cache)
             dout = relu_backward(dout, relu_cache)
@@ -123,7 +126,7 @@ class FullyConnectedNet:
     def loss_and_scores(
         self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator | None = None
     ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
-        """Training-mode loss, gradients and the batch's class scores."""
+        """Training-mode loss, gradients (of layers that some trainable layer needs) and scores."""
         scores, caches = self._forward(X, train=True, rng=rng if rng is not None else self.rng)
         data_loss, dscores = softmax_loss(scores, y)
         grads = self._backward(dscores.astype(self.dtype, copy=False), caches)
@@ -132,7 +135,8 @@ class FullyConnectedNet:
             for i in range(1, self.num_layers + 1):
                 W = self.params[f"W{i}"]
                 reg_loss += 0.5 * self.reg * float(np.vdot(W, W))
-                grads[f"W{i}"] += self.reg * W
+                if f"W{i}" in grads:
+                    grads[f"W{i}"] += self.reg * W
         return data_loss + reg_loss, grads, scores
 
     def loss(
@@ -169,8 +173,8 @@ class FullyConnectedNet:
             return X_raw.reshape(X_raw.shape[0], -1).astype(self.dtype, copy=False)
         return self.preprocessor.transform(X_raw, dtype=self.dtype)
 
-    def save(self, path) -> None:
-        """Write the model as one ``.npz`` of arrays with a JSON metadata entry."""
+    def save(self, path) -> Path:
+        """Write the model as one ``.npz`` of arrays with a JSON metadata entry; return its path."""
         from ferlab.nn.model_io import save_model
 
-        save_model(self, path)
+        return save_model(self, path)

@@ -59,8 +59,11 @@ def adam(w: np.ndarray, dw: np.ndarray, state: dict, config: dict) -> np.ndarray
     m += w.dtype.type(1 - beta1) * dw
     v *= w.dtype.type(beta2)
     v += w.dtype.type(1 - beta2) * (dw * dw)
-    step = config["lr"] * np.sqrt(1 - beta2**t) / (1 - beta1**t)
-    w -= w.dtype.type(step) * m / (np.sqrt(v) + w.dtype.type(eps))
+    step = w.dtype.type(config["lr"] / (1 - beta1**t))
+    denom = np.sqrt(v)
+    denom *= w.dtype.type(1 / np.sqrt(1 - beta2**t))
+    denom += w.dtype.type(eps)
+    w -= step * m / denom
     return w
 
 

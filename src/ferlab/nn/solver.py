@@ -64,6 +64,7 @@ class Solver:
         verbose: bool = True,
         flip_shape: tuple[int, ...] | None = None,
         epoch_callback: EpochCallback | None = None,
+        restore_best: bool | None = None,
     ) -> None:
         if lr <= 0 or batch_size < 1 or epochs < 1 or not 0 < lr_decay <= 1:
             raise ValueError("need lr > 0, batch_size >= 1, epochs >= 1 and 0 < lr_decay <= 1")
@@ -88,6 +89,8 @@ class Solver:
         self.verbose = verbose
         self.flip_shape = tuple(flip_shape) if flip_shape else None
         self.epoch_callback = epoch_callback
+        # Restoring the best-validation parameters belongs to early stopping unless asked for.
+        self.restore_best = patience is not None if restore_best is None else restore_best
         self.rng = np.random.default_rng(seed)
         self.optim_state: dict[str, dict] = {name: {} for name in model.params}
         self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
@@ -152,12 +155,14 @@ class Solver:
     def train(self) -> dict[str, list]:
         """Train until ``epochs`` or early stopping; restore the best parameters; return the history."""
         try:
-            while self.epoch < self.epochs and not self.stopped_early:
-                self._train_one_epoch()
+            # Overflow shows up as a non-finite loss, reported with advice below.
+            with np.errstate(over="ignore", invalid="ignore"):
+                while self.epoch < self.epochs and not self.stopped_early:
+                    self._train_one_epoch()
         except KeyboardInterrupt:
             self._explain_interrupt()
             raise
-        if self.best_params is not None:
+        if self.restore_best and self.best_params is not None:
             for name, value in self.best_params.items():
                 self.model.params[name][...] = value
         return self.history

@@ -1,0 +1,81 @@
+"""``ferlab extend``: add classes to a trained model (grow the output layer, freeze, retrain)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ferlab.cli.common import add_data_arguments
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "extend",
+        help="add new classes to a trained model by transfer learning or fine-tuning",
+        description=__doc__,
+    )
+    parser.add_argument("model", metavar="MODEL", help="trained model file")
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--new-classes",
+        required=True,
+        metavar="NAME[,NAME...]",
+        help="class names of the data set to add, e.g. disgust",
+    )
+    parser.add_argument(
+        "--freeze",
+        choices=("all-but-last", "none"),
+        default="all-but-last",
+        help="all-but-last: train the output layer only (transfer learning); none: fine-tune all",
+    )
+    parser.add_argument("--out", required=True, metavar="NEW_MODEL", help="extended model file")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--test-split", metavar="SPLIT", help="split to report on (default: the first test split)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferlab.errors import ConfigError
+    from ferlab.extend import ExtendSettings, extend_model
+
+    if args.epochs < 1 or args.lr <= 0 or args.batch_size < 1 or args.patience < 1:
+        raise ConfigError("--epochs, --batch-size and --patience must be >= 1 and --lr > 0")
+    new_classes = [name.strip() for name in args.new_classes.split(",") if name.strip()]
+    settings = ExtendSettings(
+        freeze=args.freeze,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+        test_split=args.test_split,
+    )
+    report = extend_model(
+        args.model,
+        args.data,
+        new_classes,
+        args.out,
+        settings,
+        strict=args.strict,
+        use_cache=not args.no_cache,
+        verbose=not args.quiet,
+    )
+    before, after = report["before"], report["after"]
+    split = report["test_split"]
+    print(f"old-class accuracy on {split}: before {before['old_class_accuracy']:.2%}, "
+          f"after {after['old_class_accuracy']:.2%}")
+    for name, recall in after["new_class_recall"].items():
+        shown = "n/a (no samples)" if recall is None else f"{recall:.2%}"
+        print(f"new class {name!r} recall on {split}: {shown}")
+    print(f"accuracy on all {len(report['old_classes']) + len(report['new_classes'])} classes: "
+          f"{after['overall_accuracy']:.2%}")
+    print(f"extended model written to {report['out']}, report to {report['report_path']}")
+    return 0

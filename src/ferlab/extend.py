@@ -1,0 +1,303 @@
+"""Adding classes to a trained classifier: grow its output layer, freeze or fine-tune, retrain.
+
+Class identity travels by name: the grown model's outputs are the old model's classes in their
+order, then the new ones, and every data label is remapped to that order by class name.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferlab.data import LabeledImages, dataset_spec, load_dataset
+from ferlab.errors import ConfigError, DataError, ModelFileError
+from ferlab.nn import FullyConnectedNet
+
+FREEZE_MODES = ("all-but-last", "none")
+
+
+# -- class names and labels ------------------------------------------------------------------
+
+
+def check_new_classes(old_classes: list[str] | None, new_classes: list[str], data_classes: list[str]):
+    """Reject new class names that are empty, repeated, already known or absent from the data."""
+    if not old_classes:
+        raise ModelFileError("the model stores no class names, so new classes cannot be placed")
+    if not new_classes:
+        raise ConfigError("--new-classes needs at least one class name")
+    repeated = sorted({c for c in new_classes if new_classes.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"--new-classes repeats {repeated}")
+    known = sorted(set(new_classes) & set(old_classes))
+    if known:
+        raise ConfigError(f"the model already has class(es) {known}")
+    unknown = sorted(set(new_classes) - set(data_classes))
+    if unknown:
+        raise DataError(
+            f"unknown class name(s) {unknown}; the data has: {', '.join(data_classes)}"
+        )
+    missing = sorted(set(old_classes) - set(data_classes))
+    if missing:
+        raise DataError(f"the data has none of the model's class(es) {missing}")
+
+
+def relabel(part: LabeledImages, class_names: list[str]) -> LabeledImages:
+    """Keep the samples of the named classes and number their labels in ``class_names`` order."""
+    index = {name: i for i, name in enumerate(class_names)}
+    mapping = np.array([index.get(name, -1) for name in part.class_names], dtype=np.int64)
+    keep = mapping[part.labels] >= 0
+    kept = part.subset(keep)
+    return LabeledImages(kept.images, mapping[kept.labels], list(class_names), kept.splits, kept.names)
+
+
+# -- fully connected models ------------------------------------------------------------------
+
+
+def grow_fully_connected(model: FullyConnectedNet, new_classes: list[str]) -> FullyConnectedNet:
+    """A copy of ``model`` with zero-initialised outputs for ``new_classes`` after the old ones."""
+    L = model.num_layers
+    W, b = model.params.get(f"W{L}"), model.params.get(f"b{L}")
+    fan_in = [model.input_dim, *model.hidden_dims][-1]
+    if W is None or b is None or W.shape != (fan_in, model.num_classes):
+        raise ModelFileError(f"the model has no output layer W{L}, b{L} of the expected shape")
+    grown = FullyConnectedNet(
+        model.input_dim,
+        model.hidden_dims,
+        model.num_classes + len(new_classes),
+        dropout=model.dropout,
+        reg=model.reg,
+        weight_scale=model.weight_scale,
+        dtype=model.dtype,
+        seed=model.seed,
+    )
+    for name, value in model.params.items():
+        if name in (f"W{L}", f"b{L}"):
+            grown.params[name][...] = 0
+            grown.params[name][..., : model.num_classes] = value
+        else:
+            grown.params[name] = value.copy()
+    grown.preprocessor = model.preprocessor
+    grown.class_names = [*model.class_names, *new_classes]
+    grown.input_shape = model.input_shape
+    grown.training_info = dict(model.training_info or {})
+    return grown
+
+
+def set_freeze(model: FullyConnectedNet, freeze: str) -> None:
+    """Mark every layer but the output layer frozen (``all-but-last``) or all trainable (``none``)."""
+    if freeze not in FREEZE_MODES:
+        raise ConfigError(f"--freeze must be one of {', '.join(FREEZE_MODES)}, got {freeze!r}")
+    L = model.num_layers
+    for name in model.params:
+        model.trainable[name] = freeze == "none" or name in (f"W{L}", f"b{L}")
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def old_new_scores(
+    predict, test: LabeledImages, old_classes: list[str], new_classes: list[str]
+) -> dict:
+    """Accuracy on the old classes' samples and recall of each new class (labels by name)."""
+    part = relabel(test, [*old_classes, *new_classes])
+    predicted = predict(part.images)
+    old = part.labels < len(old_classes)
+    result = {
+        "n_old": int(old.sum()),
+        "old_class_accuracy": float((predicted[old] == part.labels[old]).mean()) if old.any() else None,
+    }
+    recalls = {}
+    for i, name in enumerate(new_classes, start=len(old_classes)):
+        mask = part.labels == i
+        recalls[name] = float((predicted[mask] == i).mean()) if mask.any() else None
+    if new_classes:
+        result["new_class_recall"] = recalls
+        result["n_new"] = int((~old).sum())
+        result["overall_accuracy"] = float((predicted == part.labels).mean())
+    return result
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+@dataclass
+class ExtendSettings:
+    """How to retrain the grown model."""
+
+    freeze: str = "all-but-last"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 10
+    patience: int | None = 3
+    seed: int = 0
+    test_split: str | None = None
+
+
+def data_for_model(
+    training_info: dict | None, data_path: str | None, *, strict: bool, use_cache: bool
+) -> tuple[LabeledImages, LabeledImages, dict[str, LabeledImages], dict]:
+    """The model's own training split again: (train, val, tests) with the old validation part."""
+    from ferlab.experiment import split_images
+
+    info = training_info or {}
+    data_config = dict(info.get("data") or {})
+    if "dataset" not in data_config:
+        raise ModelFileError("the model does not record which data set it was trained on")
+    data_config["exclude_classes"] = []  # every class is needed now
+    data_config["train_limit"] = data_config.get("train_limit")
+    data_config.setdefault("val_size", 0.1)
+    data = load_dataset(data_config["dataset"], data_path, strict=strict, use_cache=use_cache)
+    # The same seed and val_size give the same hold-out split, so the old model's validation
+    # images stay out of the new training data.
+    splits = split_images(data, data_config, int(info.get("seed", 0)))
+    return splits.train, splits.val, splits.tests, data_config
+
+
+def extend_model(
+    model_path: str | Path,
+    data_path: str | None,
+    new_classes: list[str],
+    out_path: str | Path,
+    settings: ExtendSettings,
+    *,
+    strict: bool = False,
+    use_cache: bool = True,
+    verbose: bool = True,
+) -> dict:
+    """Grow a saved model by ``new_classes``, retrain it and report forgetting and new recall."""
+    from ferlab.models import load_classifier, model_kind
+
+    if settings.freeze not in FREEZE_MODES:
+        raise ConfigError(
+            f"--freeze must be one of {', '.join(FREEZE_MODES)}, got {settings.freeze!r}"
+        )
+    kind = model_kind(model_path)
+    old = load_classifier(model_path)
+    info = old.training_info if kind == "fully_connected" else old.meta.get("training_info")
+    train, val, tests, data_config = data_for_model(
+        info, data_path, strict=strict, use_cache=use_cache
+    )
+    check_new_classes(old.class_names, new_classes, train.class_names)
+    old_classes = list(old.class_names)
+    all_classes = [*old_classes, *new_classes]
+    test_name = settings.test_split or dataset_spec(data_config["dataset"]).test_splits[0]
+    if test_name not in tests:
+        raise DataError(f"the data has no {test_name!r} split to report on; have {sorted(tests)}")
+    test = tests[test_name]
+    train, val = relabel(train, all_classes), relabel(val, all_classes)
+
+    def predict_old(images):
+        return old.predict_proba(images, raw=True).argmax(axis=1)
+
+    before = old_new_scores(predict_old, test, old_classes, [])
+    started = time.perf_counter()
+    if kind == "fully_connected":
+        grown, history = _extend_fully_connected(old, new_classes, train, val, settings, verbose)
+    else:
+        from ferlab.deep.extend import extend_cnn  # noqa: PLC0415 (optional extra)
+
+        grown, history = extend_cnn(old, new_classes, train, val, settings, verbose=verbose)
+    seconds = time.perf_counter() - started
+
+    def predict_new(images):
+        return grown.predict_proba(images, raw=True).argmax(axis=1)
+
+    after = old_new_scores(predict_new, test, old_classes, new_classes)
+    trainable = _trainable_parameter_count(grown)
+    grown.training_info = {
+        **(grown.training_info or {}),
+        "data": {**data_config, "exclude_classes": []},
+        "seed": int((info or {}).get("seed", 0)),
+        "extended_from": str(model_path),
+        "new_classes": list(new_classes),
+        "freeze": settings.freeze,
+    }
+    if kind == "fully_connected":
+        grown.save(out_path)
+    else:
+        from ferlab.deep.extend import save_extended_cnn  # noqa: PLC0415 (optional extra)
+
+        save_extended_cnn(grown, out_path)
+    report = {
+        "model": str(model_path),
+        "out": str(out_path),
+        "kind": kind,
+        "freeze": settings.freeze,
+        "old_classes": old_classes,
+        "new_classes": list(new_classes),
+        "test_split": test_name,
+        "n_train": len(train),
+        "n_val": len(val),
+        "trainable_parameters": trainable,
+        "epochs": len(history.get("train_loss", [])),
+        "train_seconds": round(seconds, 2),
+        "before": before,
+        "after": after,
+        "forgetting": (
+            before["old_class_accuracy"] - after["old_class_accuracy"]
+            if before["old_class_accuracy"] is not None
+            else None
+        ),
+        "settings": settings.__dict__,
+    }
+    report_path = Path(out_path).with_suffix(".extend.json")
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report["report_path"] = str(report_path)
+    return report
+
+
+def _trainable_parameter_count(model) -> dict:
+    if isinstance(model, FullyConnectedNet):
+        sizes = {name: p.size for name, p in model.params.items()}
+        trained = sum(size for name, size in sizes.items() if model.trainable[name])
+        return {"trained": int(trained), "total": int(sum(sizes.values()))}
+    module = model.module
+    total = sum(p.numel() for p in module.parameters())
+    trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return {"trained": int(trained), "total": int(total)}
+
+
+def _extend_fully_connected(
+    old: FullyConnectedNet,
+    new_classes: list[str],
+    train: LabeledImages,
+    val: LabeledImages,
+    settings: ExtendSettings,
+    verbose: bool,
+) -> tuple[FullyConnectedNet, dict]:
+    from ferlab.nn import Solver
+
+    grown = grow_fully_connected(old, new_classes)
+    set_freeze(grown, settings.freeze)
+    # The old model's preprocessing stays: the frozen first layer expects that input scale.
+    data = {
+        "X_train": grown.preprocess(train.images),
+        "y_train": train.labels,
+        "X_val": grown.preprocess(val.images),
+        "y_val": val.labels,
+    }
+    if verbose:
+        print(
+            f"extending {old.num_classes} -> {grown.num_classes} classes on {len(train)} samples "
+            f"(freeze {settings.freeze})",
+            file=sys.stderr,
+        )
+    solver = Solver(
+        grown,
+        data,
+        optimizer=settings.optimizer,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        patience=settings.patience,
+        seed=settings.seed,
+        verbose=verbose,
+    )
+    history = solver.train()
+    return grown, history

@@ -1,0 +1,148 @@
+"""One trial on a worker: data loaded once per process, per-epoch reports, pruning, heartbeats."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from ferlab.errors import TrainingDiverged
+from ferlab.search.storage import is_rdb, open_storage
+
+Report = Callable[[int, float], None]
+TrialFn = Callable[[dict, Report], float]
+PRUNERS = ("median", "hyperband", "none")
+
+# Per worker process: the decoded, preprocessed data of the last data set used, and open studies.
+_DATA_CACHE: dict[str, tuple] = {}
+_STUDY_CACHE: dict[tuple, tuple] = {}
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """What a worker needs to run one asked trial."""
+
+    storage: str
+    study_name: str
+    trial_id: int
+    number: int
+    config: dict
+    pruner: str
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How a trial ended on its worker: ``complete``, ``pruned`` or ``fail``."""
+
+    state: str
+    value: float | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The named pruner, sized to the trials' epoch cap."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+
+
+def _data_key(config: dict) -> str:
+    return json.dumps(
+        {"data": config["data"], "seed": config["seed"], "dtype": config["model"]["dtype"]},
+        sort_keys=True,
+    )
+
+
+def cached_features(config: dict) -> tuple:
+    """``(splits, features)`` for the config's data, loaded once per process and reused."""
+    from ferlab.experiment import load_splits, make_features
+
+    key = _data_key(config)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one data set per worker at a time: FER2013 features are ~250 MB
+        splits = load_splits(config)
+        features = make_features(
+            splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
+        )
+        _DATA_CACHE[key] = (splits, features)
+    return _DATA_CACHE[key]
+
+
+def train_trial(config: dict, report: Report) -> float:
+    """Train the configured net, reporting validation accuracy each epoch; return the final one."""
+    from ferlab.experiment import accuracy, build_model, build_solver
+
+    splits, features = cached_features(config)
+    model = build_model(config, features, splits)
+    solver = build_solver(
+        config,
+        model,
+        features,
+        splits,
+        verbose=False,
+        epoch_callback=lambda epoch, history: report(epoch, history["val_acc"][-1]),
+    )
+    solver.train()
+    # The Solver restored the best-validation-loss weights: score the model a retrain would keep.
+    return accuracy(model, features.X_val, features.y_val)
+
+
+def _open_study(task: TrialTask):
+    key = (task.storage, task.study_name, task.pruner, task.config["solver"]["epochs"])
+    if key not in _STUDY_CACHE:
+        storage = open_storage(task.storage)
+        pruner = make_pruner(task.pruner, task.config["solver"]["epochs"])
+        study = optuna.load_study(study_name=task.study_name, storage=storage, pruner=pruner)
+        _STUDY_CACHE[key] = (storage, study)
+    return _STUDY_CACHE[key]
+
+
+def _beat(storage, trial_id: int, stop: threading.Event) -> None:
+    interval = storage.get_heartbeat_interval() or 10
+    while not stop.wait(interval):
+        storage.record_heartbeat(trial_id)
+
+
+def execute_trial(task: TrialTask, trial_fn: TrialFn | None = None) -> TrialOutcome:
+    """Run one trial on this process; the driver records the outcome in the study."""
+    started = time.perf_counter()
+    storage, study = _open_study(task)
+    frozen = storage.get_trial(task.trial_id)
+    if frozen.state != optuna.trial.TrialState.RUNNING:
+        return TrialOutcome("fail", message=f"trial was {frozen.state.name} before it started")
+    if frozen.intermediate_values:
+        # A scheduler re-ran the task of a lost worker: that attempt is failed and retried afresh.
+        return TrialOutcome("fail", message="the trial's worker was lost mid-trial")
+    trial = optuna.trial.Trial(study, task.trial_id)
+
+    def report(epoch: int, value: float) -> None:
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    stop = threading.Event()
+    if is_rdb(task.storage):
+        storage.record_heartbeat(task.trial_id)
+        threading.Thread(target=_beat, args=(storage, task.trial_id, stop), daemon=True).start()
+    try:
+        value = (trial_fn or train_trial)(task.config, report)
+        return TrialOutcome("complete", float(value), seconds=time.perf_counter() - started)
+    except optuna.TrialPruned as exc:
+        return TrialOutcome("pruned", message=str(exc), seconds=time.perf_counter() - started)
+    except TrainingDiverged as exc:
+        # Divergence is a finished, hopeless trial (too high a learning rate), not a crash.
+        return TrialOutcome("pruned", message=f"diverged: {exc}", seconds=time.perf_counter() - started)
+    except Exception as exc:  # any error in one trial must not stop the search
+        return TrialOutcome("fail", message=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
+    finally:
+        stop.set()

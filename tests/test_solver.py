@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+
+from ferlab.errors import DataError, TrainingDiverged
+from ferlab.nn import FullyConnectedNet, Solver
+from ferlab.nn.solver import CHECKPOINT_NAME
+
+
+def blobs(n=200, d=12, classes=3, seed=0, noise=0.5):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, d)) * 2
+    y = rng.integers(0, classes, n)
+    return (centres[y] + noise * rng.standard_normal((n, d))).astype(np.float32), y
+
+
+def split(X, y, n_train):
+    return {"X_train": X[:n_train], "y_train": y[:n_train], "X_val": X[n_train:], "y_val": y[n_train:]}
+
+
+def test_overfits_a_tiny_data_set():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 30)).astype(np.float32), rng.integers(0, 5, 60)
+    model = FullyConnectedNet(30, [100], 5, seed=0)
+    solver = Solver(model, split(X, y, 50), optimizer="adam", lr=1e-2, batch_size=10, epochs=30, verbose=False)
+    history = solver.train()
+    assert history["train_acc"][-1] == 1.0
+    assert (model.predict(X[:50]) == y[:50]).all()
+
+
+def test_learns_separable_blobs_and_history_is_complete():
+    X, y = blobs()
+    model = FullyConnectedNet(12, [20], 3, seed=0)
+    solver = Solver(model, split(X, y, 150), lr=0.05, lr_decay=0.9, epochs=5, batch_size=32, verbose=False)
+    history = solver.train()
+    assert set(history) == {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert all(len(v) == 5 for v in history.values())
+    assert history["val_acc"][-1] > 0.9
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    np.testing.assert_allclose(history["lr"], 0.05 * 0.9 ** np.arange(5))
+
+
+def test_early_stopping_stops_at_patience_and_restores_best():
+    rng = np.random.default_rng(1)
+    # Random labels: the net memorises training data while validation loss gets worse.
+    X, y = rng.standard_normal((80, 20)).astype(np.float32), rng.integers(0, 4, 80)
+    model = FullyConnectedNet(20, [200], 4, seed=0)
+    snapshots = {}
+
+    def snapshot(epoch, history):
+        snapshots[epoch] = {k: v.copy() for k, v in model.params.items()}
+
+    solver = Solver(
+        model, split(X, y, 40), optimizer="adam", lr=3e-3, batch_size=10, epochs=60,
+        patience=3, verbose=False, epoch_callback=snapshot,
+    )  # fmt: skip
+    history = solver.train()
+    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    assert solver.stopped_early
+    assert len(history["val_loss"]) == best_epoch + 3
+    assert solver.best_epoch == best_epoch
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(value, snapshots[best_epoch][name])
+
+
+def _resumable_solver(data, checkpoint_dir=None, callback=None):
+    model = FullyConnectedNet(12, [16, 8], 3, dropout=0.2, reg=1e-3, seed=3)
+    return Solver(
+        model, data, optimizer="nesterov", lr=0.02, lr_decay=0.95, batch_size=16, epochs=6,
+        seed=11, checkpoint_dir=checkpoint_dir, verbose=False, epoch_callback=callback,
+        flip_shape=(3, 4),
+    )  # fmt: skip
+
+
+def test_resume_from_mid_run_checkpoint_is_bit_identical(tmp_path, capsys):
+    X, y = blobs()
+    data = split(X, y, 150)
+    uninterrupted = _resumable_solver(data)
+    uninterrupted.train()
+
+    def interrupt(epoch, history):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    interrupted = _resumable_solver(data, tmp_path, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    assert "resume" in capsys.readouterr().err
+    resumed = _resumable_solver(data, tmp_path)
+    resumed.resume(tmp_path / CHECKPOINT_NAME)
+    assert resumed.epoch == 6
+    for name, value in uninterrupted.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], value)
+    for key in ("train_loss", "val_loss", "val_acc", "lr"):
+        assert resumed.history[key] == uninterrupted.history[key]
+
+
+def test_diverging_loss_names_the_epoch():
+    X, y = blobs()
+    model = FullyConnectedNet(12, [20], 3, seed=0)
+    solver = Solver(model, split(X * 1e4, y, 150), optimizer="sgd", lr=1e8, epochs=3, verbose=False)
+    with pytest.raises(TrainingDiverged, match=r"epoch \d+; try a lower learning rate"):
+        solver.train()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(y_train=d["y_train"][:-1]), "rows but y_train has"),
+        (lambda d: d.update(y_val=d["y_val"] + 5), "outside"),
+        (lambda d: d.update(X_train=d["X_train"][:, :5]), "features"),
+        (lambda d: d.update(X_val=d["X_val"][:0], y_val=d["y_val"][:0]), "empty"),
+        (lambda d: d.update(y_train=d["y_train"].astype(float)), "integer"),
+        (lambda d: d.pop("X_val"), "X_val"),
+    ],
+)
+def test_inconsistent_data_is_rejected_up_front(mutate, message):
+    X, y = blobs()
+    data = split(X, y, 150)
+    mutate(data)
+    with pytest.raises(DataError, match=message):
+        Solver(FullyConnectedNet(12, [4], 3), data, verbose=False)
+
+
+def test_frozen_parameters_do_not_change():
+    X, y = blobs()
+    model = FullyConnectedNet(12, [10], 3, seed=0)
+    model.trainable.update(W1=False, b1=False)
+    before = model.params["W1"].copy()
+    Solver(model, split(X, y, 150), epochs=2, verbose=False).train()
+    np.testing.assert_array_equal(model.params["W1"], before)
