@@ -43,7 +43,7 @@ def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
         ax.set_ylabel("true class")
         ax.set_title(title)
     fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of the true class")
-    fig.suptitle(f"{report.title}: accuracy {100 * report.accuracy:.1f}% on {report.n} samples")
+    fig.suptitle(f"{report.title}: accuracy {100 * report.accuracy:.1f}%")
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

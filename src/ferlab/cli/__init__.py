@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "ferlab.cli.train",
     "ferlab.cli.evaluate",
     "ferlab.cli.predict",
+    "ferlab.cli.compare",
+    "ferlab.cli.extend",
 ]
 
 
