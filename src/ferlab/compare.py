@@ -251,6 +251,9 @@ def paired_tests(
     diff = a - b
     J = len(diff)
     mean, var = float(diff.mean()), float(diff.var(ddof=1))
+    if np.ptp(diff) <= 1e-12:  # equal differences up to rounding: no spread at all
+        var = 0.0
+        mean = 0.0 if np.all(np.abs(diff) <= 1e-12) else mean
 
     def t_result(t_var: float) -> dict[str, float]:
         if t_var <= 0:  # identical differences: no spread, the sign of the mean decides
@@ -266,7 +269,7 @@ def paired_tests(
     if scipy_t is not None:
         paired = {"statistic": float(scipy_t.statistic), "p_value": float(scipy_t.pvalue)}
     corrected = t_result((1.0 / J + n_test / n_train) * var)
-    if np.all(diff == 0):
+    if mean == 0 and var == 0:
         wilcoxon = {"statistic": 0.0, "p_value": 1.0}
     else:
         w = stats.wilcoxon(a, b)
@@ -314,8 +317,8 @@ def verdict(record: dict) -> str:
         )
     )
     lines.append(
-        f"Training time per fold: {a['name']} {a['mean_seconds']:.1f} s, "
-        f"{b['name']} {b['mean_seconds']:.1f} s; model size: {a['name']} "
+        f"Training time per fold: {a['name']} {a['mean_seconds']:.3g} s, "
+        f"{b['name']} {b['mean_seconds']:.3g} s; model size: {a['name']} "
         f"{a['size']['parameters']:,} numbers ({a['size']['bytes']:,} bytes), {b['name']} "
         f"{b['size']['parameters']:,} numbers ({b['size']['bytes']:,} bytes)."
     )
@@ -329,14 +332,19 @@ def verdict(record: dict) -> str:
 # -- the whole comparison --------------------------------------------------------------------
 
 
-def cv_folds(labels: np.ndarray, folds: int, repeats: int, seed: int) -> list[tuple]:
-    """(repeat, fold, train_idx, test_idx) for seeded stratified K-fold, repeated R times."""
-    from sklearn.model_selection import RepeatedStratifiedKFold
-
+def check_fold_counts(folds: int, repeats: int) -> None:
+    """Reject fewer than 2 folds or 1 repeat."""
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}")
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+
+
+def cv_folds(labels: np.ndarray, folds: int, repeats: int, seed: int) -> list[tuple]:
+    """(repeat, fold, train_idx, test_idx) for seeded stratified K-fold, repeated R times."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    check_fold_counts(folds, repeats)
     smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
     if smallest < folds:
         raise DataError(f"the smallest class has {smallest} samples, fewer than {folds} folds")
@@ -406,6 +414,7 @@ def run_compare(
     verbose: bool = True,
 ) -> dict:
     """Cross-validate both learners on identical folds; test, plot and record the result."""
+    check_fold_counts(folds, repeats)
     if learner_a.name == learner_b.name:
         learner_b.name += "_b"
     train, image_shape = training_data(learner_a, learner_b, strict=strict, use_cache=use_cache)

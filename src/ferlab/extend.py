@@ -24,7 +24,9 @@ FREEZE_MODES = ("all-but-last", "none")
 # -- class names and labels ------------------------------------------------------------------
 
 
-def check_new_classes(old_classes: list[str] | None, new_classes: list[str], data_classes: list[str]):
+def check_new_classes(
+    old_classes: list[str] | None, new_classes: list[str], data_classes: list[str]
+):
     """Reject new class names that are empty, repeated, already known or absent from the data."""
     if not old_classes:
         raise ModelFileError("the model stores no class names, so new classes cannot be placed")
@@ -38,9 +40,7 @@ def check_new_classes(old_classes: list[str] | None, new_classes: list[str], dat
         raise ConfigError(f"the model already has class(es) {known}")
     unknown = sorted(set(new_classes) - set(data_classes))
     if unknown:
-        raise DataError(
-            f"unknown class name(s) {unknown}; the data has: {', '.join(data_classes)}"
-        )
+        raise DataError(f"unknown class name(s) {unknown}; the data has: {', '.join(data_classes)}")
     missing = sorted(set(old_classes) - set(data_classes))
     if missing:
         raise DataError(f"the data has none of the model's class(es) {missing}")
@@ -52,7 +52,9 @@ def relabel(part: LabeledImages, class_names: list[str]) -> LabeledImages:
     mapping = np.array([index.get(name, -1) for name in part.class_names], dtype=np.int64)
     keep = mapping[part.labels] >= 0
     kept = part.subset(keep)
-    return LabeledImages(kept.images, mapping[kept.labels], list(class_names), kept.splits, kept.names)
+    return LabeledImages(
+        kept.images, mapping[kept.labels], list(class_names), kept.splits, kept.names
+    )
 
 
 # -- fully connected models ------------------------------------------------------------------
@@ -89,7 +91,7 @@ def grow_fully_connected(model: FullyConnectedNet, new_classes: list[str]) -> Fu
 
 
 def set_freeze(model: FullyConnectedNet, freeze: str) -> None:
-    """Mark every layer but the output layer frozen (``all-but-last``) or all trainable (``none``)."""
+    """Freeze all but the output layer (``all-but-last``) or make every layer trainable."""
     if freeze not in FREEZE_MODES:
         raise ConfigError(f"--freeze must be one of {', '.join(FREEZE_MODES)}, got {freeze!r}")
     L = model.num_layers
@@ -109,7 +111,9 @@ def old_new_scores(
     old = part.labels < len(old_classes)
     result = {
         "n_old": int(old.sum()),
-        "old_class_accuracy": float((predicted[old] == part.labels[old]).mean()) if old.any() else None,
+        "old_class_accuracy": float((predicted[old] == part.labels[old]).mean())
+        if old.any()
+        else None,
     }
     recalls = {}
     for i, name in enumerate(new_classes, start=len(old_classes)):

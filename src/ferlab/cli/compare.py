@@ -56,9 +56,14 @@ def run(args: argparse.Namespace) -> int:
         errors = ", ".join(f"{e:.4f}" for e in learner["errors"])
         print(f"{learner['name']} fold errors: {errors}")
     for name, test in record["tests"].items():
-        print(f"{name.replace('_', ' ')}: statistic {test['statistic']:.4g}, p = {test['p_value']:.4g}")
+        print(
+            f"{name.replace('_', ' ')}: statistic {test['statistic']:.4g}, "
+            f"p = {test['p_value']:.4g}"
+        )
     print()
     print(record["verdict"])
     if args.out:
-        print(f"\nrecord written to {args.out}/compare.json, box plot to {args.out}/fold_errors.png")
+        print(
+            f"\nrecord written to {args.out}/compare.json, box plot to {args.out}/fold_errors.png"
+        )
     return 0

@@ -70,12 +70,16 @@ def run(args: argparse.Namespace) -> int:
     )
     before, after = report["before"], report["after"]
     split = report["test_split"]
-    print(f"old-class accuracy on {split}: before {before['old_class_accuracy']:.2%}, "
-          f"after {after['old_class_accuracy']:.2%}")
+    print(
+        f"old-class accuracy on {split}: before {before['old_class_accuracy']:.2%}, "
+        f"after {after['old_class_accuracy']:.2%}"
+    )
     for name, recall in after["new_class_recall"].items():
         shown = "n/a (no samples)" if recall is None else f"{recall:.2%}"
         print(f"new class {name!r} recall on {split}: {shown}")
-    print(f"accuracy on all {len(report['old_classes']) + len(report['new_classes'])} classes: "
-          f"{after['overall_accuracy']:.2%}")
+    print(
+        f"accuracy on all {len(report['old_classes']) + len(report['new_classes'])} classes: "
+        f"{after['overall_accuracy']:.2%}"
+    )
     print(f"extended model written to {report['out']}, report to {report['report_path']}")
     return 0

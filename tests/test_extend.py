@@ -1,0 +1,129 @@
+"""ferlab extend: grow the output layer, freeze or fine-tune, remap labels by class name."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ferlab.cli import main
+from ferlab.config import load_config
+from ferlab.errors import ConfigError, DataError, ModelFileError
+from ferlab.experiment import run_training
+from ferlab.extend import ExtendSettings, extend_model, grow_fully_connected, relabel
+from ferlab.nn import FullyConnectedNet
+from ferlab.nn.model_io import load_model
+from test_compare import SYNTHETIC_CLASSES, synthetic  # noqa: F401 (fixture)
+
+CONFIG = """
+seed = 0
+[data]
+dataset = "synthetic"
+path = "generated"
+val_size = 0.2
+exclude_classes = ["disgust"]
+[model]
+hidden_dims = [16, 12]
+[solver]
+optimizer = "adam"
+lr = 5e-3
+batch_size = 32
+epochs = 6
+"""
+FAST = ExtendSettings(epochs=8, lr=1e-2, batch_size=32, patience=None)
+
+
+@pytest.fixture
+def old_model(tmp_path, synthetic):  # noqa: F811
+    """A two-layer net trained on the synthetic data without 'disgust' (the middle class)."""
+    path = tmp_path / "old.toml"
+    path.write_text(CONFIG)
+    run_training(load_config(path), tmp_path / "run", verbose=False)
+    return tmp_path / "run" / "model.npz"
+
+
+def test_growing_keeps_the_old_logits_and_adds_zero_outputs():
+    model = FullyConnectedNet(10, [7], 3, seed=1)
+    model.class_names = ["a", "b", "c"]
+    model.params["b2"][:] = [0.1, -0.2, 0.3]
+    X = np.random.default_rng(0).normal(size=(5, 10)).astype(np.float32)
+    grown = grow_fully_connected(model, ["d", "e"])
+    scores = grown.scores(X)
+    assert grown.class_names == ["a", "b", "c", "d", "e"] and grown.num_classes == 5
+    np.testing.assert_array_equal(scores[:, :3], model.scores(X))
+    np.testing.assert_array_equal(scores[:, 3:], 0)
+    np.testing.assert_array_equal(grown.params["W1"], model.params["W1"])
+
+
+def test_relabel_maps_labels_by_class_name():
+    from ferlab.data import LabeledImages
+
+    data = LabeledImages(
+        np.zeros((4, 2, 2), np.uint8), [0, 1, 2, 1], ["angry", "disgust", "happy"], ["t"] * 4
+    )
+    part = relabel(data, ["angry", "happy", "disgust"])
+    assert part.labels.tolist() == [0, 2, 1, 2]
+    part = relabel(data, ["happy", "angry"])
+    assert part.labels.tolist() == [1, 0] and part.class_names == ["happy", "angry"]
+
+
+def test_model_trained_without_a_class_has_remapped_names(old_model):
+    model = load_model(old_model)
+    assert model.class_names == ["angry", "happy"]
+    assert model.training_info["data"]["exclude_classes"] == ["disgust"]
+
+
+def test_all_but_last_leaves_frozen_layers_bit_identical(old_model, tmp_path):
+    out = tmp_path / "grown.npz"
+    report = extend_model(old_model, "generated", ["disgust"], out, FAST, verbose=False)
+    old, new = load_model(old_model), load_model(out)
+    assert new.class_names == ["angry", "happy", "disgust"]
+    for name in ("W1", "b1", "W2", "b2"):
+        assert np.array_equal(new.params[name], old.params[name]), name
+    assert not np.array_equal(new.params["W3"][:, :2], old.params["W3"])
+    assert report["trainable_parameters"]["trained"] == 12 * 3 + 3
+    # On this easy data the new class is learnt and the old ones are kept.
+    assert report["after"]["new_class_recall"]["disgust"] > 0.8
+    assert report["before"]["old_class_accuracy"] > 0.9
+    assert report["after"]["old_class_accuracy"] > 0.85
+    assert report["before"]["n_old"] == report["after"]["n_old"] == 80
+    saved = json.loads(out.with_suffix(".extend.json").read_text())
+    assert saved["after"] == report["after"] and saved["freeze"] == "all-but-last"
+
+
+def test_none_fine_tunes_every_layer(old_model, tmp_path):
+    out = tmp_path / "tuned.npz"
+    settings = ExtendSettings(**{**FAST.__dict__, "freeze": "none"})
+    report = extend_model(old_model, "generated", ["disgust"], out, settings, verbose=False)
+    old, new = load_model(old_model), load_model(out)
+    assert not np.array_equal(new.params["W1"], old.params["W1"])
+    assert report["trainable_parameters"]["trained"] == report["trainable_parameters"]["total"]
+    assert report["after"]["new_class_recall"]["disgust"] > 0.8
+
+
+def test_bad_input_gives_clear_errors(old_model, tmp_path):
+    out = tmp_path / "x.npz"
+    with pytest.raises(DataError, match=r"unknown class name\(s\) \['contempt'\]"):
+        extend_model(old_model, "generated", ["contempt"], out, FAST, verbose=False)
+    with pytest.raises(ConfigError, match="already has class"):
+        extend_model(old_model, "generated", ["happy"], out, FAST, verbose=False)
+    bad_freeze = ExtendSettings(freeze="first")
+    with pytest.raises(ConfigError, match="--freeze must be one of"):
+        extend_model(old_model, "generated", ["disgust"], out, bad_freeze, verbose=False)
+    model = load_model(old_model)
+    del model.params["W3"]
+    with pytest.raises(ModelFileError, match="no output layer W3"):
+        grow_fully_connected(model, ["disgust"])
+    assert not out.exists()
+
+
+def test_cli_extends_and_reports(old_model, tmp_path, capsys):
+    out = tmp_path / "cli.npz"
+    args = ["extend", str(old_model), "--new-classes", "disgust", "--out", str(out), "--data", "g"]
+    assert main([*args, "--epochs", "3", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "old-class accuracy on test: before" in printed and "'disgust' recall" in printed
+    assert main([*args[:3], "nope", *args[4:]]) == 2
+    assert capsys.readouterr().err.startswith("ferlab: error: unknown class name(s) ['nope']")
+    assert main(["extend", str(tmp_path / "missing.npz"), *args[2:]]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert SYNTHETIC_CLASSES[1] == "disgust"
