@@ -177,3 +177,50 @@ def test_cli_reports_one_line_errors(tmp_path, synthetic, capsys):
     assert err == ["ferlab: error: --folds must be at least 2, got 1"]
     assert main(["compare", str(fc), str(tmp_path / "missing.toml")]) == 2
     assert "no such config file" in capsys.readouterr().err
+
+
+def load_synthetic48(path=None, *, strict=False, use_cache=True) -> LabeledImages:
+    """The synthetic classes at 48x48 (the CNN's input size): bright horizontal bands."""
+    small = load_synthetic()
+    images = np.repeat(np.repeat(small.images, 8, axis=1), 8, axis=2)
+    return LabeledImages(images, small.labels, small.class_names, small.splits)
+
+
+@pytest.fixture
+def synthetic48(monkeypatch):
+    """Register the 48x48 synthetic data set under the name ``synthetic48``."""
+    spec = DatasetSpec("test_compare:load_synthetic48", "train", ("test",), (48, 48))
+    monkeypatch.setitem(DATASETS, "synthetic48", spec)
+    return "synthetic48"
+
+
+TINY_CNN = """
+seed = 0
+[data]
+dataset = "synthetic48"
+path = "generated"
+val_size = 0.2
+[model]
+widths = [4, 8]
+convs = [1, 1]
+[solver]
+optimizer = "adamw"
+lr = 1e-2
+batch_size = 32
+epochs = 2
+[device]
+device = "cpu"
+threads = 1
+"""
+
+
+@pytest.mark.torch
+def test_a_cnn_config_is_a_learner(tmp_path, synthetic48):
+    pytest.importorskip("torch")
+    cnn = load_learner(write(tmp_path, "cnn.toml", TINY_CNN))
+    stump = load_learner(write(tmp_path, "s.toml", WEAK_TREE.replace("synthetic", "synthetic48")))
+    assert cnn.kind == "cnn" and stump.kind == "baseline"
+    record = run_compare(cnn, stump, folds=2, seed=0, verbose=False)
+    learner = record["learners"]["a"]
+    assert len(learner["errors"]) == 2 and all(0 <= e <= 1 for e in learner["errors"])
+    assert learner["size"]["parameters"] == 4 * 9 + 8 + 8 * 4 * 9 + 16 + 8 * 3 + 3

@@ -12,7 +12,7 @@ from ferlab.experiment import run_training
 from ferlab.extend import ExtendSettings, extend_model, grow_fully_connected, relabel
 from ferlab.nn import FullyConnectedNet
 from ferlab.nn.model_io import load_model
-from test_compare import SYNTHETIC_CLASSES, synthetic  # noqa: F401 (fixture)
+from test_compare import SYNTHETIC_CLASSES, synthetic, synthetic48  # noqa: F401 (fixtures)
 
 CONFIG = """
 seed = 0
@@ -127,3 +127,69 @@ def test_cli_extends_and_reports(old_model, tmp_path, capsys):
     assert main(["extend", str(tmp_path / "missing.npz"), *args[2:]]) == 2
     assert "no such model file" in capsys.readouterr().err
     assert SYNTHETIC_CLASSES[1] == "disgust"
+
+
+def save_tiny_cnn(path, class_names, dataset="synthetic48"):
+    """An untrained tiny CNN file that records the synthetic training data."""
+    from ferlab.deep import build_cnn, save_cnn
+    from ferlab.deep.io import model_meta
+    from ferlab.deep.model import architecture_from_config
+
+    config = {"widths": [4, 8], "convs": [1, 1], "dropout": 0.0, "head_dropout": 0.0}
+    architecture = architecture_from_config(config, len(class_names))
+    module = build_cnn(architecture)
+    data = {"dataset": dataset, "val_size": 0.2, "train_limit": None, "exclude_classes": []}
+    meta = model_meta(architecture, class_names, 90.0, 50.0, 44, {"data": data, "seed": 0})
+    save_cnn(module, meta, path)
+    return path
+
+
+@pytest.mark.torch
+def test_growing_a_cnn_head_keeps_old_logits_and_needs_the_layer():
+    torch = pytest.importorskip("torch")
+    from ferlab.deep.model import FerCNN
+    from ferlab.extend import grow_linear_head
+
+    torch.manual_seed(0)
+    module = FerCNN(2, [4, 8], [1, 1]).eval()
+    x = torch.randn(3, 1, 44, 44)
+    with torch.no_grad():
+        before = module(x)
+        grow_linear_head(module, 2)
+        after = module(x)
+    assert after.shape == (3, 4)
+    torch.testing.assert_close(after[:, :2], before, rtol=0, atol=1e-6)
+    assert torch.equal(after[:, 2:], torch.zeros(3, 2))
+    del module.head
+    with pytest.raises(ModelFileError, match="no linear output layer named 'head'"):
+        grow_linear_head(module, 1)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("freeze", ["all-but-last", "none"])
+def test_extending_a_cnn_freezes_everything_but_the_head(tmp_path, synthetic48, freeze):  # noqa: F811
+    pytest.importorskip("torch")
+    from ferlab.deep import load_cnn
+
+    old_path = save_tiny_cnn(tmp_path / "old.safetensors", ["angry", "happy"])
+    out = tmp_path / "new.safetensors"
+    settings = ExtendSettings(freeze=freeze, optimizer="adamw", epochs=2, batch_size=32)
+    report = extend_model(old_path, "generated", ["disgust"], out, settings, verbose=False)
+    old, new = load_cnn(old_path), load_cnn(out)
+    assert new.class_names == ["angry", "happy", "disgust"]
+    old_state, new_state = old.module.state_dict(), new.module.state_dict()
+    body = [name for name in old_state if not name.startswith("head.")]
+    identical = [name for name in body if torch_equal(old_state[name], new_state[name])]
+    if freeze == "all-but-last":
+        assert identical == body  # weights and batch-norm statistics alike
+        assert report["trainable_parameters"]["trained"] == 8 * 3 + 3
+    else:
+        assert not torch_equal(old_state["features.0.weight"], new_state["features.0.weight"])
+    assert not torch_equal(old_state["head.weight"], new_state["head.weight"][:2])
+    assert report["kind"] == "cnn" and set(report["after"]["new_class_recall"]) == {"disgust"}
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -94,7 +94,7 @@ def load_learner(
         _baseline_estimator(config, seed=0)  # unknown parameters fail here, before any training
         return Learner(name, "baseline", config, str(path))
     if _is_cnn_config(raw):
-        from ferlab.deep import load_cnn_config  # noqa: PLC0415 (optional extra)
+        from ferlab.deep.settings import load_cnn_config
 
         return Learner(name, "cnn", load_cnn_config(path, overrides, data_path), str(path))
     return Learner(name, "fully_connected", load_config(path, overrides, data_path), str(path))
@@ -120,7 +120,9 @@ def load_baseline_config(
 
 
 def _is_cnn_config(raw: dict) -> bool:
-    if "cnn" not in raw and raw.get("model", {}).get("kind") != "cnn":
+    """CNN configs have conv widths or augment/device tables."""
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    if "widths" not in model and "augment" not in raw and "device" not in raw:
         return False
     try:
         import ferlab.deep  # noqa: F401
@@ -226,10 +228,30 @@ def _fit_cnn(
     image_shape: tuple[int, ...],
     seed: int,
 ) -> FoldResult:
-    from ferlab.deep import fit_cnn_fold  # noqa: PLC0415 (optional extra)
+    import tempfile
 
-    result = fit_cnn_fold(config, train, test, image_shape, seed)
-    return FoldResult(float(result["error"]), float(result["seconds"]), dict(result["size"]))
+    from ferlab.data.split import holdout_split
+    from ferlab.deep import load_cnn
+    from ferlab.deep.training import MODEL_NAME, run_cnn_training
+    from ferlab.experiment import SplitImages
+
+    fit_idx, val_idx = holdout_split(train.labels, config["data"]["val_size"], seed)
+    splits = SplitImages(
+        train.subset(np.sort(fit_idx)),
+        train.subset(np.sort(val_idx)),
+        {"fold_test": test},
+        train.class_names,
+        image_shape,
+    )
+    with tempfile.TemporaryDirectory(prefix="ferlab-compare-") as tmp:
+        summary = run_cnn_training(merge(config, {"seed": seed}), tmp, splits=splits, verbose=False)
+        module = load_cnn(Path(tmp) / MODEL_NAME).module
+    params = list(module.parameters())
+    size = {
+        "parameters": int(sum(p.numel() for p in params)),
+        "bytes": int(sum(p.numel() * p.element_size() for p in params)),
+    }
+    return FoldResult(1.0 - float(summary["fold_test_accuracy"]), summary["train_seconds"], size)
 
 
 # -- paired tests ----------------------------------------------------------------------------

@@ -204,9 +204,7 @@ def extend_model(
     if kind == "fully_connected":
         grown, history = _extend_fully_connected(old, new_classes, train, val, settings, verbose)
     else:
-        from ferlab.deep.extend import extend_cnn  # noqa: PLC0415 (optional extra)
-
-        grown, history = extend_cnn(old, new_classes, train, val, settings, verbose=verbose)
+        grown, history = _extend_cnn(old, new_classes, train, val, settings, verbose)
     seconds = time.perf_counter() - started
 
     def predict_new(images):
@@ -214,8 +212,8 @@ def extend_model(
 
     after = old_new_scores(predict_new, test, old_classes, new_classes)
     trainable = _trainable_parameter_count(grown)
-    grown.training_info = {
-        **(grown.training_info or {}),
+    new_info = {
+        **(info or {}),
         "data": {**data_config, "exclude_classes": []},
         "seed": int((info or {}).get("seed", 0)),
         "extended_from": str(model_path),
@@ -223,11 +221,13 @@ def extend_model(
         "freeze": settings.freeze,
     }
     if kind == "fully_connected":
+        grown.training_info = new_info
         grown.save(out_path)
     else:
-        from ferlab.deep.extend import save_extended_cnn  # noqa: PLC0415 (optional extra)
+        from ferlab.deep import save_cnn
 
-        save_extended_cnn(grown, out_path)
+        grown.meta["training_info"] = new_info
+        save_cnn(grown.module, grown.meta, out_path)
     report = {
         "model": str(model_path),
         "out": str(out_path),
@@ -304,4 +304,101 @@ def _extend_fully_connected(
         verbose=verbose,
     )
     history = solver.train()
+    return grown, history
+
+
+# -- CNN models (optional extra) -------------------------------------------------------------
+
+HEAD_NAME = "head"
+
+
+def grow_linear_head(module, new_count: int, layer_name: str = HEAD_NAME) -> None:
+    """Replace ``module.<layer_name>`` (an nn.Linear) by one with ``new_count`` zero-initialised
+    extra outputs after the old ones."""
+    import torch
+    from torch import nn
+
+    head = getattr(module, layer_name, None)
+    if not isinstance(head, nn.Linear):
+        raise ModelFileError(f"the network has no linear output layer named {layer_name!r}")
+    grown = nn.Linear(head.in_features, head.out_features + new_count, bias=head.bias is not None)
+    grown = grown.to(device=head.weight.device, dtype=head.weight.dtype)
+    with torch.no_grad():
+        grown.weight.zero_()
+        grown.weight[: head.out_features] = head.weight
+        if head.bias is not None:
+            grown.bias.zero_()
+            grown.bias[: head.out_features] = head.bias
+    setattr(module, layer_name, grown)
+
+
+def freeze_cnn(module, freeze: str, layer_name: str = HEAD_NAME) -> None:
+    """Train only ``layer_name`` (``all-but-last``), with frozen batch norms kept in eval mode."""
+    import types
+
+    from torch import nn
+
+    if freeze not in FREEZE_MODES:
+        raise ConfigError(f"--freeze must be one of {', '.join(FREEZE_MODES)}, got {freeze!r}")
+    head = getattr(module, layer_name)
+    head_params = {id(p) for p in head.parameters()}
+    for param in module.parameters():
+        param.requires_grad_(freeze == "none" or id(param) in head_params)
+    if freeze == "none":
+        return
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            # Running statistics are frozen weights too: the trainer's module.train() must not
+            # switch these layers back to updating them.
+            layer.train = types.MethodType(
+                lambda self, mode=True: nn.Module.train(self, False), layer
+            )
+            layer.eval()
+
+
+def _extend_cnn(old, new_classes: list[str], train, val, settings: ExtendSettings, verbose: bool):
+    """Grow, freeze and retrain a :class:`~ferlab.deep.CNNClassifier`; return it and the history."""
+    import copy
+
+    import torch
+
+    from ferlab.config import merge
+    from ferlab.deep import CNNClassifier
+    from ferlab.deep.settings import CNN_DEFAULTS, validate_cnn_config
+    from ferlab.deep.training import CNNTrainer, TensorData
+
+    module = copy.deepcopy(old.module).to("cpu")
+    grow_linear_head(module, len(new_classes))
+    freeze_cnn(module, settings.freeze)
+    optimizer = settings.optimizer if settings.optimizer in ("sgd", "adamw") else "adamw"
+    config = validate_cnn_config(
+        merge(
+            CNN_DEFAULTS,
+            {
+                "seed": settings.seed,
+                "augment": {"crop": old.crop},
+                "solver": {
+                    "optimizer": optimizer,
+                    "lr": settings.lr,
+                    "batch_size": settings.batch_size,
+                    "epochs": settings.epochs,
+                    "patience": settings.patience,
+                    "schedule": "cosine",
+                    "warmup": 0.0,
+                },
+                "device": {"device": "cpu", "amp": False, "channels_last": False},
+            },
+        )
+    )
+    torch.manual_seed(settings.seed)
+    device = torch.device("cpu")
+    data = TensorData.from_arrays(train.images, train.labels, val.images, val.labels, device)
+    trainer = CNNTrainer(config, module, data, old.mean, old.std, device=device, verbose=verbose)
+    history = trainer.train()
+    meta = copy.deepcopy(old.meta)
+    meta["architecture"]["num_classes"] = len(old.class_names) + len(new_classes)
+    meta["class_names"] = [*old.class_names, *new_classes]
+    grown = CNNClassifier(
+        module, meta["class_names"], old.mean, old.std, old.crop, tta=old.tta, meta=meta
+    )
     return grown, history
