@@ -66,6 +66,20 @@ def test_relabel_maps_labels_by_class_name():
     assert part.labels.tolist() == [1, 0] and part.class_names == ["happy", "angry"]
 
 
+def test_oversampling_balances_classes_reproducibly():
+    from ferlab.data import LabeledImages
+    from ferlab.extend import oversample
+
+    labels = np.array([0] * 10 + [1] * 3 + [3] * 1)
+    data = LabeledImages(np.arange(14).reshape(14, 1, 1), labels, list("abcd"), ["t"] * 14)
+    balanced = oversample(data, seed=1)
+    assert np.bincount(balanced.labels).tolist() == [10, 10, 0, 10]
+    assert set(balanced.images.ravel()) == set(range(14))  # every original sample is kept
+    assert balanced.labels.tolist() == oversample(data, seed=1).labels.tolist()
+    # Images hold their original index, so each row's label must be its source's label.
+    assert (labels[balanced.images.ravel()] == balanced.labels).all()
+
+
 def test_model_trained_without_a_class_has_remapped_names(old_model):
     model = load_model(old_model)
     assert model.class_names == ["angry", "happy"]

@@ -57,6 +57,20 @@ def relabel(part: LabeledImages, class_names: list[str]) -> LabeledImages:
     )
 
 
+def oversample(part: LabeledImages, seed: int) -> LabeledImages:
+    """Every class drawn with replacement up to the largest class's count (seeded), shuffled."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(part.labels)
+    target = counts.max()
+    index = np.concatenate(
+        [
+            np.concatenate([where, rng.choice(where, target - len(where))])
+            for where in (np.flatnonzero(part.labels == c) for c in np.flatnonzero(counts))
+        ]
+    )
+    return part.subset(rng.permutation(index))
+
+
 # -- fully connected models ------------------------------------------------------------------
 
 
@@ -141,6 +155,7 @@ class ExtendSettings:
     patience: int | None = 3
     seed: int = 0
     test_split: str | None = None
+    balance: bool = False
 
 
 def data_for_model(
@@ -195,6 +210,8 @@ def extend_model(
         raise DataError(f"the data has no {test_name!r} split to report on; have {sorted(tests)}")
     test = tests[test_name]
     train, val = relabel(train, all_classes), relabel(val, all_classes)
+    if settings.balance:
+        train = oversample(train, settings.seed)
 
     def predict_old(images):
         return old.predict_proba(images, raw=True).argmax(axis=1)

@@ -35,6 +35,11 @@ def register(subparsers) -> None:
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="oversample every class to the largest class's count (rare new classes)",
+    )
+    parser.add_argument(
         "--test-split", metavar="SPLIT", help="split to report on (default: the first test split)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         test_split=args.test_split,
+        balance=args.balance,
     )
     report = extend_model(
         args.model,
