@@ -383,9 +383,10 @@ def training_data(learner_a: Learner, learner_b: Learner, *, strict: bool, use_c
 
     da, db = learner_a.data_config, learner_b.data_config
     for key in ("dataset", "path", "exclude_classes", "train_limit"):
-        if da.get(key) != db.get(key):
+        value_a, value_b = da.get(key) or None, db.get(key) or None  # [] and absent agree
+        if value_a != value_b:
             raise ConfigError(
-                f"the two configs use different data.{key} ({da.get(key)!r} vs {db.get(key)!r})"
+                f"the two configs use different data.{key} ({value_a!r} vs {value_b!r})"
             )
     spec = dataset_spec(da["dataset"])
     data = load_dataset(da["dataset"], da["path"], strict=strict, use_cache=use_cache)
