@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "ferlab.cli.predict",
     "ferlab.cli.compare",
     "ferlab.cli.extend",
+    "ferlab.cli.search",
 ]
 
 

@@ -43,7 +43,9 @@ class Param:
     def suggest(self, trial) -> Any:
         """Sample this parameter on an Optuna trial; return the training-config value."""
         if self.type == "int":
-            return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
+            return trial.suggest_int(
+                self.key, self.low, self.high, step=self.step or 1, log=self.log
+            )
         if self.type == "float":
             return trial.suggest_float(self.key, self.low, self.high, step=self.step)
         if self.type == "log-float":
@@ -134,7 +136,11 @@ def _is_number(value: Any) -> bool:
 
 def _config_key(key: str, where: str) -> None:
     section, _, name = key.partition(".")
-    if section not in DEFAULTS or not isinstance(DEFAULTS[section], dict) or name not in DEFAULTS[section]:
+    if (
+        section not in DEFAULTS
+        or not isinstance(DEFAULTS[section], dict)
+        or name not in DEFAULTS[section]
+    ):
         known = [f"{s}.{k}" for s, v in DEFAULTS.items() if isinstance(v, dict) for k in v]
         raise _fail(where, f"{key!r} is not a training-config key; known: {', '.join(known)}")
 
@@ -144,7 +150,7 @@ def parse_param(key: str, spec: Any, source: str) -> Param:
     where = f'{source}: params."{key}"'
     _config_key(key, where)
     if not isinstance(spec, dict):
-        raise _fail(where, "must be a table such as { type = \"float\", low = 0, high = 1 }")
+        raise _fail(where, 'must be a table such as { type = "float", low = 0, high = 1 }')
     kind = spec.get("type")
     if kind not in PARAM_TYPES:
         raise _fail(where, f"type must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
@@ -153,7 +159,8 @@ def parse_param(key: str, spec: Any, source: str) -> Param:
         if name != "type" and name not in required + optional:
             raise _fail(
                 where,
-                f"unknown key {name!r} for type {kind!r}; allowed: {', '.join(required + optional)}",
+                f"unknown key {name!r} for type {kind!r}; "
+                f"allowed: {', '.join(required + optional)}",
             )
     for name in required:
         if name not in spec:
@@ -181,21 +188,31 @@ def parse_param(key: str, spec: Any, source: str) -> Param:
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise _fail(where, f"log must be true or false, got {log!r}")
-    if kind == "log-float" or log:
-        if spec["low"] <= 0:
-            raise _fail(where, f"a log range needs low > 0, got low = {spec['low']}")
+    if (kind == "log-float" or log) and spec["low"] <= 0:
+        raise _fail(where, f"a log range needs low > 0, got low = {spec['low']}")
     if kind == "layers" and (spec["low"] < 0 or spec["units_low"] < 1):
         raise _fail(where, "layers need low >= 0 and units_low >= 1")
     step = spec.get("step")
-    if step is not None and (not _is_number(step) or step <= 0 or (integer and not isinstance(step, int))):
-        raise _fail(where, f"step must be a positive {'integer' if integer else 'number'}, got {step!r}")
+    if step is not None and (
+        not _is_number(step) or step <= 0 or (integer and not isinstance(step, int))
+    ):
+        raise _fail(
+            where, f"step must be a positive {'integer' if integer else 'number'}, got {step!r}"
+        )
     if kind == "log-float":
         return Param(key, kind, float(spec["low"]), float(spec["high"]))
     if kind == "float":
         return Param(key, kind, float(spec["low"]), float(spec["high"]), step=step)
     if kind == "int":
         return Param(key, kind, spec["low"], spec["high"], step=step, log=log)
-    return Param(key, kind, spec["low"], spec["high"], units_low=spec["units_low"], units_high=spec["units_high"])
+    return Param(
+        key,
+        kind,
+        spec["low"],
+        spec["high"],
+        units_low=spec["units_low"],
+        units_high=spec["units_high"],
+    )
 
 
 def _check_param_types(config: dict, params: dict[str, Param], source: str) -> None:
@@ -248,9 +265,13 @@ def parse_space(raw: dict, source: str = "SPACE") -> SearchSpace:
         raise _fail(f"{source}: search", "must be a table")
     for key, value in search.items():
         if key not in SEARCH_KEYS:
-            raise _fail(f"{source}: search", f"unknown key {key!r}; allowed: {', '.join(SEARCH_KEYS)}")
+            raise _fail(
+                f"{source}: search", f"unknown key {key!r}; allowed: {', '.join(SEARCH_KEYS)}"
+            )
         if not isinstance(value, SEARCH_KEYS[key]) or isinstance(value, bool):
-            raise _fail(f"{source}: search.{key}", f"must be {SEARCH_KEYS[key].__name__}, got {value!r}")
+            raise _fail(
+                f"{source}: search.{key}", f"must be {SEARCH_KEYS[key].__name__}, got {value!r}"
+            )
     fixed = raw.get("config", {})
     if not isinstance(fixed, dict):
         raise _fail(f"{source}: config", "must be a table of training-config settings")

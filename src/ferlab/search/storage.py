@@ -1,4 +1,4 @@
-"""Where studies live: an Optuna journal file by default, an RDB (PostgreSQL) URL for many machines."""
+"""Where studies live: an Optuna journal file by default, a PostgreSQL URL for many machines."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from ferlab.errors import ConfigError
 
 JOURNAL_NAME = "study.journal"
 DEFAULT_STUDY_ROOT = Path("runs/search")
-# A trial whose worker sent no heartbeat for GRACE_S seconds is marked failed and retried once.
+# A trial whose worker sent no heartbeat for GRACE_S seconds is failed and retried once.
 HEARTBEAT_S = 20
 GRACE_S = 60
 MAX_RETRY = 1
 
 
 def study_dir(study: str, root: str | Path | None = None) -> Path:
-    """The directory that holds a study's journal and reports: ``runs/search/<study>`` by default."""
+    """The folder of a study's journal and reports: ``runs/search/<study>`` by default."""
     return Path(root) / study if root is not None else DEFAULT_STUDY_ROOT / study
 
 
@@ -32,6 +32,13 @@ def storage_spec(storage: str | None, study: str, root: str | Path | None = None
 def is_rdb(spec: str) -> bool:
     """Whether a storage spec is a database URL (rather than a journal file path)."""
     return "://" in spec
+
+
+def database_url(spec: str) -> str:
+    """The SQLAlchemy URL of an RDB spec; plain ``postgresql://`` uses the psycopg2 driver."""
+    if spec.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + spec.split("://", 1)[1]
+    return spec
 
 
 def describe(spec: str) -> str:
@@ -54,10 +61,10 @@ def open_storage(spec: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GR
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                spec,
+                database_url(spec),
                 heartbeat_interval=heartbeat_s,
                 grace_period=grace_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=MAX_RETRY
                 ),
             )

@@ -50,7 +50,9 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
@@ -141,8 +143,12 @@ def execute_trial(task: TrialTask, trial_fn: TrialFn | None = None) -> TrialOutc
         return TrialOutcome("pruned", message=str(exc), seconds=time.perf_counter() - started)
     except TrainingDiverged as exc:
         # Divergence is a finished, hopeless trial (too high a learning rate), not a crash.
-        return TrialOutcome("pruned", message=f"diverged: {exc}", seconds=time.perf_counter() - started)
+        return TrialOutcome(
+            "pruned", message=f"diverged: {exc}", seconds=time.perf_counter() - started
+        )
     except Exception as exc:  # any error in one trial must not stop the search
-        return TrialOutcome("fail", message=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
+        return TrialOutcome(
+            "fail", message=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
+        )
     finally:
         stop.set()

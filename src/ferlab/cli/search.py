@@ -1,0 +1,279 @@
+"""``ferlab search``: random, TPE and sequential searches; report, resume and retrain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ferlab.errors import ConfigError, DataError
+
+PRUNER_CHOICES = ("median", "hyperband", "none")
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--study",
+        required=required,
+        metavar="NAME",
+        help="study name (default for a new search: SPACE's name and the search kind)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="postgresql://... for many machines, or a journal file path "
+        "(default: STUDY_DIR/NAME/study.journal)",
+    )
+    parser.add_argument("--study-dir", metavar="DIR",
+                        help="folder of study folders (default: runs/search)")  # fmt: skip
+
+
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="K",
+        help="local worker processes, one BLAS thread each (0: run in this process)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="use an existing Dask cluster"
+    )
+    where.add_argument(
+        "--cluster",
+        choices=("htcondor", "slurm", "pbs"),
+        help="start workers as batch jobs through dask-jobqueue",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="batch jobs to submit (with --cluster)")
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=1,
+        help="cores per job = worker processes per job (with --cluster)",
+    )
+    parser.add_argument("--memory", default="4GB", help="memory per job (with --cluster)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space", metavar="SPACE", help="TOML file of ranges (see configs/spaces/)")
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNER_CHOICES,
+        default="median",
+        help="stop hopeless trials early from their per-epoch validation accuracy",
+    )
+    parser.add_argument("--seed", type=int, help="sampler seed (default: the SPACE's search.seed)")
+    parser.add_argument("--data", metavar="PATH", help="data set location (overrides the SPACE)")
+    _add_study_arguments(parser, required=False)
+    _add_executor_arguments(parser)  # fmt: skip
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("search", help="hyperparameter search with Optuna and Dask",
+                                   description=__doc__)  # fmt: skip
+    commands = parser.add_subparsers(dest="search_command", metavar="KIND", required=True)
+
+    for kind, text in (("random", "random search"), ("tpe", "model-based search (Optuna's TPE)")):
+        sub = commands.add_parser(kind, help=text, description=text)
+        _add_run_arguments(sub)
+        sub.add_argument("--trials", type=int, required=True, metavar="N",
+                         help="finished trials in total, over all workers and re-runs")  # fmt: skip
+        sub.set_defaults(func=run_search, kind=kind)
+
+    sub = commands.add_parser(
+        "sequential",
+        help="one hyperparameter group at a time",
+        description="Search each group in turn, the rest held at the best so far.",
+    )
+    _add_run_arguments(sub)
+    sub.add_argument(
+        "--order",
+        default="lr,dropout,reg,topology",
+        help="comma-separated [sequential] groups of the SPACE",
+    )
+    sub.add_argument("--trials-per-step", type=int, required=True, metavar="N")  # fmt: skip
+    sub.set_defaults(func=run_sequential)
+
+    sub = commands.add_parser("report", help="best trial, top-10 table, plots (PNG), CSV")
+    _add_study_arguments(sub, required=True)
+    sub.add_argument(
+        "--out", metavar="DIR", help="where to write (default: the study's folder/report)"
+    )
+    sub.add_argument("--export", choices=("csv",), help="also write every trial to trials.csv")
+    sub.set_defaults(func=run_report)
+
+    sub = commands.add_parser("resume", help="finish an interrupted study with its stored settings")
+    _add_study_arguments(sub, required=True)
+    _add_executor_arguments(sub)
+    sub.set_defaults(func=run_resume)
+
+    sub = commands.add_parser("retrain", help="train the best configuration and evaluate it")
+    _add_study_arguments(sub, required=True)
+    sub.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    sub.add_argument("--quiet", action="store_true", help="no progress output")
+    sub.set_defaults(func=run_retrain)
+
+
+def _storage(args: argparse.Namespace, study: str) -> str:
+    from ferlab.search.storage import storage_spec
+
+    return storage_spec(args.storage, study, args.study_dir)
+
+
+def _load_space(args: argparse.Namespace):
+    from ferlab.config import read_toml
+    from ferlab.search.space import parse_space
+
+    raw = read_toml(args.space)
+    if args.data is not None:
+        config = raw.setdefault("config", {})
+        if isinstance(config, dict):
+            config.setdefault("data", {})["path"] = str(Path(args.data).expanduser().resolve())
+    space = parse_space(raw, args.space)
+    _check_data(space.config)
+    return space
+
+
+def _check_data(config: dict) -> None:
+    """Fail before starting workers when the data cannot be loaded (and warm its cache)."""
+    from ferlab.data import load_dataset
+
+    data = config["data"]
+    load_dataset(data["dataset"], data["path"])
+
+
+def _executor(args: argparse.Namespace):
+    from ferlab.search.cluster import open_executor
+
+    return open_executor(args.workers, scheduler=args.scheduler, cluster=args.cluster,
+                         jobs=args.jobs, cores=args.cores, memory=args.memory)  # fmt: skip
+
+
+def _print_outcome(study) -> None:
+    from ferlab.search.report import best_text, summary_counts
+
+    counts = summary_counts(study)
+    print(f"study {study.study_name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    print(best_text(study))
+
+
+def _default_name(args: argparse.Namespace, kind: str) -> str:
+    return args.study or f"{Path(args.space).stem}-{kind}"
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ferlab.search.study import search
+
+    space = _load_space(args)
+    name = _default_name(args, args.kind)
+    storage = _storage(args, name)
+    with _executor(args) as executor:
+        study = search(args.kind, space, name, storage, args.trials, executor,
+                       pruner=args.pruner, seed=args.seed, progress=not args.quiet)  # fmt: skip
+    _print_outcome(study)
+    print(f"report: ferlab search report --study {name}{_where(args)}")
+    return 0
+
+
+def _where(args: argparse.Namespace) -> str:
+    if args.storage:
+        return f" --storage {args.storage}"
+    return f" --study-dir {args.study_dir}" if args.study_dir else ""
+
+
+def _print_steps(results) -> None:
+    from dataclasses import asdict
+
+    from ferlab.search.report import steps_text
+
+    print(steps_text([asdict(r) for r in results]))
+
+
+def run_sequential(args: argparse.Namespace) -> int:
+    from ferlab.search.study import sequential
+
+    space = _load_space(args)
+    name = _default_name(args, "sequential")
+    order = [step.strip() for step in args.order.split(",") if step.strip()]
+    with _executor(args) as executor:
+        results = sequential(space, name, _storage(args, name), order, args.trials_per_step,
+                             executor, pruner=args.pruner, seed=args.seed,
+                             progress=not args.quiet)  # fmt: skip
+    _print_steps(results)
+    return 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from ferlab.search.study import open_study, resume, study_meta
+
+    storage = _storage(args, args.study)
+    meta = study_meta(open_study(args.study, storage))
+    if meta.get("mode") != "sequential-step":
+        _check_data(json_config(meta))
+    with _executor(args) as executor:
+        outcome = resume(args.study, storage, executor, progress=not args.quiet)
+    if isinstance(outcome, list):
+        _print_steps(outcome)
+    else:
+        _print_outcome(outcome)
+    return 0
+
+
+def json_config(meta: dict) -> dict:
+    """The fixed training config stored with a study."""
+    from ferlab.search.space import parse_space
+
+    return parse_space(meta["space"], "stored SPACE").config
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ferlab.search.report import write_report
+    from ferlab.search.storage import study_dir
+    from ferlab.search.study import open_study
+
+    study = open_study(args.study, _storage(args, args.study))
+    out = Path(args.out) if args.out else study_dir(args.study, args.study_dir) / "report"
+    print(write_report(study, out, csv_export=args.export == "csv"), end="")
+    print(f"report written to {out}")
+    return 0
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from ferlab.experiment import run_training, write_json
+    from ferlab.models import load_classifier
+    from ferlab.search.report import best_config
+    from ferlab.search.study import open_study
+
+    study = open_study(args.study, _storage(args, args.study))
+    config, what = best_config(study)
+    print(f"retraining {what} of study {args.study}", file=sys.stderr)
+    out = Path(args.out)
+    summary = run_training(config, out, verbose=not args.quiet)
+    evaluations = _evaluate(load_classifier(out / "model.npz"), config, out)
+    summary.update(evaluations)
+    write_json(out / "summary.json", summary)
+    print(json.dumps({"val_accuracy": summary["val_accuracy"], **evaluations}, indent=2))
+    print(f"run written to {out}")
+    return 0
+
+
+def _evaluate(classifier, config: dict, out: Path) -> dict[str, float]:
+    """The evaluation report on each test split of the data set, written to RUN_DIR/<split>."""
+    from ferlab.data import dataset_spec
+    from ferlab.evaluation import evaluate_split
+
+    accuracies = {}
+    for split in dataset_spec(config["data"]["dataset"]).test_splits:
+        try:
+            report = evaluate_split(classifier, config["data"]["path"], split, out_dir=out / split)
+        except (ConfigError, DataError) as exc:
+            print(f"ferlab: note: {split}: {exc}", file=sys.stderr)
+            continue
+        accuracies[f"{split}_accuracy"] = report.accuracy
+        print(
+            f"{split.replace('_', ' ')} accuracy: {report.accuracy:.2%} (report in {out / split})"
+        )
+    return accuracies

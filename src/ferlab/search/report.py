@@ -1,0 +1,181 @@
+"""A study's report: best trial, top-10 table, CSV export and Optuna's plots as PNG files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from ferlab.errors import ConfigError
+
+PLOTS = {
+    "history.png": "plot_optimization_history",
+    "importances.png": "plot_param_importances",
+    "parallel.png": "plot_parallel_coordinate",
+    "slices.png": "plot_slice",
+}
+TOP = 10
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per state."""
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] += 1
+    return counts
+
+
+def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials, best first."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(trials, key=lambda t: t.value, reverse=True)
+
+
+def top_table(study: optuna.Study, top: int = TOP) -> str:
+    """A Markdown table of the ``top`` best completed trials and their parameters."""
+    trials = completed(study)[:top]
+    if not trials:
+        return "(no completed trial yet)"
+    keys = sorted({key for trial in trials for key in trial.params})
+    header = ["rank", "trial", "val accuracy", "epochs", *keys]
+    rows = [
+        [str(rank), str(t.number), f"{t.value:.4f}", str(len(t.intermediate_values)),
+         *(_fmt(t.params.get(key, "")) for key in keys)]
+        for rank, t in enumerate(trials, 1)
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def best_text(study: optuna.Study) -> str:
+    """The best trial, its validation accuracy and its hyperparameters."""
+    trials = completed(study)
+    if not trials:
+        return "no completed trial yet"
+    best = trials[0]
+    lines = [f"best trial {best.number}: validation accuracy {best.value:.4f}"]
+    lines += [f"  {key} = {_fmt(value)}" for key, value in sorted(best.params.items())]
+    return "\n".join(lines)
+
+
+def export_csv(study: optuna.Study, path: Path) -> Path:
+    """Every trial as one CSV row: number, state, value, times, parameters, notes."""
+    trials = study.get_trials(deepcopy=False)
+    keys = sorted({key for trial in trials for key in trial.params})
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["number", "state", "value", "epochs", "seconds", "start", *keys, "note"])
+        for t in trials:
+            note = t.user_attrs.get("error") or t.user_attrs.get("pruned_reason") or ""
+            writer.writerow([
+                t.number, t.state.name, "" if t.value is None else t.value,
+                len(t.intermediate_values), t.user_attrs.get("seconds", ""),
+                t.datetime_start.isoformat() if t.datetime_start else "",
+                *(t.params.get(key, "") for key in keys), note,
+            ])  # fmt: skip
+    return path
+
+
+def write_plots(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Optuna's matplotlib plots as PNG files; returns the files and why any was skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written, skipped = [], []
+    for name, function in PLOTS.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = getattr(optuna_plots, function)(study)
+            figure = np.atleast_1d(axes).flat[0].figure
+            figure.set_size_inches(max(8.0, figure.get_size_inches()[0]), 5.0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                figure.tight_layout()
+                figure.savefig(out_dir / name, dpi=100)
+            plt.close(figure)
+            written.append(out_dir / name)
+        except Exception as exc:  # e.g. importances need two completed trials with varied params
+            skipped.append(
+                f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+    return written, skipped
+
+
+def steps_text(steps: list[dict]) -> str:
+    """A sequential search's steps: winner and validation accuracy of each."""
+    lines = ["| step | study | finished | val accuracy | winner |", "|---|---|---|---|---|"]
+    for step in steps:
+        acc = "-" if step["val_accuracy"] is None else f"{step['val_accuracy']:.4f}"
+        winner = ", ".join(f"{k} = {_fmt(v)}" for k, v in step["values"].items()) or "(none)"
+        lines.append(
+            f"| {step['step']} | {step['study']} | {step['finished']} | {acc} | {winner} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(study: optuna.Study, out_dir: str | Path, *, csv_export: bool = False) -> str:
+    """Write report.md, best.json, the plots (and trials.csv) into ``out_dir``; return the text."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = study.user_attrs.get("ferlab", {})
+    counts = summary_counts(study)
+    parts = [
+        f"# Study {study.study_name} ({meta.get('mode', '?')} search)",
+        "trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n),
+    ]
+    if meta.get("mode") == "sequential":
+        steps = study.user_attrs.get("steps")
+        if not steps:
+            raise ConfigError(f"sequential study {study.study_name!r} has not finished a run yet")
+        parts += ["## Steps", steps_text(steps)]
+    else:
+        parts += ["## Best", best_text(study), f"## Top {TOP}", top_table(study)]
+        written, skipped = write_plots(study, out_dir)
+        parts.append("plots: " + (", ".join(p.name for p in written) or "none"))
+        parts += [f"  skipped {note}" for note in skipped]
+        best = completed(study)
+        if best:
+            top = best[0]
+            payload = {
+                "number": top.number,
+                "val_accuracy": top.value,
+                "params": top.params,
+                "config": top.user_attrs.get("config"),
+            }
+            (out_dir / "best.json").write_text(
+                json.dumps(payload, indent=2) + "\n", encoding="utf-8"
+            )
+    if csv_export:
+        parts.append(f"trials exported to {export_csv(study, out_dir / 'trials.csv')}")
+    text = "\n\n".join(parts) + "\n"
+    (out_dir / "report.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def best_config(study: optuna.Study) -> tuple[dict, str]:
+    """The training config to retrain: the best trial's, or a sequential search's final one."""
+    meta = study.user_attrs.get("ferlab", {})
+    if meta.get("mode") == "sequential":
+        if "config" not in study.user_attrs:
+            raise ConfigError(f"sequential study {study.study_name!r} has not finished a run yet")
+        return study.user_attrs["config"], "the sequential search's final settings"
+    trials = completed(study)
+    if not trials:
+        raise ConfigError(f"study {study.study_name!r} has no completed trial to retrain")
+    return trials[0].user_attrs["config"], f"trial {trials[0].number} (val {trials[0].value:.4f})"

@@ -1,0 +1,175 @@
+"""The driver: asks Optuna for trials, keeps the workers busy, records outcomes, counts globally."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from ferlab.search.space import SearchSpace
+from ferlab.search.storage import MAX_RETRY, is_rdb
+from ferlab.search.trial import TrialFn, TrialOutcome, TrialTask, execute_trial
+
+# Trials that count towards a study's total: finished ones and those running somewhere now.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Our workers send heartbeats themselves (ferlab.search.trial), outside Study.optimize.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The random-sampler seed of trial ``number``: its parameters depend only on (seed, number)."""
+    return (seed * 1_000_003 + number) % (2**32)
+
+
+def count(study: optuna.Study, states) -> int:
+    """How many of the study's trials are in ``states``."""
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _retry(study: optuna.Study, number: int) -> None:
+    """Enqueue a failed trial's parameters once more, so a lost worker loses no configuration."""
+    frozen = study.get_trials(deepcopy=False)[number]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
+
+
+def recover_orphans(study: optuna.Study, storage: str) -> int:
+    """Fail (and retry once) trials left RUNNING by a killed driver; return how many."""
+    if is_rdb(storage):
+        # Heartbeats tell which RUNNING trials are dead; live ones may belong to another driver.
+        before = count(study, (TrialState.FAIL,))
+        optuna.storages.fail_stale_trials(study)
+        return count(study, (TrialState.FAIL,)) - before
+    # A journal study has one driver at a time, so whatever is RUNNING now was orphaned.
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for frozen in orphans:
+        optuna.trial.Trial(study, frozen._trial_id).set_user_attr(
+            "error", "its search was interrupted"
+        )
+        study.tell(frozen.number, state=TrialState.FAIL)
+        _retry(study, frozen.number)
+    return len(orphans)
+
+
+def record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    """Store a worker's outcome in the study (the driver is the only writer of final states)."""
+    trial.set_user_attr("seconds", round(outcome.seconds, 2))
+    if outcome.message:
+        trial.set_user_attr(
+            "error" if outcome.state == "fail" else "pruned_reason", outcome.message
+        )
+    try:
+        if outcome.state == "complete":
+            study.tell(trial, outcome.value)
+        elif outcome.state == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+            _retry(study, trial.number)
+    except (RuntimeError, ValueError) as exc:
+        # Another process (heartbeat sweep) already finished this trial; keep its record.
+        print(f"ferlab: note: trial {trial.number}: {exc}", file=sys.stderr)
+
+
+class Progress:
+    """A tqdm bar of finished trials with pruned/failed counts and the best value so far."""
+
+    def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
+        self.study = study
+        self.bar = tqdm(
+            total=total,
+            initial=min(total, count(study, FINISHED)),
+            desc=study.study_name,
+            unit="trial",
+            disable=not enabled,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        self.refresh()
+
+    def refresh(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        self.bar.n = min(
+            self.bar.total, states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+        )
+        self.bar.set_postfix(
+            pruned=states.count(TrialState.PRUNED),
+            failed=states.count(TrialState.FAIL),
+            best=f"{max(values):.4f}" if values else "-",
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def ask(study: optuna.Study, space: SearchSpace, sampler: str, seed: int):
+    """A new trial with every parameter sampled here in the driver; returns (trial, config)."""
+    if sampler == "random":
+        study.sampler = optuna.samplers.RandomSampler(
+            seed=trial_seed(seed, len(study.get_trials(deepcopy=False)))
+        )
+    trial = study.ask()
+    values = space.suggest(trial)
+    config = space.trial_config(values)
+    trial.set_user_attr("config", config)
+    return trial, config
+
+
+def run_trials(
+    study: optuna.Study,
+    storage: str,
+    space: SearchSpace,
+    n_trials: int,
+    executor,
+    *,
+    sampler: str = "random",
+    pruner: str = "median",
+    seed: int = 0,
+    trial_fn: TrialFn | None = None,
+    progress: bool = True,
+) -> optuna.Study:
+    """Run trials until ``n_trials`` have finished (complete or pruned) in the study, globally."""
+    if sampler == "tpe":
+        study.sampler = optuna.samplers.TPESampler(
+            seed=trial_seed(seed, len(study.get_trials(deepcopy=False))), constant_liar=True
+        )
+    recovered = recover_orphans(study, storage)
+    if recovered:
+        print(
+            f"ferlab: {recovered} interrupted trial(s) marked failed and queued again",
+            file=sys.stderr,
+        )
+    bar = Progress(study, n_trials, progress)
+    pending: dict = {}
+    try:
+        while True:
+            if is_rdb(storage) and len(pending) < executor.slots:
+                optuna.storages.fail_stale_trials(study)
+            while len(pending) < executor.slots and count(study, COUNTED) < n_trials:
+                trial, config = ask(study, space, sampler, seed)
+                task = TrialTask(
+                    storage, study.study_name, trial._trial_id, trial.number, config, pruner
+                )
+                pending[executor.submit(execute_trial, task, trial_fn)] = trial
+            if not pending:
+                break
+            for future in executor.wait_first(pending):
+                record(study, pending.pop(future), executor.outcome(future))
+            bar.refresh()
+    except BaseException:
+        # Interrupted (Ctrl-C or an error): queue the unfinished trials again so nothing is lost.
+        executor.cancel(pending)
+        for trial in pending.values():
+            record(study, trial, TrialOutcome("fail", message="its search was interrupted"))
+        raise
+    finally:
+        bar.refresh()
+        bar.close()
+    return study
