@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "ferlab.cli.compare",
     "ferlab.cli.extend",
     "ferlab.cli.search",
+    "ferlab.cli.cnn",
 ]
 
 

@@ -34,6 +34,7 @@ class CNNClassifier:
         self.tta = tta
         self.batch_size = batch_size
         self.meta = meta or {}
+        self.training_info = self.meta.get("training_info", {})
         self.device = torch.device("cpu")
         self.to(device)
 
@@ -53,7 +54,7 @@ class CNNClassifier:
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray, *, raw: bool = True) -> np.ndarray:
-        """(N, C) class probabilities; ``raw`` images are uint8 pixels, else already standardised."""
+        """(N, C) class probabilities of uint8 images (``raw``) or already standardised ones."""
         X = self._as_images(X)
         self.module.eval()
         out = []

@@ -1,4 +1,4 @@
-"""CNN model and checkpoint files: safetensors tensors with JSON metadata in the header, no pickle."""
+"""CNN model and checkpoint files: safetensors with JSON metadata in the header, no pickle."""
 
 from __future__ import annotations
 

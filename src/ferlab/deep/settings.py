@@ -6,8 +6,6 @@ from typing import Any
 
 from ferlab.errors import ConfigError
 
-INSTALL_HINT = "the CNN commands need PyTorch: pip install 'ferlab[deep]'"
-
 CNN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {
@@ -15,6 +13,7 @@ CNN_DEFAULTS: dict[str, Any] = {
         "path": None,
         "val_size": 0.1,
         "train_limit": None,
+        "exclude_classes": [],
     },
     "model": {
         "widths": [32, 64, 128, 256],

@@ -1,0 +1,85 @@
+"""ONNX export of a trained CNN, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlab.deep.augment import center_crop
+from ferlab.deep.classifier import CNNClassifier
+from ferlab.errors import FerlabError
+
+TOLERANCE = 1e-4
+
+
+class _Exported(torch.nn.Module):
+    """uint8-valued float pixels (N, 48, 48) -> class probabilities, preprocessing included."""
+
+    def __init__(self, classifier: CNNClassifier) -> None:
+        super().__init__()
+        self.network = classifier.module
+        self.mean, self.std, self.crop = classifier.mean, classifier.std, classifier.crop
+
+    def forward(self, pixels):
+        x = ((pixels - self.mean) / self.std).unsqueeze(1)
+        return torch.softmax(self.network(center_crop(x, self.crop)), dim=1)
+
+
+def export_onnx(
+    classifier: CNNClassifier, path: str | os.PathLike, *, check_samples: int = 16, seed: int = 0
+) -> dict:
+    """Write ``path`` (input ``pixels``: float32 N x 48 x 48 in 0..255; output ``probabilities``).
+
+    Runs the file with onnxruntime on random images and raises if it differs from PyTorch by more
+    than 1e-4; returns what was checked.
+    """
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise FerlabError(
+            "ONNX export needs onnx and onnxruntime: pip install 'ferlab[deep]'"
+        ) from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    classifier.to("cpu")
+    wrapper = _Exported(classifier).eval()
+    example = torch.zeros(2, 48, 48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["probabilities"],
+            dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=17,
+        )
+    model = onnx.load(str(path))
+    for key, value in {
+        "ferlab_class_names": json.dumps(classifier.class_names),
+        "ferlab_input": "float32 pixels 0..255, shape (N, 48, 48)",
+    }.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+    images = np.random.default_rng(seed).integers(0, 256, (check_samples, 48, 48), dtype=np.uint8)
+    expected = classifier.predict_proba(images, raw=True) if classifier.tta == "none" else None
+    if expected is None:
+        with torch.no_grad():
+            expected = wrapper(torch.from_numpy(images).float()).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"pixels": images.astype(np.float32)})[0]
+    diff = float(np.abs(got - expected).max())
+    if not diff <= TOLERANCE:
+        raise FerlabError(f"{path}: the ONNX model differs from PyTorch by {diff:.2e} (> 1e-4)")
+    return {"samples": check_samples, "max_abs_diff": diff}

@@ -1,0 +1,459 @@
+"""Training the CNN: in-memory tensors, batch augmentation, schedules, checkpoints and resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ferlab.deep.augment import center_crop, normalize, random_warp
+from ferlab.deep.io import (
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    model_meta,
+    read_tensors,
+    save_cnn,
+    write_tensors,
+)
+from ferlab.deep.model import architecture_from_config, build_cnn
+from ferlab.deep.settings import validate_cnn_config
+from ferlab.errors import ConfigError, DataError, TrainingDiverged
+
+HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+CHECKPOINT_NAME = "checkpoint.safetensors"
+MODEL_NAME = "model.safetensors"
+# The CNN's own preprocessing, recorded with the data settings: pixels standardised by one mean/std.
+PREPROCESSING = "cnn-standardize"
+EpochCallback = Callable[[int, dict], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; anything else must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but no CUDA GPU is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+def lr_factor(progress: float, schedule: str, warmup: float) -> float:
+    """The learning rate's multiplier after ``progress`` (0..1) of all training steps."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "onecycle" and progress < warmup:
+        return 0.04 + 0.96 * progress / warmup
+    start = warmup if schedule == "onecycle" else 0.0
+    annealed = (progress - start) / max(1e-12, 1.0 - start)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, annealed)))
+
+
+@dataclass
+class TensorData:
+    """Training and validation images (uint8, N x 48 x 48) and labels, on the training device."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, train_images, train_labels, val_images, val_labels, device) -> TensorData:
+        """Move numpy arrays to ``device`` once, so batches never leave it."""
+
+        def tensor(array, dtype):
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)
+
+        return cls(
+            tensor(train_images, torch.uint8),
+            tensor(train_labels, torch.int64),
+            tensor(val_images, torch.uint8),
+            tensor(val_labels, torch.int64),
+        )
+
+
+class CNNTrainer:
+    """Trains a network on :class:`TensorData` as ``config`` says; the best epoch's weights win."""
+
+    def __init__(
+        self,
+        config: dict,
+        module: torch.nn.Module,
+        data: TensorData,
+        mean: float,
+        std: float,
+        *,
+        device: torch.device,
+        out_dir: str | Path | None = None,
+        meta: dict | None = None,
+        verbose: bool = True,
+        epoch_callback: EpochCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.solver = config["solver"]
+        self.augment = config["augment"]
+        self.device = device
+        self.channels_last = bool(config["device"]["channels_last"])
+        self.amp = bool(config["device"]["amp"]) and device.type == "cuda"
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.module = module.to(device=device, memory_format=memory_format)
+        self.data = data
+        self.mean, self.std = float(mean), float(std)
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.meta = meta
+        self.verbose = verbose
+        self.epoch_callback = epoch_callback
+        self.generator = torch.Generator().manual_seed(int(config["seed"]))
+        self.optimizer = self._make_optimizer()
+        n = len(data.train_labels)
+        if n == 0 or len(data.val_labels) == 0:
+            raise DataError("the CNN needs training and validation samples")
+        self.batch_size = min(int(self.solver["batch_size"]), n)
+        self.steps_per_epoch = n // self.batch_size
+        self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
+        self.epoch = 0
+        self.best_val_acc = -1.0
+        self.best_epoch = 0
+        self.stopped_early = False
+        self.best_state = self._copy_state()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, param in self.module.named_parameters():
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.solver["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        lr = self.solver["lr"]
+        if self.solver["optimizer"] == "adamw":
+            return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.SGD(groups, lr=lr, momentum=self.solver["momentum"], nesterov=True)
+
+    def _copy_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _set_lr(self, step: int) -> float:
+        total = self.steps_per_epoch * self.solver["epochs"]
+        factor = lr_factor(step / total, self.solver["schedule"], self.solver["warmup"])
+        lr = self.solver["lr"] * factor
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _train_epoch(self) -> tuple[float, float, float]:
+        self.module.train()
+        data, aug = self.data, self.augment
+        order = torch.randperm(len(data.train_labels), generator=self.generator)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        lr = 0.0
+        steps = tqdm(
+            range(self.steps_per_epoch),
+            desc=f"epoch {self.epoch + 1}/{self.solver['epochs']}",
+            leave=False,
+            disable=not self.verbose,
+            file=sys.stderr,
+        )
+        for step in steps:
+            lr = self._set_lr(self.epoch * self.steps_per_epoch + step)
+            index = order[step * self.batch_size : (step + 1) * self.batch_size].to(self.device)
+            x = normalize(data.train_images[index], self.mean, self.std)
+            x = random_warp(
+                x,
+                aug["crop"],
+                flip=aug["flip"],
+                rotate=aug["rotate"],
+                scale=aug["scale"],
+                generator=self.generator,
+            )
+            y = data.train_labels[index]
+            with self._autocast():
+                logits = self.module(self._prepare(x))
+            smoothing = self.solver["label_smoothing"]
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+        seen = self.steps_per_epoch * self.batch_size
+        return float(loss_sum) / self.steps_per_epoch, float(correct) / seen, lr
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy on centre crops."""
+        self.module.eval()
+        loss_sum, correct = 0.0, 0
+        size = self.solver["eval_batch_size"]
+        for start in range(0, len(labels), size):
+            x = normalize(images[start : start + size], self.mean, self.std)
+            x = center_crop(x, self.augment["crop"])
+            y = labels[start : start + size]
+            with self._autocast():
+                logits = self.module(self._prepare(x)).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        return loss_sum / len(labels), correct / len(labels)
+
+    def train(self) -> dict[str, list]:
+        """Train until ``epochs`` or early stopping; keep the best weights; return the history."""
+        try:
+            while self.epoch < self.solver["epochs"] and not self.stopped_early:
+                self._train_one_epoch()
+        except KeyboardInterrupt:
+            if self.out_dir is not None and self.epoch:
+                print(
+                    f"interrupted after epoch {self.epoch}; continue with "
+                    f"--resume {self.out_dir / CHECKPOINT_NAME}",
+                    file=sys.stderr,
+                )
+            raise
+        self.module.load_state_dict(self.best_state)
+        return self.history
+
+    def _train_one_epoch(self) -> None:
+        started = time.perf_counter()
+        train_loss, train_acc, lr = self._train_epoch()
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"the training loss became {train_loss} in epoch {self.epoch + 1}; lower solver.lr"
+            )
+        val_loss, val_acc = self.evaluate(self.data.val_images, self.data.val_labels)
+        self.epoch += 1
+        values = (train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started)
+        for key, value in zip(HISTORY_KEYS, values, strict=True):
+            self.history[key].append(float(value))
+        improved = val_acc > self.best_val_acc
+        if improved:
+            self.best_val_acc, self.best_epoch = val_acc, self.epoch
+            self.best_state = self._copy_state()
+            if self.out_dir is not None and self.meta is not None:
+                save_cnn(self.module, self.meta, self.out_dir / MODEL_NAME)
+        patience = self.solver["patience"]
+        if patience is not None and self.epoch - self.best_epoch >= patience:
+            self.stopped_early = True
+        if self.verbose:
+            print(
+                f"epoch {self.epoch}/{self.solver['epochs']}  train loss {train_loss:.4f} "
+                f"acc {train_acc:.2%}  val loss {val_loss:.4f} acc {val_acc:.2%}"
+                f"{' *' if improved else ''}  lr {lr:.4g}  {values[-1]:.1f}s",
+                file=sys.stderr,
+            )
+        if self.out_dir is not None:
+            self.save_checkpoint(self.out_dir / CHECKPOINT_NAME)
+        if self.epoch_callback is not None:
+            self.epoch_callback(self.epoch, self.history)
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Weights, optimizer state, RNG states and history, in safetensors + JSON (no pickle)."""
+        tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
+        tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        optimizer_state = self.optimizer.state_dict()
+        state_keys: dict[str, dict] = {}
+        for index, state in optimizer_state["state"].items():
+            state_keys[str(index)] = {}
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{index}.{key}"] = value
+                    state_keys[str(index)][key] = None
+                else:
+                    state_keys[str(index)][key] = value
+        tensors["rng.data"] = self.generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "epoch": self.epoch,
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+            "optimizer": {"param_groups": optimizer_state["param_groups"], "state": state_keys},
+            "config": self.config,
+            "model_meta": self.meta,
+        }
+        return write_tensors(path, meta, tensors)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote."""
+        from ferlab.errors import ModelFileError
+
+        meta, tensors = read_tensors(path, CHECKPOINT_FORMAT)
+        if meta["config"]["model"] != self.config["model"]:
+            raise ModelFileError(f"{path}: checkpoint of a different network than this config's")
+        try:
+            self.module.load_state_dict(
+                {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
+            )
+            self.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            state = {
+                int(index): {
+                    key: tensors[f"optim.{index}.{key}"] if value is None else value
+                    for key, value in keys.items()
+                }
+                for index, keys in meta["optimizer"]["state"].items()
+            }
+            self.optimizer.load_state_dict(
+                {"state": state, "param_groups": meta["optimizer"]["param_groups"]}
+            )
+            self.generator.set_state(tensors["rng.data"])
+            torch.set_rng_state(tensors["rng.torch"])
+            if self.device.type == "cuda" and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: checkpoint does not fit this network ({exc})") from None
+        self.epoch = int(meta["epoch"])
+        self.best_val_acc = float(meta["best_val_acc"])
+        self.best_epoch = int(meta["best_epoch"])
+        self.stopped_early = bool(meta["stopped_early"])
+        self.history = {key: list(meta["history"][key]) for key in HISTORY_KEYS}
+
+    def resume(self, path: str | Path) -> dict[str, list]:
+        """Continue training from a checkpoint."""
+        self.load_checkpoint(path)
+        if self.verbose:
+            print(f"resuming after epoch {self.epoch} from {path}", file=sys.stderr)
+        return self.train()
+
+
+def image_statistics(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the training pixels."""
+    pixels = images.astype(np.float64)
+    return float(pixels.mean()), float(max(pixels.std(), 1e-6))
+
+
+def apply_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads (0 keeps PyTorch's default)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def run_cnn_training(
+    config: dict,
+    out_dir: str | Path,
+    *,
+    resume: str | Path | None = None,
+    device: str | None = None,
+    verbose: bool = True,
+    strict: bool = False,
+    use_cache: bool = True,
+    splits=None,
+    epoch_callback: EpochCallback | None = None,
+) -> dict:
+    """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
+    from ferlab.experiment import TRAINING_DATA_KEYS, load_splits, write_json
+    from ferlab.plots import plot_history
+
+    config = validate_cnn_config(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    torch_device = resolve_device(device or config["device"]["device"])
+    apply_threads(config["device"]["threads"])
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if splits is None:
+        splits = load_splits(config, strict=strict, use_cache=use_cache)
+    if tuple(splits.image_shape) != (48, 48):
+        raise ConfigError(
+            f"the CNN takes 48x48 grayscale images; {config['data']['dataset']!r} has "
+            f"{'x'.join(map(str, splits.image_shape))}"
+        )
+    mean, std = image_statistics(splits.train.images)
+    architecture = architecture_from_config(config["model"], len(splits.class_names))
+    data_info = {**config["data"], "preprocessing": PREPROCESSING}
+    training_info = {"data": {k: data_info[k] for k in TRAINING_DATA_KEYS}, "seed": config["seed"]}
+    meta = model_meta(
+        architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
+    )
+    torch.manual_seed(config["seed"])
+    module = build_cnn(architecture)
+    data = TensorData.from_arrays(
+        splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, torch_device
+    )
+    trainer = CNNTrainer(
+        config,
+        module,
+        data,
+        mean,
+        std,
+        device=torch_device,
+        out_dir=out_dir,
+        meta=meta,
+        verbose=verbose,
+        epoch_callback=epoch_callback,
+    )
+    if verbose:
+        params = sum(p.numel() for p in module.parameters())
+        print(
+            f"training on {len(splits.train)} samples, validating on {len(splits.val)}; "
+            f"CNN widths {architecture['widths']} convs {architecture['convs']} "
+            f"({params:,} parameters) on {torch_device}",
+            file=sys.stderr,
+        )
+    history = trainer.resume(resume) if resume else trainer.train()
+    save_cnn(trainer.module, meta, out_dir / MODEL_NAME)
+    write_json(out_dir / "history.json", history)
+    write_json(out_dir / "config.json", config)
+    plot_history(history, out_dir)
+    summary = {
+        "dataset": config["data"]["dataset"],
+        "val_accuracy": trainer.evaluate(data.val_images, data.val_labels)[1],
+        "epochs": trainer.epoch,
+        "best_epoch": trainer.best_epoch,
+        "stopped_early": trainer.stopped_early,
+        "seconds": round(time.perf_counter() - started, 2),
+        "train_seconds": round(float(sum(history["seconds"])), 2),
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "device": str(torch_device),
+        "threads": torch.get_num_threads() if torch_device.type == "cpu" else None,
+    }
+    from ferlab.deep.io import load_cnn
+
+    classifier = load_cnn(out_dir / MODEL_NAME).to(torch_device)
+    for name, part in splits.tests.items():
+        summary[f"{name}_accuracy"] = float((classifier.predict(part.images) == part.labels).mean())
+    classifier.tta = "flip"
+    for name, part in splits.tests.items():
+        summary[f"{name}_accuracy_flip_tta"] = float(
+            (classifier.predict(part.images) == part.labels).mean()
+        )
+    if splits.tests:
+        summary["test_accuracy"] = summary[f"{next(iter(splits.tests))}_accuracy"]
+    write_json(out_dir / "summary.json", summary)
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return summary
+
+
+def history_json(history: dict) -> str:
+    """The history as indented JSON."""
+    return json.dumps(history, indent=2)

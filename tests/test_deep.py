@@ -1,0 +1,365 @@
+"""The PyTorch CNN: training, resume, model files, TTA, ONNX, predict and the CLI (tiny data)."""
+
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from PIL import Image  # noqa: E402
+
+from ferlab.cli import main  # noqa: E402
+from ferlab.data.images import LabeledImages  # noqa: E402
+from ferlab.deep import load_cnn  # noqa: E402
+from ferlab.deep.augment import center_crop, normalize, random_warp  # noqa: E402
+from ferlab.deep.io import model_meta, save_cnn  # noqa: E402
+from ferlab.deep.model import architecture_from_config, build_cnn  # noqa: E402
+from ferlab.deep.settings import load_cnn_config  # noqa: E402
+from ferlab.deep.training import (  # noqa: E402
+    CHECKPOINT_NAME,
+    CNNTrainer,
+    TensorData,
+    lr_factor,
+    run_cnn_training,
+)
+from ferlab.deep.tta import crop_views  # noqa: E402
+from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
+from ferlab.experiment import SplitImages  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+CLASSES = ["a", "b", "c"]
+TINY = [
+    "model.widths=[4, 8]",
+    "model.convs=[1, 1]",
+    "solver.batch_size=16",
+    "solver.lr=0.05",
+    "solver.epochs=3",
+    "augment.crop=40",
+]
+
+
+def faces(n, seed, split="training"):
+    """Noise with horizontal stripes, vertical stripes or neither: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(CLASSES), n)
+    images = rng.integers(0, 80, (n, 48, 48)).astype(np.uint8)
+    stripes = (np.arange(48) // 3) % 2 == 0
+    images[np.ix_(labels == 0, stripes, np.arange(48))] += 150
+    images[np.ix_(labels == 1, np.arange(48), stripes)] += 150
+    return LabeledImages(images, labels, CLASSES, np.array([split] * n))
+
+
+@pytest.fixture
+def splits():
+    return SplitImages(
+        faces(64, 0), faces(32, 1), {"public_test": faces(24, 2, "public_test")}, CLASSES, (48, 48)
+    )
+
+
+def tiny_config(*extra):
+    return load_cnn_config(None, [*TINY, *extra])
+
+
+def make_trainer(config, splits, out_dir=None, callback=None):
+    torch.manual_seed(config["seed"])
+    module = build_cnn(architecture_from_config(config["model"], len(CLASSES)))
+    data = TensorData.from_arrays(
+        splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, "cpu"
+    )
+    meta = model_meta(
+        architecture_from_config(config["model"], 3), CLASSES, 60.0, 50.0, config["augment"]["crop"]
+    )
+    return CNNTrainer(
+        config,
+        module,
+        data,
+        60.0,
+        50.0,
+        device=torch.device("cpu"),
+        out_dir=out_dir,
+        meta=meta,
+        verbose=False,
+        epoch_callback=callback,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cnn") / "run"
+    tiny = SplitImages(
+        faces(64, 0), faces(32, 1), {"public_test": faces(24, 2, "public_test")}, CLASSES, (48, 48)
+    )
+    summary = run_cnn_training(tiny_config(), run, splits=tiny, verbose=False)
+    return run / "model.safetensors", summary
+
+
+def test_a_few_epochs_lower_the_loss(splits):
+    trainer = make_trainer(tiny_config("solver.epochs=4"), splits)
+    before, _ = trainer.evaluate(trainer.data.train_images, trainer.data.train_labels)
+    trainer.train()
+    after, _ = trainer.evaluate(trainer.data.train_images, trainer.data.train_labels)
+    assert after < 0.8 * before
+    assert len(trainer.history["train_loss"]) == 4
+
+
+def test_resume_continues_bit_identically(tmp_path, splits):
+    config = tiny_config("solver.epochs=3", "model.dropout=0.2", "model.head_dropout=0.3")
+    straight = make_trainer(config, splits)
+    straight.train()
+
+    def stop_after_first(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    interrupted = make_trainer(config, splits, tmp_path, stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    torch.manual_seed(12345)  # the resumed run must not depend on the global RNG state
+    resumed = make_trainer(config, splits, tmp_path)
+    resumed.resume(tmp_path / CHECKPOINT_NAME)
+
+    assert resumed.history["train_loss"] == straight.history["train_loss"]
+    assert resumed.history["val_acc"] == straight.history["val_acc"]
+    final_straight = straight.module.state_dict()
+    for name, value in resumed.module.state_dict().items():
+        assert torch.equal(value, final_straight[name]), name
+
+
+def test_run_writes_model_history_curves_and_summary(trained):
+    path, summary = trained
+    run = path.parent
+    for name in ("model.safetensors", "history.json", "loss.png", "accuracy.png", "summary.json"):
+        assert (run / name).is_file(), name
+    assert not (run / CHECKPOINT_NAME).exists()
+    history = json.loads((run / "history.json").read_text())
+    assert set(history) == {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert len(history["val_acc"]) == summary["epochs"] == 3
+    assert summary["val_accuracy"] == max(history["val_acc"])
+    assert 0 <= summary["public_test_accuracy"] <= 1
+
+
+def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
+    path, _ = trained
+    first = load_cnn(path)
+    images = faces(10, 5).images
+    again = tmp_path / "copy.safetensors"
+    save_cnn(first.module, first.meta, again)
+    second = load_cnn(again)
+    np.testing.assert_array_equal(first.predict_proba(images), second.predict_proba(images))
+    assert first.class_names == CLASSES and first.input_shape == (48, 48)
+    probs = first.predict_proba(images, raw=True)
+    assert probs.shape == (10, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert first.module.head is first.module.head  # the classifier layer is the named `head`
+    assert isinstance(first.module.head, torch.nn.Linear)
+
+
+def test_the_model_file_holds_no_pickle_and_states_its_format(trained):
+    path, _ = trained
+    raw = path.read_bytes()
+    header_len = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + header_len])
+    meta = json.loads(header["__metadata__"]["ferlab"])
+    assert meta["format"] == "ferlab-cnn" and meta["kind"] == "cnn"
+    assert meta["class_names"] == CLASSES and meta["architecture"]["widths"] == [4, 8]
+    assert set(meta["preprocessing"]) == {"mean", "std", "crop"}
+
+
+@pytest.mark.parametrize("corrupt", ["garbage", "truncated", "foreign", "npz"])
+def test_a_corrupt_or_foreign_model_file_fails_cleanly(trained, tmp_path, corrupt):
+    from safetensors.torch import save_file
+
+    from ferlab.models import load_classifier
+
+    path, _ = trained
+    bad = tmp_path / "bad.safetensors"
+    if corrupt == "garbage":
+        bad.write_bytes(b"\x00\x01not a model at all" * 10)
+    elif corrupt == "truncated":
+        bad.write_bytes(path.read_bytes()[:-100])
+    elif corrupt == "foreign":
+        save_file({"w": torch.zeros(3)}, str(bad), metadata={"author": "someone"})
+    else:
+        np.savez(bad, w=np.zeros(3))
+    with pytest.raises(ModelFileError, match=str(bad.name)):
+        load_cnn(bad)
+    with pytest.raises(ModelFileError):
+        load_classifier(bad)
+    assert main(["cnn", "evaluate", "--model", str(bad), "--split", "public"]) == 2
+
+
+def test_tta_views_and_averaging(trained):
+    x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
+    assert [len(crop_views(x, 44, mode)) for mode in ("none", "flip", "tencrop")] == [1, 2, 10]
+    assert torch.equal(crop_views(x, 44, "none")[0], x[..., 2:46, 2:46])
+    path, _ = trained
+    classifier = load_cnn(path)
+    images = faces(6, 7).images
+    plain = classifier.predict_proba(images)
+    mirrored = classifier.predict_proba(images[:, :, ::-1])
+    classifier.tta = "flip"
+    np.testing.assert_allclose(classifier.predict_proba(images), (plain + mirrored) / 2, atol=1e-6)
+    classifier.tta = "tencrop"
+    assert np.allclose(classifier.predict_proba(images).sum(axis=1), 1, atol=1e-5)
+
+
+def test_random_warp_without_randomness_is_the_identity():
+    x = torch.randn(3, 1, 48, 48)
+    out = random_warp(x, 48, flip=False, rotate=0.0, scale=0.0, generator=torch.Generator())
+    torch.testing.assert_close(out, x, atol=1e-4, rtol=0)
+    assert center_crop(normalize(torch.zeros(2, 48, 48, dtype=torch.uint8), 0, 1), 40).shape == (
+        2,
+        1,
+        40,
+        40,
+    )
+
+
+def test_learning_rate_schedules():
+    assert lr_factor(0.0, "onecycle", 0.2) == pytest.approx(0.04)
+    assert lr_factor(0.2, "onecycle", 0.2) == pytest.approx(1.0)
+    assert lr_factor(1.0, "onecycle", 0.2) == pytest.approx(0.0)
+    assert lr_factor(0.5, "cosine", 0.2) == pytest.approx(0.5)
+    assert lr_factor(0.7, "constant", 0.2) == 1.0
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.convs=[1]", "model.convs"),
+        ("augment.crop=50", "augment.crop"),
+        ("solver.optimizer='rmsprop'", "solver.optimizer"),
+        ("solver.lerning_rate=1", "lerning_rate"),
+    ],
+)
+def test_bad_config_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_cnn_config(None, [override])
+
+
+def test_onnx_export_agrees_with_pytorch(trained, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    path, _ = trained
+    out = tmp_path / "model.onnx"
+    assert main(["cnn", "export", str(path), "--onnx", str(out)]) == 0
+    assert "agrees" in capsys.readouterr().out
+    images = faces(7, 9).images
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"pixels": images.astype(np.float32)})[0]
+    np.testing.assert_allclose(got, load_cnn(path).predict_proba(images), atol=1e-4, rtol=0)
+
+
+def test_predict_on_a_folder_for_both_model_types(trained, tmp_path):
+    from ferlab.data.fer2013 import CLASS_NAMES
+    from ferlab.models import model_kind
+    from ferlab.nn import FullyConnectedNet, Preprocessor
+    from ferlab.predict import predict_folder
+    from ferlab.test_deep_fer_model import test_deep_fer_model
+
+    cnn_path, _ = trained
+    fc = FullyConnectedNet(48 * 48, [8], 7, seed=0)
+    fc.preprocessor = Preprocessor("standardize").fit(faces(20, 3).images)
+    fc.class_names, fc.input_shape = list(CLASS_NAMES), (48, 48)
+    fc_path = fc.save(tmp_path / "fc.npz")
+    assert model_kind(cnn_path) == "cnn" and model_kind(fc_path) == "fully_connected"
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = faces(5, 11).images
+    names = [f"{i}.png" for i in range(5)]
+    for name, image in zip(names, images, strict=True):
+        Image.fromarray(image).save(folder / name)
+    cnn_predictions = predict_folder(folder, cnn_path)
+    assert [p.file for p in cnn_predictions] == names
+    expected = load_cnn(cnn_path).predict(images)
+    assert [p.class_index for p in cnn_predictions] == list(expected)
+    assert {p.class_name for p in cnn_predictions} <= set(CLASSES)
+    np.testing.assert_array_equal(test_deep_fer_model(folder, cnn_path), expected)
+    fc_labels = test_deep_fer_model(folder, fc_path)
+    assert fc_labels.shape == (5,) and set(fc_labels) <= set(range(7))
+    stem = cnn_path.with_suffix("")  # the report's suffix-less model name
+    np.testing.assert_array_equal(test_deep_fer_model(folder, stem), expected)
+
+
+def write_fer_folder(root, per_class=4):
+    from ferlab.data.fer2013 import CLASS_NAMES
+
+    rng = np.random.default_rng(0)
+    for folder, prefixes in (("train", ["Training"]), ("test", ["PublicTest", "PrivateTest"])):
+        for c, name in enumerate(CLASS_NAMES):
+            target = root / "fer2013" / folder / name
+            target.mkdir(parents=True)
+            for prefix in prefixes:
+                for i in range(per_class if folder == "train" else 2):
+                    image = rng.integers(0, 60, (48, 48)).astype(np.uint8)
+                    image[6 * c : 6 * c + 6] += 150
+                    Image.fromarray(image).save(target / f"{prefix}_{c}{i}.png")
+    return root
+
+
+def test_cnn_train_and_evaluate_commands(tmp_path, capsys):
+    data = write_fer_folder(tmp_path / "data")
+    config = tmp_path / "cnn.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [model]
+            widths = [4, 8]
+            convs = [1, 1]
+            [solver]
+            batch_size = 8
+            epochs = 2
+            [data]
+            val_size = 0.25
+            """
+        )
+    )
+    run = tmp_path / "run"
+    args = ["cnn", "train", str(config), "--data", str(data), "--out", str(run), "--quiet"]
+    assert main([*args, "--device", "cpu"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"public_test_accuracy", "private_test_accuracy"} <= set(summary)
+    capsys.readouterr()
+    model = str(run / "model.safetensors")
+    for split, tta in (("public", "flip"), ("private", "tencrop"), ("val", "none")):
+        argv = ["cnn", "evaluate", "--model", model, "--data", str(data), "--split", split]
+        assert main([*argv, "--tta", tta, "--format", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report
+    assert main(["cnn", "train", str(config), "--out", str(run), "--set", "solver.lr=-1"]) == 2
+    assert "solver.lr" in capsys.readouterr().err
+
+
+def test_cnn_commands_without_torch_print_the_install_hint(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["torch"] = None  # importing torch now fails, as when it is not installed
+        from ferlab.cli import main
+        import ferlab.models, ferlab.experiment, ferlab.predict, ferlab.evaluation
+        assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    for argv in (
+        ["cnn", "train", "x.toml", "--out", str(tmp_path)],
+        ["cnn", "export", "m", "--onnx", "o"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pip install 'ferlab[deep]'" in lines[0], done.stderr
+    ok = subprocess.run(
+        [sys.executable, "-c", script, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0 and "cnn" in ok.stdout
