@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from ferlab.search.space import SearchSpace
-from ferlab.search.storage import MAX_RETRY, is_rdb
+from ferlab.search.storage import is_rdb
 from ferlab.search.trial import TrialFn, TrialOutcome, TrialTask, execute_trial
 
 # Trials that count towards a study's total: finished ones and those running somewhere now.
@@ -30,12 +30,11 @@ def count(study: optuna.Study, states) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _retry(study: optuna.Study, number: int) -> None:
-    """Enqueue a failed trial's parameters once more, so a lost worker loses no configuration."""
+def _retry(study: optuna.Study, number: int, *, always: bool = False) -> None:
+    """Queue a failed trial's parameters again (once, unless it was only interrupted)."""
     frozen = study.get_trials(deepcopy=False)[number]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
+    if always or "retry_of" not in frozen.user_attrs:
+        study.enqueue_trial(frozen.params, user_attrs={"retry_of": number})
 
 
 def recover_orphans(study: optuna.Study, storage: str) -> int:
@@ -52,11 +51,13 @@ def recover_orphans(study: optuna.Study, storage: str) -> int:
             "error", "its search was interrupted"
         )
         study.tell(frozen.number, state=TrialState.FAIL)
-        _retry(study, frozen.number)
+        _retry(study, frozen.number, always=True)
     return len(orphans)
 
 
-def record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+def record(
+    study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, *, interrupted: bool = False
+) -> None:
     """Store a worker's outcome in the study (the driver is the only writer of final states)."""
     trial.set_user_attr("seconds", round(outcome.seconds, 2))
     if outcome.message:
@@ -70,7 +71,7 @@ def record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> N
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, state=TrialState.FAIL)
-            _retry(study, trial.number)
+            _retry(study, trial.number, always=interrupted)
     except (RuntimeError, ValueError) as exc:
         # Another process (heartbeat sweep) already finished this trial; keep its record.
         print(f"ferlab: note: trial {trial.number}: {exc}", file=sys.stderr)
@@ -167,7 +168,8 @@ def run_trials(
         # Interrupted (Ctrl-C or an error): queue the unfinished trials again so nothing is lost.
         executor.cancel(pending)
         for trial in pending.values():
-            record(study, trial, TrialOutcome("fail", message="its search was interrupted"))
+            outcome = TrialOutcome("fail", message="its search was interrupted")
+            record(study, trial, outcome, interrupted=True)
         raise
     finally:
         bar.refresh()
