@@ -134,6 +134,18 @@ def test_same_seed_same_trials(tmp_path):
     assert len({t["solver.lr"] for t in params[0]}) == 5
 
 
+def test_tpe_search_finds_a_good_region(tmp_path):
+    space = parse_space(tiny_space())
+    with open_executor(0) as executor:
+        study = search("tpe", space, "tpe", str(tmp_path / "t.journal"), 18, executor,
+                       pruner="none", trial_fn=fake_trial, progress=False)  # fmt: skip
+    assert isinstance(study.sampler, optuna.samplers.TPESampler)
+    values = [t.value for t in study.trials]
+    assert len(values) == 18
+    # After its 10 random start-up trials TPE samples better than they did on average.
+    assert sum(values[12:]) / 6 > sum(values[:10]) / 10
+
+
 def test_global_trial_count_with_two_workers_and_rerun_continues(tmp_path):
     space = parse_space(tiny_space())
     storage = str(tmp_path / "study.journal")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ferlab.errors import ConfigError, DataError
@@ -170,12 +172,23 @@ def run_search(args: argparse.Namespace) -> int:
     space = _load_space(args)
     name = _default_name(args, args.kind)
     storage = _storage(args, name)
-    with _executor(args) as executor:
+    with _resume_hint(name, args), _executor(args) as executor:
         study = search(args.kind, space, name, storage, args.trials, executor,
                        pruner=args.pruner, seed=args.seed, progress=not args.quiet)  # fmt: skip
     _print_outcome(study)
     print(f"report: ferlab search report --study {name}{_where(args)}")
     return 0
+
+
+@contextmanager
+def _resume_hint(name: str, args: argparse.Namespace) -> Iterator[None]:
+    """On Ctrl-C, say how to continue: every finished trial is already in the study."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"\nferlab: search interrupted; finished trials are kept. Continue with: "
+              f"ferlab search resume --study {name}{_where(args)}", file=sys.stderr)  # fmt: skip
+        raise
 
 
 def _where(args: argparse.Namespace) -> str:
@@ -198,7 +211,7 @@ def run_sequential(args: argparse.Namespace) -> int:
     space = _load_space(args)
     name = _default_name(args, "sequential")
     order = [step.strip() for step in args.order.split(",") if step.strip()]
-    with _executor(args) as executor:
+    with _resume_hint(name, args), _executor(args) as executor:
         results = sequential(space, name, _storage(args, name), order, args.trials_per_step,
                              executor, pruner=args.pruner, seed=args.seed,
                              progress=not args.quiet)  # fmt: skip
@@ -213,7 +226,7 @@ def run_resume(args: argparse.Namespace) -> int:
     meta = study_meta(open_study(args.study, storage))
     if meta.get("mode") != "sequential-step":
         _check_data(json_config(meta))
-    with _executor(args) as executor:
+    with _resume_hint(args.study, args), _executor(args) as executor:
         outcome = resume(args.study, storage, executor, progress=not args.quiet)
     if isinstance(outcome, list):
         _print_steps(outcome)
