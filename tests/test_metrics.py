@@ -179,3 +179,15 @@ def test_evaluate_command_prints_and_saves_the_report(digits_run, tmp_path, caps
     }
     code = main(["evaluate", "--model", str(out / "model.npz"), "--split", "private"])
     assert code == 2 and "no split 'private'" in capsys.readouterr().err
+
+
+def test_evaluate_split_drops_classes_the_model_was_trained_without(tmp_path):
+    from ferlab.config import load_config
+    from ferlab.experiment import run_training
+    from ferlab.models import load_classifier
+
+    overrides = ["solver.epochs=1", "model.hidden_dims=[8]", "data.exclude_classes=['9']"]
+    summary = run_training(load_config(None, overrides), tmp_path, verbose=False)
+    report = evaluate_split(load_classifier(tmp_path / "model.npz"), None, "test")
+    assert report.class_names == [str(d) for d in range(9)]
+    assert report.accuracy == pytest.approx(summary["test_accuracy"])

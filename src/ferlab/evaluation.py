@@ -119,20 +119,28 @@ def resolve_split(dataset: str, split: str) -> str:
 
 
 def split_of(classifier, data: LabeledImages, dataset: str, split: str) -> LabeledImages:
-    """The samples of one split; ``val`` rebuilds the training validation part from the model."""
-    if split != "val":
-        return data.split(split)
-    from ferlab.experiment import TRAINING_DATA_KEYS, split_images
+    """The samples of one split, as the model saw them when it records its training data settings.
+
+    ``val`` rebuilds the validation part held out of training; classes excluded from training are
+    dropped from every split and the rest renumbered as in training.
+    """
+    from ferlab.experiment import split_images
 
     info = getattr(classifier, "training_info", None) or {}
-    data_config = info.get("data") or {}
-    missing = [k for k in TRAINING_DATA_KEYS if k not in data_config]
-    if missing or "seed" not in info:
-        raise ConfigError(
-            "this model file does not record how its validation split was made; "
-            "evaluate a test split instead"
-        )
-    return split_images(data, data_config, info["seed"]).val
+    data_config = dict(info.get("data") or {}, dataset=dataset)
+    if "val_size" not in data_config or "seed" not in info:
+        if split == "val":
+            raise ConfigError(
+                "this model file does not record how its validation split was made; "
+                "evaluate a test split instead"
+            )
+        return data.split(split)
+    splits = split_images(data, data_config, info["seed"])
+    if split == "val":
+        return splits.val
+    if split == dataset_spec(dataset).train_split:
+        return splits.train
+    return splits.tests.get(split, data.subset(np.zeros(len(data), dtype=bool)))
 
 
 def evaluate_split(
@@ -156,5 +164,5 @@ def evaluate_split(
         raise DataError(f"the data at {data_path or dataset} has no {name!r} samples")
     title = f"{dataset} {name} ({len(part)} samples)"
     return evaluate_classifier(
-        classifier, part.images, part.labels, data.class_names, out_dir, title=title
+        classifier, part.images, part.labels, part.class_names, out_dir, title=title
     )
