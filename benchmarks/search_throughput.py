@@ -10,11 +10,16 @@ on a busy machine; absolute rates depend on it.
         --data /work/shared/data/fer2013-images.tar.gz --minutes 12 --workers 1 \
         --study-dir /root/ferlab-runs/search/throughput \
         --out benchmarks/results/search_throughput.json
+
+With ``--window START END`` it starts nothing and counts two studies that ran side by side
+(finished trials whose completion time falls in the window), e.g. when the trials are slower
+than a short run can measure and the drivers were stopped by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import platform
 import signal
@@ -43,12 +48,21 @@ def main() -> int:
     parser.add_argument("--unpruned-study", default="throughput-none")
     parser.add_argument("--study-dir", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--window",
+        nargs=2,
+        metavar=("START", "END"),
+        help="only count two already-running studies between these ISO times (no new run)",
+    )
     args = parser.parse_args()
+    if args.window:
+        start, end = (dt.datetime.fromisoformat(t) for t in args.window)
+        return write_results(args, start, end)
 
+    start = dt.datetime.now()
     ferlab = str(Path(sys.executable).parent / "ferlab")
     names = {"median": args.pruned_study, "none": args.unpruned_study}
     drivers = {}
-    started = time.monotonic()
     for pruner in PRUNERS:
         command = [ferlab, "search", "random", args.space, "--trials", str(args.trials),
                    "--workers", str(args.workers), "--pruner", pruner, "--seed", str(args.seed),
@@ -62,26 +76,37 @@ def main() -> int:
     time.sleep(args.minutes * 60)
     for driver in drivers.values():
         driver.send_signal(signal.SIGINT)
-    elapsed_h = (time.monotonic() - started) / 3600
     for driver in drivers.values():
         driver.wait(timeout=300)
 
+    return write_results(args, start, dt.datetime.now())
+
+
+def write_results(args: argparse.Namespace, start: dt.datetime, end: dt.datetime) -> int:
+    """Trials finished by each study between ``start`` and ``end`` (local times), per hour."""
+    hours = (end - start).total_seconds() / 3600
     results = {"space": args.space, "seed": args.seed, "workers_each": args.workers,
-               "wall_minutes": round(elapsed_h * 60, 2), "machine": platform.node(),
+               "window": [start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")],
+               "wall_minutes": round(hours * 60, 2), "machine": platform.node(),
                "note": "both searches ran at the same time on the same machine"}  # fmt: skip
+    names = {"median": args.pruned_study, "none": args.unpruned_study}
     for pruner in PRUNERS:
         name = names[pruner]
         study = optuna.load_study(
             study_name=name, storage=open_storage(storage_spec(None, name, args.study_dir))
         )
-        finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+        finished = [
+            t
+            for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if start <= t.datetime_complete <= end
+        ]
         complete = [t for t in finished if t.state == TrialState.COMPLETE]
         epochs = sum(len(t.intermediate_values) for t in finished)
         results[pruner] = {
             "study": name,
             "finished": len(finished),
             "pruned": len(finished) - len(complete),
-            "trials_per_hour": round(len(finished) / elapsed_h, 1),
+            "trials_per_hour": round(len(finished) / hours, 2),
             "epochs_trained": epochs,
             "mean_epochs_per_trial": round(epochs / max(1, len(finished)), 2),
             "best_val_accuracy": max((t.value for t in complete), default=None),
