@@ -344,8 +344,7 @@ def test_cnn_commands_without_torch_print_the_install_hint(tmp_path):
         import sys
         sys.modules["torch"] = None  # importing torch now fails, as when it is not installed
         from ferlab.cli import main
-        import ferlab.models, ferlab.experiment, ferlab.predict, ferlab.evaluation
-        assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+        import ferlab.models, ferlab.experiment, ferlab.predict, ferlab.evaluation  # no torch
         sys.exit(main(sys.argv[1:]))
         """
     )
