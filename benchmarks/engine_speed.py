@@ -34,7 +34,16 @@ def time_engine(X: np.ndarray, y: np.ndarray) -> float:
 
     model = FullyConnectedNet(FEATURES, [HIDDEN], CLASSES, seed=0)
     data = {"X_train": X, "y_train": y, "X_val": X[:BATCH], "y_val": y[:BATCH]}
-    solver = Solver(model, data, optimizer="sgd_momentum", lr=LR, momentum=MOMENTUM, batch_size=BATCH, epochs=1, verbose=False)
+    solver = Solver(
+        model,
+        data,
+        optimizer="sgd_momentum",
+        lr=LR,
+        momentum=MOMENTUM,
+        batch_size=BATCH,
+        epochs=1,
+        verbose=False,
+    )
     started = time.perf_counter()
     solver.train()
     return time.perf_counter() - started
@@ -94,18 +103,23 @@ def main() -> int:
         runners["sklearn"] = time_sklearn
     times: dict[str, list[float]] = {name: [] for name in runners}
     with threadpool_limits(limits=args.threads):
-        for name, run in runners.items():  # warm-up: first-call costs are not per-epoch costs
+        for run in runners.values():  # warm-up: first-call costs are not per-epoch costs
             run(X[: BATCH * 4], y[: BATCH * 4])
         for repeat in range(args.repeats):
             for name, run in runners.items():
                 times[name].append(run(X, y))
-                print(f"repeat {repeat + 1}/{args.repeats}  {name:8s} {times[name][-1]:.2f} s", file=sys.stderr)
+                print(
+                    f"repeat {repeat + 1}/{args.repeats}  {name:8s} {times[name][-1]:.2f} s",
+                    file=sys.stderr,
+                )
         blas = [
             {k: info.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
             for info in threadpool_info()
         ]
     medians = {name: statistics.median(values) for name, values in times.items()}
-    ratios = {f"engine/{name}": medians["engine"] / medians[name] for name in medians if name != "engine"}
+    ratios = {
+        f"engine/{name}": medians["engine"] / medians[name] for name in medians if name != "engine"
+    }
     record = {
         "benchmark": "one epoch, 2304-457-7, batch 160, float32, SGD momentum 0.9",
         "rows": ROWS,

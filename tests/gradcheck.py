@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def numeric_gradient(f, x: np.ndarray, dout: np.ndarray | None = None, h: float = 1e-5) -> np.ndarray:
+def numeric_gradient(
+    f, x: np.ndarray, dout: np.ndarray | None = None, h: float = 1e-5
+) -> np.ndarray:
     """Gradient of sum(f(x) * dout) (or of scalar f) with respect to x, by centred differences."""
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])

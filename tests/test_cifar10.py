@@ -27,7 +27,9 @@ def write_pickle_batches(folder):
         images, labels, payload = _batch(i)
         (folder / name).write_bytes(pickle.dumps(payload))
         expected.append((images, labels))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASS_NAMES]}))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [c.encode() for c in CLASS_NAMES]})
+    )
     return expected
 
 
@@ -70,7 +72,10 @@ def test_class_folder_images_folder_and_tar(tmp_path, as_tar):
     path = make_tar(root, tmp_path / "images.tar.gz") if as_tar else root
     data = load_cifar10(path)
     assert data.images.shape == (10, 32, 32, 3)
-    assert sorted(set(data.labels.tolist())) == [CLASS_NAMES.index("cat"), CLASS_NAMES.index("ship")]
+    assert sorted(set(data.labels.tolist())) == [
+        CLASS_NAMES.index("cat"),
+        CLASS_NAMES.index("ship"),
+    ]
     assert (data.splits == "train").sum() == 6
     first = np.asarray(Image.open(root / "train" / "cat" / "0000.png"))
     np.testing.assert_array_equal(data.split("train").images[0], first)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from gradcheck import numeric_gradient, rel_error
 
 from ferlab.nn import FullyConnectedNet
 from ferlab.nn import fc_net as fc_net_module
+from gradcheck import numeric_gradient, rel_error
 
 
 @pytest.mark.parametrize("hidden_dims", [[], [7], [6, 5], [5, 4, 6]])

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from gradcheck import numeric_gradient, rel_error
 
 from ferlab.nn import (
     dropout_backward,
@@ -11,6 +10,7 @@ from ferlab.nn import (
     relu_forward,
     softmax_loss,
 )
+from gradcheck import numeric_gradient, rel_error
 
 TOL = 1e-6
 
@@ -91,7 +91,9 @@ def test_dropout_backward_reuses_forward_mask(rng):
     assert dropped.any()
     np.testing.assert_array_equal(dX[dropped], 0)
     np.testing.assert_allclose(dX[~dropped], dout[~dropped] / 0.7)
-    numeric = numeric_gradient(lambda x: dropout_forward(x, 0.3, True, np.random.default_rng(7))[0], X.copy(), dout)
+    numeric = numeric_gradient(
+        lambda x: dropout_forward(x, 0.3, True, np.random.default_rng(7))[0], X.copy(), dout
+    )
     assert rel_error(dX, numeric) < TOL
 
 

@@ -24,7 +24,9 @@ def test_round_trip_gives_identical_predictions(tmp_path, trained_model):
     model, images = trained_model
     model.save(tmp_path / "m.npz")
     loaded = load_model(tmp_path / "m.npz")
-    np.testing.assert_array_equal(loaded.predict_proba(images, raw=True), model.predict_proba(images, raw=True))
+    np.testing.assert_array_equal(
+        loaded.predict_proba(images, raw=True), model.predict_proba(images, raw=True)
+    )
     assert loaded.class_names == ["a", "b", "c"]
     assert loaded.input_shape == (3, 4)
     assert loaded.config() == model.config()

@@ -14,14 +14,21 @@ def blobs(n=200, d=12, classes=3, seed=0, noise=0.5):
 
 
 def split(X, y, n_train):
-    return {"X_train": X[:n_train], "y_train": y[:n_train], "X_val": X[n_train:], "y_val": y[n_train:]}
+    return {
+        "X_train": X[:n_train],
+        "y_train": y[:n_train],
+        "X_val": X[n_train:],
+        "y_val": y[n_train:],
+    }
 
 
 def test_overfits_a_tiny_data_set():
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((60, 30)).astype(np.float32), rng.integers(0, 5, 60)
     model = FullyConnectedNet(30, [100], 5, seed=0)
-    solver = Solver(model, split(X, y, 50), optimizer="adam", lr=1e-2, batch_size=10, epochs=30, verbose=False)
+    solver = Solver(
+        model, split(X, y, 50), optimizer="adam", lr=1e-2, batch_size=10, epochs=30, verbose=False
+    )
     history = solver.train()
     assert history["train_acc"][-1] == 1.0
     assert (model.predict(X[:50]) == y[:50]).all()
@@ -30,7 +37,9 @@ def test_overfits_a_tiny_data_set():
 def test_learns_separable_blobs_and_history_is_complete():
     X, y = blobs()
     model = FullyConnectedNet(12, [20], 3, seed=0)
-    solver = Solver(model, split(X, y, 150), lr=0.05, lr_decay=0.9, epochs=5, batch_size=32, verbose=False)
+    solver = Solver(
+        model, split(X, y, 150), lr=0.05, lr_decay=0.9, epochs=5, batch_size=32, verbose=False
+    )
     history = solver.train()
     assert set(history) == {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
     assert all(len(v) == 5 for v in history.values())

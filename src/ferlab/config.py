@@ -50,7 +50,9 @@ def _check(config: dict, defaults: dict, prefix: str = "") -> None:
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if key not in defaults:
-            raise ConfigError(f"unknown config key {dotted!r}; known: {', '.join(sorted(defaults))}")
+            raise ConfigError(
+                f"unknown config key {dotted!r}; known: {', '.join(sorted(defaults))}"
+            )
         default = defaults[key]
         if isinstance(default, dict):
             if not isinstance(value, dict):

@@ -16,7 +16,6 @@ from ferlab.errors import ConfigError, DataError
 from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
 
-
 # What a model file records about its data so evaluation can rebuild the same validation split.
 TRAINING_DATA_KEYS = ("dataset", "val_size", "train_limit", "preprocessing", "exclude_classes")
 
@@ -45,7 +44,12 @@ class Features:
 
     def solver_data(self) -> dict:
         """The dict a :class:`Solver` takes."""
-        return {"X_train": self.X_train, "y_train": self.y_train, "X_val": self.X_val, "y_val": self.y_val}
+        return {
+            "X_train": self.X_train,
+            "y_train": self.y_train,
+            "X_val": self.X_val,
+            "y_val": self.y_val,
+        }
 
 
 def split_images(data: LabeledImages, data_config: dict, seed: int) -> SplitImages:
@@ -102,7 +106,9 @@ def drop_classes(splits: SplitImages, excluded: list[str]) -> SplitImages:
 def load_splits(config: dict, *, strict: bool = False, use_cache: bool = True) -> SplitImages:
     """Load the configured data set and split it."""
     data_config = config["data"]
-    data = load_dataset(data_config["dataset"], data_config["path"], strict=strict, use_cache=use_cache)
+    data = load_dataset(
+        data_config["dataset"], data_config["path"], strict=strict, use_cache=use_cache
+    )
     return split_images(data, data_config, config["seed"])
 
 
@@ -135,7 +141,10 @@ def build_model(config: dict, features: Features, splits: SplitImages) -> FullyC
     model.preprocessor = features.preprocessor
     model.class_names = list(splits.class_names)
     model.input_shape = splits.image_shape
-    model.training_info = {"data": {k: config["data"][k] for k in TRAINING_DATA_KEYS}, "seed": config["seed"]}
+    model.training_info = {
+        "data": {k: config["data"][k] for k in TRAINING_DATA_KEYS},
+        "seed": config["seed"],
+    }
     return model
 
 
@@ -179,7 +188,9 @@ def run_training(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     splits = load_splits(config, strict=strict, use_cache=use_cache)
-    features = make_features(splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"]))
+    features = make_features(
+        splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
+    )
     model = build_model(config, features, splits)
     solver = build_solver(config, model, features, splits, checkpoint_dir=out_dir, verbose=verbose)
     if verbose:

@@ -46,6 +46,8 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
         try:
             from ferlab.deep import load_cnn
         except ImportError:
-            raise ModelFileError(f"{path}: not a fully connected ferlab model; reading a CNN model needs PyTorch: pip install 'ferlab[deep]'") from None
+            raise ModelFileError(
+                f"{path}: not a fully connected ferlab model; reading a CNN model needs PyTorch: pip install 'ferlab[deep]'"
+            ) from None
         return load_cnn(path)
     raise ModelFileError(f"{path}: unknown model kind {kind!r}")

@@ -9,7 +9,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data``, ``--strict`` and ``--no-cache``, the same for every command that reads data."""
     parser.add_argument("--data", metavar="PATH", help="data set location (overrides the config)")
     parser.add_argument(
-        "--strict", action="store_true", help="stop at the first bad row or image instead of skipping"
+        "--strict",
+        action="store_true",
+        help="stop at the first bad row or image instead of skipping",
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="decode the data again instead of using the cache"

@@ -34,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
     )
     print(json.dumps(summary, indent=2))
-    test_keys = [k for k in summary if k.endswith("_accuracy") and k not in ("train_accuracy", "val_accuracy")]
+    test_keys = [
+        k
+        for k in summary
+        if k.endswith("_accuracy") and k not in ("train_accuracy", "val_accuracy")
+    ]
     for key in test_keys[:-1] if len(test_keys) > 1 else test_keys:
         print(f"{key.removesuffix('_accuracy').replace('_', ' ')} accuracy: {summary[key]:.2%}")
     print(f"run written to {args.out}")

@@ -61,4 +61,12 @@ def load_fer2013(path, **kwargs) -> LabeledImages:
     return _load(path, **kwargs)
 
 
-__all__ = ["DATASETS", "DatasetSpec", "LabeledImages", "dataset_spec", "load_cifar10", "load_dataset", "load_fer2013"]
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "LabeledImages",
+    "dataset_spec",
+    "load_cifar10",
+    "load_dataset",
+    "load_fer2013",
+]

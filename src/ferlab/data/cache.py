@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from ferlab import __version__
 from ferlab.data.images import LabeledImages
@@ -75,8 +74,6 @@ def cached(
     arrays = {"images": data.images, "labels": data.labels, "splits": data.splits}
     if data.names is not None:
         arrays["names"] = data.names
-    try:
+    with contextlib.suppress(OSError):  # a read-only or full cache must not stop the load
         write_npz(target, meta, arrays)
-    except OSError:
-        pass  # A read-only or full cache directory must not stop the load.
     return data

@@ -45,7 +45,14 @@ def _read_batch(payload: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         batch = _ArrayOnlyUnpickler(io.BytesIO(payload), encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as exc:
         raise DataError(f"{where}: corrupt CIFAR-10 batch ({exc})") from None
     if data.ndim != 2 or data.shape[1] != IMAGE_BYTES or len(data) != len(labels):
         raise DataError(f"{where}: expected rows of {IMAGE_BYTES} bytes, one label each")

@@ -164,7 +164,10 @@ def read_class_folders(
             report.add(str(rel), str(exc))
             continue
         if array.shape[1::-1] != size:
-            report.add(str(rel), f"image is {array.shape[1]}x{array.shape[0]}, expected {size[0]}x{size[1]}")
+            report.add(
+                str(rel),
+                f"image is {array.shape[1]}x{array.shape[0]}, expected {size[0]}x{size[1]}",
+            )
             continue
         split = split_folders[parts[pos]]
         if split_of_file is not None:
@@ -179,5 +182,10 @@ def read_class_folders(
             f"{path}: no images found in the layout <{'|'.join(sorted(set(split_folders)))}>/<class>/<image>"
         )
     return LabeledImages(
-        np.stack(images), np.array(labels), list(class_names), np.array(splits), np.array(names), skipped
+        np.stack(images),
+        np.array(labels),
+        list(class_names),
+        np.array(splits),
+        np.array(names),
+        skipped,
     )

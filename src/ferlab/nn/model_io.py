@@ -25,7 +25,9 @@ def write_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]
     for name, value in arrays.items():
         array = np.asarray(value)
         if array.dtype == object:
-            raise TypeError(f"array {name!r} has dtype object; model files hold numeric arrays only")
+            raise TypeError(
+                f"array {name!r} has dtype object; model files hold numeric arrays only"
+            )
         payload[name] = array
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

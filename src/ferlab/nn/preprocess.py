@@ -38,7 +38,9 @@ class Preprocessor:
         self.mean = sum(self._flat(X_raw[c], np.float64).sum(axis=0) for c in chunks) / n
         self.scale = 1.0
         if self.mode != "center":
-            sq_total = sum(float(((self._flat(X_raw[c], np.float64) - self.mean) ** 2).sum()) for c in chunks)
+            sq_total = sum(
+                float(((self._flat(X_raw[c], np.float64) - self.mean) ** 2).sum()) for c in chunks
+            )
             self.scale = float(np.sqrt(sq_total / (n * self.mean.size))) or 1.0
         return self
 

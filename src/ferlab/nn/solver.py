@@ -33,7 +33,9 @@ def validate_data(data: dict, input_dim: int, num_classes: int) -> None:
             raise DataError(f"X_{part} has {len(X)} rows but y_{part} has {len(y)} labels")
         features = int(np.prod(X.shape[1:]))
         if features != input_dim:
-            raise DataError(f"X_{part} has {features} features per sample; the model expects {input_dim}")
+            raise DataError(
+                f"X_{part} has {features} features per sample; the model expects {input_dim}"
+            )
         y_arr = np.asarray(y)
         if not np.issubdtype(y_arr.dtype, np.integer):
             raise DataError(f"y_{part} must hold integer class labels, got dtype {y_arr.dtype}")
@@ -205,7 +207,9 @@ class Solver:
 
     def _explain_interrupt(self) -> None:
         if self.checkpoint_dir is not None and self.epoch > 0:
-            where = f"the checkpoint of epoch {self.epoch} is {self.checkpoint_dir / CHECKPOINT_NAME}"
+            where = (
+                f"the checkpoint of epoch {self.epoch} is {self.checkpoint_dir / CHECKPOINT_NAME}"
+            )
             how = "; continue with --resume on that file"
         else:
             where, how = "no checkpoint was written", " (set a checkpoint directory to keep one)"
@@ -250,9 +254,10 @@ class Solver:
         from ferlab.nn.model_io import read_npz
 
         meta, arrays = read_npz(path, expected_format="ferlab-checkpoint")
-        if meta["model"]["hidden_dims"] != self.model.hidden_dims or meta["model"][
-            "input_dim"
-        ] != self.model.input_dim:
+        if (
+            meta["model"]["hidden_dims"] != self.model.hidden_dims
+            or meta["model"]["input_dim"] != self.model.input_dim
+        ):
             raise ModelFileError(f"{path}: the checkpoint was written for another architecture")
         for name in self.model.params:
             self.model.params[name][...] = arrays[f"param/{name}"]
