@@ -137,7 +137,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, csv_export: bool =
     counts = summary_counts(study)
     parts = [
         f"# Study {study.study_name} ({meta.get('mode', '?')} search)",
-        "trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n),
+        "trials: " + (", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"),
     ]
     if meta.get("mode") == "sequential":
         steps = study.user_attrs.get("steps")

@@ -26,7 +26,11 @@ def storage_spec(storage: str | None, study: str, root: str | Path | None = None
     """The storage a study uses: a URL as given, or the absolute path of its journal file."""
     if storage:
         return storage if is_rdb(storage) else str(Path(storage).expanduser().resolve())
-    return str((study_dir(study, root) / JOURNAL_NAME).resolve())
+    journal = study_dir(study, root) / JOURNAL_NAME
+    parent = study_dir(study.rsplit(".", 1)[0], root) / JOURNAL_NAME
+    if "." in study and not journal.exists() and parent.exists():
+        journal = parent  # a sequential step ("NAME.2-dropout") lives in its search's journal
+    return str(journal.resolve())
 
 
 def is_rdb(spec: str) -> bool:

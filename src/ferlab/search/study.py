@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import optuna
 
@@ -11,7 +12,7 @@ from ferlab.config import DEFAULTS
 from ferlab.errors import ConfigError
 from ferlab.search.runner import FINISHED, count, run_trials
 from ferlab.search.space import SearchSpace, parse_space
-from ferlab.search.storage import describe, open_storage
+from ferlab.search.storage import describe, is_rdb, open_storage
 from ferlab.search.trial import PRUNERS, TrialFn
 
 META_KEY = "ferlab"
@@ -43,6 +44,8 @@ def _check_meta(name: str, stored: dict, meta: dict) -> None:
 
 def open_study(name: str, storage: str, meta: dict | None = None) -> optuna.Study:
     """Create the study, or load it to continue (its stored settings must match ``meta``)."""
+    if meta is None and not is_rdb(storage) and not Path(storage).is_file():
+        raise ConfigError(f"no study {name!r}: {storage} does not exist (check --study-dir)")
     storage_obj = open_storage(storage)
     if meta is None:
         try:
