@@ -496,7 +496,7 @@ def plot_fold_errors(record: dict, path: str | Path) -> Path:
 
     a, b = record["learners"]["a"], record["learners"]["b"]
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.boxplot([a["errors"], b["errors"]], showfliers=False)  # every fold is drawn below
+    ax.boxplot([a["errors"], b["errors"]], showfliers=False)  # every fold is drawn as a point
     ax.set_xticks([1, 2], [a["name"], b["name"]])
     rng = np.random.default_rng(0)
     for position, errors in ((1, a["errors"]), (2, b["errors"])):
