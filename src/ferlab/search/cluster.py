@@ -134,7 +134,7 @@ def open_executor(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # any free port: several searches may run at once
                 silence_logs=logging.ERROR,
                 env={var: "1" for var in THREAD_VARS},
             )
