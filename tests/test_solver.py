@@ -48,7 +48,8 @@ def test_learns_separable_blobs_and_history_is_complete():
     np.testing.assert_allclose(history["lr"], 0.05 * 0.9 ** np.arange(5))
 
 
-def test_early_stopping_stops_at_patience_and_restores_best():
+@pytest.mark.parametrize("monitor", ["val_loss", "val_acc"])
+def test_early_stopping_stops_at_patience_and_restores_best(monitor):
     rng = np.random.default_rng(1)
     # Random labels: the net memorises training data while validation loss gets worse.
     X, y = rng.standard_normal((80, 20)).astype(np.float32), rng.integers(0, 4, 80)
@@ -60,10 +61,13 @@ def test_early_stopping_stops_at_patience_and_restores_best():
 
     solver = Solver(
         model, split(X, y, 40), optimizer="adam", lr=3e-3, batch_size=10, epochs=60,
-        patience=3, verbose=False, epoch_callback=snapshot,
+        patience=3, verbose=False, epoch_callback=snapshot, monitor=monitor,
     )  # fmt: skip
     history = solver.train()
-    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    if monitor == "val_loss":
+        best_epoch = int(np.argmin(history["val_loss"])) + 1
+    else:
+        best_epoch = int(np.argmax(history["val_acc"])) + 1
     assert solver.stopped_early
     assert len(history["val_loss"]) == best_epoch + 3
     assert solver.best_epoch == best_epoch
@@ -101,6 +105,12 @@ def test_resume_from_mid_run_checkpoint_is_bit_identical(tmp_path, capsys):
         np.testing.assert_array_equal(resumed.model.params[name], value)
     for key in ("train_loss", "val_loss", "val_acc", "lr"):
         assert resumed.history[key] == uninterrupted.history[key]
+
+
+def test_unknown_monitor_is_rejected():
+    X, y = blobs()
+    with pytest.raises(ValueError, match="monitor"):
+        Solver(FullyConnectedNet(12, [4], 3), split(X, y, 150), monitor="train_loss")
 
 
 def test_diverging_loss_names_the_epoch():

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 10,
         "patience": None,
         "flip": False,
+        "monitor": "val_loss",
     },
 }
 # Keys whose default is None accept these types.

@@ -17,6 +17,7 @@ from ferlab.nn.layers import softmax_loss
 from ferlab.nn.optim import get_update_rule
 
 CHECKPOINT_NAME = "checkpoint.npz"
+MONITORS = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 EpochCallback = Callable[[int, dict], None]
 
@@ -67,9 +68,12 @@ class Solver:
         flip_shape: tuple[int, ...] | None = None,
         epoch_callback: EpochCallback | None = None,
         restore_best: bool | None = None,
+        monitor: str = "val_loss",
     ) -> None:
         if lr <= 0 or batch_size < 1 or epochs < 1 or not 0 < lr_decay <= 1:
             raise ValueError("need lr > 0, batch_size >= 1, epochs >= 1 and 0 < lr_decay <= 1")
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
         if patience is not None and patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {patience}")
         validate_data(data, model.input_dim, model.num_classes)
@@ -97,7 +101,10 @@ class Solver:
         self.optim_state: dict[str, dict] = {name: {} for name in model.params}
         self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
         self.epoch = 0
-        self.best_val_loss = np.inf
+        # What early stopping and best-model restore watch; stored negated for accuracy so that
+        # lower is always better.
+        self.monitor = monitor
+        self.best_score = np.inf
         self.best_epoch = 0
         self.best_params: dict[str, np.ndarray] | None = None
         self.stopped_early = False
@@ -181,8 +188,9 @@ class Solver:
             strict=True,
         ):
             self.history[key].append(float(value))
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_epoch = val_loss, self.epoch
+        score = val_loss if self.monitor == "val_loss" else -val_acc
+        if score < self.best_score:
+            self.best_score, self.best_epoch = score, self.epoch
             self.best_params = {k: v.copy() for k, v in self.model.params.items()}
         elif self.patience is not None and self.epoch - self.best_epoch >= self.patience:
             self.stopped_early = True
@@ -196,7 +204,7 @@ class Solver:
             )
             if self.stopped_early:
                 tqdm.write(
-                    f"early stop: no better validation loss for {self.patience} epochs; "
+                    f"early stop: no better {MONITORS[self.monitor]} for {self.patience} epochs; "
                     f"restoring epoch {self.best_epoch}",
                     file=sys.stderr,
                 )
@@ -225,7 +233,8 @@ class Solver:
             "optim_config": self.optim_config,
             "epoch": self.epoch,
             "epochs": self.epochs,
-            "best_val_loss": None if not np.isfinite(self.best_val_loss) else self.best_val_loss,
+            "monitor": self.monitor,
+            "best_score": None if not np.isfinite(self.best_score) else self.best_score,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
             "rng_state": self.rng.bit_generator.state,
@@ -272,8 +281,9 @@ class Solver:
         self.update_rule = get_update_rule(self.optimizer)
         self.optim_config = dict(meta["optim_config"])
         self.epoch = int(meta["epoch"])
-        best = meta["best_val_loss"]
-        self.best_val_loss = np.inf if best is None else float(best)
+        best = meta["best_score"]
+        self.monitor = meta["monitor"]
+        self.best_score = np.inf if best is None else float(best)
         self.best_epoch = int(meta["best_epoch"])
         self.stopped_early = bool(meta["stopped_early"])
         self.rng.bit_generator.state = meta["rng_state"]
