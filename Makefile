@@ -16,6 +16,10 @@ $(BIN)/ferlab: pyproject.toml $(CONSTRAINTS)
 
 demo: $(BIN)/ferlab
 	$(BIN)/ferlab train configs/digits_fc.toml --out $(RUN_DIR)
+	$(BIN)/ferlab evaluate --model $(RUN_DIR)/model.npz --split test --out $(RUN_DIR)/eval-test
+	$(BIN)/ferlab search random configs/spaces/digits_demo.toml --trials 20 --workers 2 \
+		--study digits-demo --study-dir $(RUN_DIR)/search
+	$(BIN)/ferlab search report --study digits-demo --study-dir $(RUN_DIR)/search
 
 test: $(BIN)/ferlab
 	$(BIN)/python -m pytest -q
