@@ -3,7 +3,7 @@ import pytest
 
 from ferlab.errors import DataError, TrainingDiverged
 from ferlab.nn import FullyConnectedNet, Solver
-from ferlab.nn.solver import CHECKPOINT_NAME
+from ferlab.nn.solver import CHECKPOINT_NAME, random_shift
 
 
 def blobs(n=200, d=12, classes=3, seed=0, noise=0.5):
@@ -80,7 +80,7 @@ def _resumable_solver(data, checkpoint_dir=None, callback=None):
     return Solver(
         model, data, optimizer="nesterov", lr=0.02, lr_decay=0.95, batch_size=16, epochs=6,
         seed=11, checkpoint_dir=checkpoint_dir, verbose=False, epoch_callback=callback,
-        flip_shape=(3, 4),
+        image_shape=(3, 4), flip=True, shift=1,
     )  # fmt: skip
 
 
@@ -147,3 +147,49 @@ def test_frozen_parameters_do_not_change():
     before = model.params["W1"].copy()
     Solver(model, split(X, y, 150), epochs=2, verbose=False).train()
     np.testing.assert_array_equal(model.params["W1"], before)
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_random_shift_moves_each_image_within_bounds(channels):
+    rng = np.random.default_rng(0)
+    shape = (5, 6, 7) if channels is None else (5, 6, 7, channels)
+    images = rng.standard_normal(shape) + 10  # never zero, so zero marks filled pixels
+    shifted = random_shift(images, 2, np.random.default_rng(1))
+    assert shifted.shape == images.shape
+    for original, moved in zip(images, shifted, strict=True):
+        matches = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if np.array_equal(
+                moved[max(dy, 0) : 6 + min(dy, 0), max(dx, 0) : 7 + min(dx, 0)],
+                original[max(-dy, 0) : 6 + min(-dy, 0), max(-dx, 0) : 7 + min(-dx, 0)],
+            )
+        ]
+        assert len(matches) == 1
+        dy, dx = matches[0]
+        assert np.count_nonzero(moved == 0) == moved.size - (6 - abs(dy)) * (7 - abs(dx)) * (
+            1 if channels is None else channels
+        )
+
+
+def test_flip_mirrors_images_and_keeps_labels():
+    X = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 12) + 1
+    y = np.array([0, 1])
+    solver = Solver(
+        FullyConnectedNet(12, [], 2), split(np.vstack([X, X]), np.hstack([y, y]), 2),
+        image_shape=(3, 4), flip=True, verbose=False,
+    )  # fmt: skip
+    batch = X.copy()
+    solver.rng = np.random.default_rng(0)
+    flip_mask = np.random.default_rng(0).random(2) < 0.5
+    assert flip_mask.tolist() == [False, True]  # one image mirrored, one left alone
+    solver._augment(batch)
+    expected = np.where(flip_mask[:, None], X.reshape(2, 3, 4)[:, :, ::-1].reshape(2, 12), X)
+    np.testing.assert_array_equal(batch, expected)
+
+
+def test_augmentation_needs_an_image_shape():
+    X, y = blobs()
+    with pytest.raises(ValueError, match="image_shape"):
+        Solver(FullyConnectedNet(12, [4], 3), split(X, y, 150), flip=True)

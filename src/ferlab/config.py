@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 10,
         "patience": None,
         "flip": False,
+        "shift": 0,
         "monitor": "val_loss",
     },
 }

@@ -151,12 +151,11 @@ def build_model(config: dict, features: Features, splits: SplitImages) -> FullyC
 def build_solver(config: dict, model, features: Features, splits: SplitImages, **kwargs) -> Solver:
     """A Solver with the configured update rule and schedule."""
     solver_config = dict(config["solver"])
-    flip = solver_config.pop("flip")
     return Solver(
         model,
         features.solver_data(),
         seed=config["seed"],
-        flip_shape=splits.image_shape if flip else None,
+        image_shape=splits.image_shape,
         **solver_config,
         **kwargs,
     )

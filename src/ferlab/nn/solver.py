@@ -65,7 +65,9 @@ class Solver:
         seed: int = 0,
         checkpoint_dir: str | os.PathLike | None = None,
         verbose: bool = True,
-        flip_shape: tuple[int, ...] | None = None,
+        image_shape: tuple[int, ...] | None = None,
+        flip: bool = False,
+        shift: int = 0,
         epoch_callback: EpochCallback | None = None,
         restore_best: bool | None = None,
         monitor: str = "val_loss",
@@ -93,7 +95,13 @@ class Solver:
         self.seed = seed
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.verbose = verbose
-        self.flip_shape = tuple(flip_shape) if flip_shape else None
+        if (flip or shift) and not image_shape:
+            raise ValueError("flip and shift augmentation need the image_shape of a sample")
+        if shift < 0:
+            raise ValueError(f"shift must be >= 0 pixels, got {shift}")
+        self.image_shape = tuple(image_shape) if image_shape else None
+        self.flip = bool(flip)
+        self.shift = int(shift)
         self.epoch_callback = epoch_callback
         # Restoring the best-validation parameters belongs to early stopping unless asked for.
         self.restore_best = patience is not None if restore_best is None else restore_best
@@ -111,12 +119,14 @@ class Solver:
 
     # -- training -----------------------------------------------------------------------------
 
-    def _flip_half(self, X_batch: np.ndarray) -> None:
-        """Mirror a random half of the batch's images left-right, in place."""
-        flip_mask = self.rng.random(len(X_batch)) < 0.5
-        if flip_mask.any():
-            images = X_batch[flip_mask].reshape(-1, *self.flip_shape)
-            X_batch[flip_mask] = images[:, :, ::-1].reshape(int(flip_mask.sum()), -1)
+    def _augment(self, X_batch: np.ndarray) -> None:
+        """Mirror a random half of the images left-right and shift each one, in place."""
+        images = X_batch.reshape(len(X_batch), *self.image_shape)
+        if self.flip:
+            flip_mask = self.rng.random(len(X_batch)) < 0.5
+            images[flip_mask] = images[flip_mask, :, ::-1]
+        if self.shift:
+            images[...] = random_shift(images, self.shift, self.rng)
 
     def _step(self, X_batch: np.ndarray, y_batch: np.ndarray) -> tuple[float, int]:
         loss, grads, scores = self.model.loss_and_scores(X_batch, y_batch, self.rng)
@@ -143,8 +153,8 @@ class Solver:
             idx = order[start : start + self.batch_size]
             X_batch = np.take(self.X_train, idx, axis=0, out=batch_buffer[: len(idx)])
             y_batch = self.y_train[idx]
-            if self.flip_shape:
-                self._flip_half(X_batch)
+            if self.flip or self.shift:
+                self._augment(X_batch)
             loss, correct = self._step(X_batch, y_batch)
             if not np.isfinite(loss):
                 raise TrainingDiverged(
@@ -295,6 +305,18 @@ class Solver:
         if self.verbose:
             print(f"resuming after epoch {self.epoch} of {self.epochs}", file=sys.stderr)
         return self.train()
+
+
+def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Each image (N, H, W[, C]) moved by up to ``max_shift`` pixels each way, zero-filled."""
+    n, height, width = images.shape[:3]
+    pad = [(0, 0), (max_shift, max_shift), (max_shift, max_shift)] + [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, pad)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (height, width), axis=(1, 2))
+    offsets = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+    shifted = windows[np.arange(n), offsets[0], offsets[1]]
+    # sliding_window_view puts the window axes last; move channels back behind them.
+    return np.moveaxis(shifted, 1, -1) if images.ndim == 4 else shifted
 
 
 def history_to_json(history: dict) -> str:
