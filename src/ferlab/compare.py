@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ferlab.config import DEFAULTS, _check, apply_overrides, load_config, merge, read_toml
+from ferlab.config import DEFAULTS, apply_overrides, load_config, merge, read_toml, validate_keys
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
 from ferlab.nn import Preprocessor
@@ -113,7 +113,7 @@ def load_baseline_config(
         raise ConfigError(f"{path}: baseline.params must be a table")
     if data_path is not None:
         raw.setdefault("data", {})["path"] = str(data_path)
-    _check(raw, BASELINE_DEFAULTS)
+    validate_keys(raw, BASELINE_DEFAULTS)
     config = merge(BASELINE_DEFAULTS, raw)
     config["baseline"]["params"] = params
     return config

@@ -48,7 +48,8 @@ NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check(config: dict, defaults: dict, prefix: str = "") -> None:
+def validate_keys(config: dict, defaults: dict, prefix: str = "") -> None:
+    """Reject keys absent from ``defaults`` and values of the wrong type, naming the key."""
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if key not in defaults:
@@ -59,7 +60,7 @@ def _check(config: dict, defaults: dict, prefix: str = "") -> None:
         if isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {dotted!r} must be a table")
-            _check(value, default, f"{dotted}.")
+            validate_keys(value, default, f"{dotted}.")
             continue
         if value is None:
             if default is not None and dotted not in NULLABLE_TYPES:
@@ -137,7 +138,7 @@ def load_config(
     raw = apply_overrides(raw, overrides or [])
     if data_path is not None:
         raw.setdefault("data", {})["path"] = str(data_path)
-    _check(raw, defaults)
+    validate_keys(raw, defaults)
     config = merge(defaults, raw)
     if config.get("data", {}).get("path"):
         config["data"]["path"] = str(Path(config["data"]["path"]).expanduser())

@@ -19,10 +19,7 @@ DEFAULT_MODEL_FILE = "deep_fer_model"
 
 def _model_file(model_path: str | Path) -> Path:
     """The report named model files without a suffix; accept ``deep_fer_model.safetensors``."""
-    path = Path(model_path)
-    if not path.exists() and path.with_name(path.name + ".safetensors").is_file():
-        return path.with_name(path.name + ".safetensors")
-    return path
+    return _fc.model_file(model_path, ".safetensors")
 
 
 def test_deep_fer_model(img_folder: str | Path, model_path: str | Path) -> np.ndarray:

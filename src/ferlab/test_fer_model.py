@@ -18,11 +18,11 @@ DEFAULT_IMAGE_FOLDER = "datasets/FER2013/Test"
 DEFAULT_MODEL_FILE = "fer_model"
 
 
-def _model_file(model_path: str | Path) -> Path:
+def model_file(model_path: str | Path, suffix: str = ".npz") -> Path:
     """The report named model files without a suffix; accept ``fer_model`` for ``fer_model.npz``."""
     path = Path(model_path)
-    if not path.exists() and path.with_name(path.name + ".npz").is_file():
-        return path.with_name(path.name + ".npz")
+    if not path.exists() and path.with_name(path.name + suffix).is_file():
+        return path.with_name(path.name + suffix)
     return path
 
 
@@ -30,7 +30,7 @@ def test_fer_model(img_folder: str | Path, model_path: str | Path) -> np.ndarray
     """Class indices (0..6) predicted for the images in ``img_folder``, in file-name order."""
     from ferlab.predict import predict_folder
 
-    predictions = predict_folder(img_folder, _model_file(model_path))
+    predictions = predict_folder(img_folder, model_file(model_path))
     return np.array([p.class_index for p in predictions], dtype=np.int64)
 
 

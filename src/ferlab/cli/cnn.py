@@ -93,6 +93,7 @@ def _load_cnn(path: str, device: str | None):
 
 def run_evaluate(args: argparse.Namespace) -> int:
     require_torch()
+    from ferlab.cli.evaluate import print_report
     from ferlab.evaluation import evaluate_split
 
     classifier = _load_cnn(args.model, args.device)
@@ -107,10 +108,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         strict=args.strict,
         use_cache=not args.no_cache,
     )
-    printers = {"text": report.to_text, "markdown": report.to_markdown, "json": report.to_json}
-    print(printers[args.format](), end="")
-    if args.format != "json":
-        print(f"\nreport written to {out_dir}/ (report.json, report.md, confusion.png)")
+    print_report(report, args.format, out_dir)
     return 0
 
 

@@ -55,8 +55,13 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         use_cache=not args.no_cache,
     )
-    printers = {"text": report.to_text, "markdown": report.to_markdown, "json": report.to_json}
-    print(printers[args.format](), end="")
-    if args.format != "json":
-        print(f"\nreport written to {out_dir}/ (report.json, report.md, confusion.png)")
+    print_report(report, args.format, out_dir)
     return 0
+
+
+def print_report(report, output_format: str, out_dir: Path) -> None:
+    """Print an evaluation report as text, Markdown or JSON, and say where its files went."""
+    printers = {"text": report.to_text, "markdown": report.to_markdown, "json": report.to_json}
+    print(printers[output_format](), end="")
+    if output_format != "json":
+        print(f"\nreport written to {out_dir}/ (report.json, report.md, confusion.png)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ferlab.config import DEFAULTS, _check, merge, read_toml
+from ferlab.config import DEFAULTS, merge, read_toml, validate_keys
 from ferlab.errors import ConfigError
 
 PARAM_TYPES = ("int", "float", "log-float", "categorical", "layers")
@@ -221,7 +221,7 @@ def _check_param_types(config: dict, params: dict[str, Param], source: str) -> N
         section, name = key.split(".", 1)
         for value in param.extremes():
             try:
-                _check({section: {name: value}}, DEFAULTS)
+                validate_keys({section: {name: value}}, DEFAULTS)
             except ConfigError as exc:
                 raise _fail(f'{source}: params."{key}"', str(exc)) from None
 
@@ -276,7 +276,7 @@ def parse_space(raw: dict, source: str = "SPACE") -> SearchSpace:
     if not isinstance(fixed, dict):
         raise _fail(f"{source}: config", "must be a table of training-config settings")
     try:
-        _check(fixed, DEFAULTS)
+        validate_keys(fixed, DEFAULTS)
     except ConfigError as exc:
         raise _fail(f"{source}: config", str(exc)) from None
     config = merge(DEFAULTS, fixed)
