@@ -186,23 +186,13 @@ def _fit_fully_connected(
     image_shape: tuple[int, ...],
     seed: int,
 ) -> FoldResult:
-    from ferlab.data.split import holdout_split
     from ferlab.experiment import (
-        SplitImages,
         build_model,
         build_solver,
         make_features,
     )
 
-    # Early stopping watches a validation part held out of the fold's training part.
-    fit_idx, val_idx = holdout_split(train.labels, config["data"]["val_size"], seed)
-    splits = SplitImages(
-        train.subset(np.sort(fit_idx)),
-        train.subset(np.sort(val_idx)),
-        {"fold_test": test},
-        train.class_names,
-        image_shape,
-    )
+    splits = _fold_splits(config, train, test, image_shape, seed)
     config = merge(config, {"seed": seed})
     features = make_features(
         splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
@@ -221,6 +211,27 @@ def _fit_fully_connected(
     return FoldResult(error, seconds, size)
 
 
+def _fold_splits(
+    config: dict,
+    train: LabeledImages,
+    test: LabeledImages,
+    image_shape: tuple[int, ...],
+    seed: int,
+):
+    """A fold's parts: early stopping watches a validation part held out of its training part."""
+    from ferlab.data.split import holdout_split
+    from ferlab.experiment import SplitImages
+
+    fit_idx, val_idx = holdout_split(train.labels, config["data"]["val_size"], seed)
+    return SplitImages(
+        train.subset(np.sort(fit_idx)),
+        train.subset(np.sort(val_idx)),
+        {"fold_test": test},
+        train.class_names,
+        image_shape,
+    )
+
+
 def _fit_cnn(
     config: dict,
     train: LabeledImages,
@@ -230,19 +241,10 @@ def _fit_cnn(
 ) -> FoldResult:
     import tempfile
 
-    from ferlab.data.split import holdout_split
     from ferlab.deep import load_cnn
     from ferlab.deep.training import MODEL_NAME, run_cnn_training
-    from ferlab.experiment import SplitImages
 
-    fit_idx, val_idx = holdout_split(train.labels, config["data"]["val_size"], seed)
-    splits = SplitImages(
-        train.subset(np.sort(fit_idx)),
-        train.subset(np.sort(val_idx)),
-        {"fold_test": test},
-        train.class_names,
-        image_shape,
-    )
+    splits = _fold_splits(config, train, test, image_shape, seed)
     with tempfile.TemporaryDirectory(prefix="ferlab-compare-") as tmp:
         summary = run_cnn_training(merge(config, {"seed": seed}), tmp, splits=splits, verbose=False)
         module = load_cnn(Path(tmp) / MODEL_NAME).module
