@@ -51,7 +51,10 @@ def recover_orphans(study: optuna.Study, storage: str) -> int:
             "error", "its search was interrupted"
         )
         study.tell(frozen.number, state=TrialState.FAIL)
-        _retry(study, frozen.number, always=True)
+        # A driver killed while sampling leaves partial parameters: only a fully sampled trial
+        # (its config recorded) is worth retrying as it was.
+        if "config" in frozen.user_attrs:
+            _retry(study, frozen.number, always=True)
     return len(orphans)
 
 
