@@ -32,13 +32,7 @@ test_deep_fer_model.__test__ = False  # not a pytest test, despite its name
 
 def main(argv: list[str] | None = None) -> int:
     """Print the predictions for ``[image_folder] [model_file]``, one per line."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) > 2 or any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
-        return 2
-    folder = argv[0] if argv else DEFAULT_IMAGE_FOLDER
-    model = _model_file(argv[1] if len(argv) > 1 else DEFAULT_MODEL_FILE)
-    return _fc.main([str(folder), str(model)])
+    return _fc.main(argv, default_model=DEFAULT_MODEL_FILE, suffix=".safetensors", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -37,14 +37,20 @@ def test_fer_model(img_folder: str | Path, model_path: str | Path) -> np.ndarray
 test_fer_model.__test__ = False  # not a pytest test, despite its name
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    default_model: str = DEFAULT_MODEL_FILE,
+    suffix: str = ".npz",
+    doc: str = __doc__,
+) -> int:
     """Print the predictions for ``[image_folder] [model_file]``, one per line."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) > 2 or any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        print(doc.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     folder = argv[0] if argv else DEFAULT_IMAGE_FOLDER
-    model = argv[1] if len(argv) > 1 else DEFAULT_MODEL_FILE
+    model = model_file(argv[1] if len(argv) > 1 else default_model, suffix)
     warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
     try:
         predictions = test_fer_model(folder, model)
