@@ -6,6 +6,7 @@ image, in lexicographic file-name order.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -57,8 +58,11 @@ def main(
     except FerlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for index in predictions:
-        print(index)
+    try:
+        for index in predictions:
+            print(index)
+    except BrokenPipeError:  # the reader (e.g. `| head`) stopped early: end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
