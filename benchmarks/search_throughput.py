@@ -72,7 +72,11 @@ def main() -> int:
             command += ["--data", args.data]
         Path(args.study_dir).mkdir(parents=True, exist_ok=True)
         log = open(Path(args.study_dir) / f"{names[pruner]}.log", "w")  # noqa: SIM115
-        drivers[pruner] = subprocess.Popen(command, stdout=log, stderr=log)
+        # A shell's background job ignores SIGINT and children inherit that; restore it so the
+        # stop below reaches the drivers.
+        drivers[pruner] = subprocess.Popen(
+            command, stdout=log, stderr=log, preexec_fn=_default_sigint
+        )
     time.sleep(args.minutes * 60)
     for driver in drivers.values():
         driver.send_signal(signal.SIGINT)
@@ -80,6 +84,10 @@ def main() -> int:
         driver.wait(timeout=300)
 
     return write_results(args, start, dt.datetime.now())
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_results(args: argparse.Namespace, start: dt.datetime, end: dt.datetime) -> int:
