@@ -154,7 +154,7 @@ def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     second = load_cnn(again)
     np.testing.assert_array_equal(first.predict_proba(images), second.predict_proba(images))
     assert first.class_names == CLASSES and first.input_shape == (48, 48)
-    probs = first.predict_proba(images, raw=True)
+    probs = first.predict_proba(images)
     assert probs.shape == (10, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert first.module.head is first.module.head  # the classifier layer is the named `head`
     assert isinstance(first.module.head, torch.nn.Linear)
@@ -175,7 +175,7 @@ def test_the_model_file_holds_no_pickle_and_states_its_format(trained):
 def test_a_corrupt_or_foreign_model_file_fails_cleanly(trained, tmp_path, corrupt):
     from safetensors.torch import save_file
 
-    from ferlab.models import load_classifier
+    from ferlab.models import load_model
 
     path, _ = trained
     bad = tmp_path / "bad.safetensors"
@@ -190,7 +190,7 @@ def test_a_corrupt_or_foreign_model_file_fails_cleanly(trained, tmp_path, corrup
     with pytest.raises(ModelFileError, match=str(bad.name)):
         load_cnn(bad)
     with pytest.raises(ModelFileError):
-        load_classifier(bad)
+        load_model(bad)
     assert main(["cnn", "evaluate", "--model", str(bad), "--split", "public"]) == 2
 
 
@@ -255,6 +255,60 @@ def test_onnx_export_agrees_with_pytorch(trained, tmp_path, capsys):
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"pixels": images.astype(np.float32)})[0]
     np.testing.assert_allclose(got, load_cnn(path).predict_proba(images), atol=1e-4, rtol=0)
+
+
+def test_load_model_gives_one_interface_for_every_model_kind(trained, tmp_path):
+    """FC .npz, CNN .safetensors and .onnx: the same calls, raw uint8 images, same predictions."""
+    pytest.importorskip("onnxruntime")
+    from ferlab import load_model
+    from ferlab.deep.export import export_onnx
+    from ferlab.models import Classifier, model_kind
+    from ferlab.nn import FullyConnectedNet, Preprocessor
+
+    cnn_path, _ = trained
+    onnx_path = tmp_path / "renamed.bin"  # kinds come from the contents, not the name
+    export_onnx(load_cnn(cnn_path), tmp_path / "m.onnx")
+    onnx_path.write_bytes((tmp_path / "m.onnx").read_bytes())
+    fc = FullyConnectedNet(48 * 48, [8], 3, seed=0)
+    fc.preprocessor = Preprocessor("standardize").fit(faces(20, 3).images)
+    fc.class_names, fc.input_shape = list(CLASSES), (48, 48)
+    fc_path = fc.save(tmp_path / "fc.npz")
+    images = faces(9, 4).images
+    expected = {
+        "fully_connected": fc.predict_proba(images),
+        "cnn": load_cnn(cnn_path).predict_proba(images),
+        "onnx": load_cnn(cnn_path).predict_proba(images),
+    }
+    for path, kind in ((fc_path, "fully_connected"), (cnn_path, "cnn"), (onnx_path, "onnx")):
+        assert model_kind(path) == kind
+        model = load_model(path)
+        assert isinstance(model, Classifier)
+        assert model.class_names == CLASSES and tuple(model.input_shape) == (48, 48)
+        proba = model.predict_proba(images)
+        assert proba.shape == (9, 3)
+        np.testing.assert_allclose(proba, expected[kind], atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(model.predict(images), proba.argmax(axis=1))
+
+
+def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from ferlab.deep.export import export_onnx
+    from ferlab.models import load_model
+
+    path, _ = trained
+    export_onnx(load_cnn(path), tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    for entry in model.metadata_props:
+        if entry.key == "ferlab_class_names":
+            entry.value = '["only", "two"]'
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(ModelFileError, match="3 classes but 2 class names"):
+        load_model(tmp_path / "bad.onnx")
+    (tmp_path / "cut.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:500])
+    with pytest.raises(ModelFileError, match="cut.onnx"):
+        load_model(tmp_path / "cut.onnx")
 
 
 def test_predict_on_a_folder_for_both_model_types(trained, tmp_path):

@@ -11,7 +11,7 @@ from ferlab.errors import ConfigError, DataError, ModelFileError
 from ferlab.experiment import run_training
 from ferlab.extend import ExtendSettings, extend_model, grow_fully_connected, relabel
 from ferlab.nn import FullyConnectedNet
-from ferlab.nn.model_io import load_model
+from ferlab.nn.model_io import load_fully_connected
 from test_compare import SYNTHETIC_CLASSES, synthetic, synthetic48  # noqa: F401 (fixtures)
 
 CONFIG = """
@@ -81,7 +81,7 @@ def test_oversampling_balances_classes_reproducibly():
 
 
 def test_model_trained_without_a_class_has_remapped_names(old_model):
-    model = load_model(old_model)
+    model = load_fully_connected(old_model)
     assert model.class_names == ["angry", "happy"]
     assert model.training_info["data"]["exclude_classes"] == ["disgust"]
 
@@ -89,7 +89,7 @@ def test_model_trained_without_a_class_has_remapped_names(old_model):
 def test_all_but_last_leaves_frozen_layers_bit_identical(old_model, tmp_path):
     out = tmp_path / "grown.npz"
     report = extend_model(old_model, "generated", ["disgust"], out, FAST, verbose=False)
-    old, new = load_model(old_model), load_model(out)
+    old, new = load_fully_connected(old_model), load_fully_connected(out)
     assert new.class_names == ["angry", "happy", "disgust"]
     for name in ("W1", "b1", "W2", "b2"):
         assert np.array_equal(new.params[name], old.params[name]), name
@@ -108,7 +108,7 @@ def test_none_fine_tunes_every_layer(old_model, tmp_path):
     out = tmp_path / "tuned.npz"
     settings = ExtendSettings(**{**FAST.__dict__, "freeze": "none"})
     report = extend_model(old_model, "generated", ["disgust"], out, settings, verbose=False)
-    old, new = load_model(old_model), load_model(out)
+    old, new = load_fully_connected(old_model), load_fully_connected(out)
     assert not np.array_equal(new.params["W1"], old.params["W1"])
     assert report["trainable_parameters"]["trained"] == report["trainable_parameters"]["total"]
     assert report["after"]["new_class_recall"]["disgust"] > 0.8
@@ -123,7 +123,7 @@ def test_bad_input_gives_clear_errors(old_model, tmp_path):
     bad_freeze = ExtendSettings(freeze="first")
     with pytest.raises(ConfigError, match="--freeze must be one of"):
         extend_model(old_model, "generated", ["disgust"], out, bad_freeze, verbose=False)
-    model = load_model(old_model)
+    model = load_fully_connected(old_model)
     del model.params["W3"]
     with pytest.raises(ModelFileError, match="no output layer W3"):
         grow_fully_connected(model, ["disgust"])

@@ -116,7 +116,7 @@ class FixedClassifier:
     class_names = NAMES
     input_shape = (2, 2)
 
-    def predict_proba(self, X, *, raw=False):
+    def predict_proba(self, X):
         return np.eye(3)[X[:, 0, 0]]
 
 
@@ -154,10 +154,10 @@ def digits_run(tmp_path_factory):
 
 
 def test_evaluate_split_rebuilds_the_validation_part(digits_run):
-    from ferlab.models import load_classifier
+    from ferlab.models import load_model
 
     out, summary = digits_run
-    model = load_classifier(out / "model.npz")
+    model = load_model(out / "model.npz")
     val = evaluate_split(model, None, "val")
     assert val.n == summary["n_val"] and val.accuracy == pytest.approx(summary["val_accuracy"])
     test = evaluate_split(model, None, "test")
@@ -184,10 +184,10 @@ def test_evaluate_command_prints_and_saves_the_report(digits_run, tmp_path, caps
 def test_evaluate_split_drops_classes_the_model_was_trained_without(tmp_path):
     from ferlab.config import load_config
     from ferlab.experiment import run_training
-    from ferlab.models import load_classifier
+    from ferlab.models import load_model
 
     overrides = ["solver.epochs=1", "model.hidden_dims=[8]", "data.exclude_classes=['9']"]
     summary = run_training(load_config(None, overrides), tmp_path, verbose=False)
-    report = evaluate_split(load_classifier(tmp_path / "model.npz"), None, "test")
+    report = evaluate_split(load_model(tmp_path / "model.npz"), None, "test")
     assert report.class_names == [str(d) for d in range(9)]
     assert report.accuracy == pytest.approx(summary["test_accuracy"])

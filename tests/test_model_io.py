@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ferlab.errors import ModelFileError
-from ferlab.nn import FullyConnectedNet, Preprocessor, load_model
+from ferlab.nn import FullyConnectedNet, Preprocessor, load_fully_connected
 from ferlab.nn.model_io import read_npz, write_npz
 
 
@@ -23,10 +23,8 @@ def trained_model():
 def test_round_trip_gives_identical_predictions(tmp_path, trained_model):
     model, images = trained_model
     model.save(tmp_path / "m.npz")
-    loaded = load_model(tmp_path / "m.npz")
-    np.testing.assert_array_equal(
-        loaded.predict_proba(images, raw=True), model.predict_proba(images, raw=True)
-    )
+    loaded = load_fully_connected(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(images), model.predict_proba(images))
     assert loaded.class_names == ["a", "b", "c"]
     assert loaded.input_shape == (3, 4)
     assert loaded.config() == model.config()
@@ -49,10 +47,10 @@ def test_file_holding_a_pickle_is_refused_without_running_it(tmp_path, trained_m
     arrays["param/W1"] = np.array([_Exploit(str(marker))], dtype=object)
     np.savez(tmp_path / "evil.npz", **arrays)
     with pytest.raises(ModelFileError, match="pickled"):
-        load_model(tmp_path / "evil.npz")
+        load_fully_connected(tmp_path / "evil.npz")
     (tmp_path / "raw.pkl").write_bytes(pickle.dumps(_Exploit(str(marker))))
     with pytest.raises(ModelFileError, match="pickled"):
-        load_model(tmp_path / "raw.pkl")
+        load_fully_connected(tmp_path / "raw.pkl")
     assert not marker.exists()
 
 
@@ -63,27 +61,27 @@ def test_truncated_file_fails_cleanly(tmp_path, trained_model, keep):
     data = (tmp_path / "m.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(ModelFileError):
-        load_model(tmp_path / "cut.npz")
+        load_fully_connected(tmp_path / "cut.npz")
 
 
 def test_foreign_and_tampered_files_fail_cleanly(tmp_path, trained_model):
     np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
     with pytest.raises(ModelFileError, match="not a ferlab file"):
-        load_model(tmp_path / "foreign.npz")
+        load_fully_connected(tmp_path / "foreign.npz")
     model, _ = trained_model
     meta, arrays = read_npz(model.save(tmp_path / "m.npz"))
     arrays["param/W1"] = arrays["param/W1"][:, :2]
     write_npz(tmp_path / "tampered.npz", meta, arrays)
     with pytest.raises(ModelFileError, match="shape"):
-        load_model(tmp_path / "tampered.npz")
+        load_fully_connected(tmp_path / "tampered.npz")
     with pytest.raises(ModelFileError, match="no such file"):
-        load_model(tmp_path / "missing.npz")
+        load_fully_connected(tmp_path / "missing.npz")
 
 
 def test_checkpoint_is_not_a_model(tmp_path):
     write_npz(tmp_path / "c.npz", {"format": "ferlab-checkpoint"}, {})
     with pytest.raises(ModelFileError, match="expected a ferlab-model"):
-        load_model(tmp_path / "c.npz")
+        load_fully_connected(tmp_path / "c.npz")
 
 
 def test_saved_file_is_a_plain_npz_without_object_arrays(tmp_path, trained_model):

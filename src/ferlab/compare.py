@@ -203,7 +203,7 @@ def _fit_fully_connected(
     solver.train()
     seconds = time.perf_counter() - started
     X_test, y_test = features.tests["fold_test"]
-    error = float((model.predict(X_test) != y_test).mean())
+    error = float((model.scores(X_test).argmax(axis=1) != y_test).mean())
     size = {
         "parameters": int(sum(p.size for p in model.params.values())),
         "bytes": int(sum(p.nbytes for p in model.params.values())),

@@ -73,7 +73,7 @@ def check_input_shape(classifier, images: np.ndarray) -> None:
 
 def predict_labels(classifier, images: np.ndarray) -> np.ndarray:
     """Most likely class of each uint8 image, with the classifier's own preprocessing."""
-    return np.asarray(classifier.predict_proba(images, raw=True)).argmax(axis=1)
+    return np.asarray(classifier.predict_proba(images)).argmax(axis=1)
 
 
 def evaluate_classifier(

@@ -162,8 +162,8 @@ def build_solver(config: dict, model, features: Features, splits: SplitImages, *
 
 
 def accuracy(model, X: np.ndarray, y: np.ndarray) -> float:
-    """Fraction of correct predictions."""
-    return float((model.predict(X) == y).mean())
+    """Fraction of correct predictions on preprocessed features ``X`` (N, D)."""
+    return float((model.scores(X).argmax(axis=1) == y).mean())
 
 
 def write_json(path: Path, payload) -> None:

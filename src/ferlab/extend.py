@@ -190,14 +190,14 @@ def extend_model(
     verbose: bool = True,
 ) -> dict:
     """Grow a saved model by ``new_classes``, retrain it and report forgetting and new recall."""
-    from ferlab.models import load_classifier, model_kind
+    from ferlab.models import load_model, model_kind
 
     if settings.freeze not in FREEZE_MODES:
         raise ConfigError(
             f"--freeze must be one of {', '.join(FREEZE_MODES)}, got {settings.freeze!r}"
         )
     kind = model_kind(model_path)
-    old = load_classifier(model_path)
+    old = load_model(model_path)
     info = old.training_info if kind == "fully_connected" else old.meta.get("training_info")
     train, val, tests, data_config = data_for_model(
         info, data_path, strict=strict, use_cache=use_cache
@@ -214,7 +214,7 @@ def extend_model(
         train = oversample(train, settings.seed)
 
     def predict_old(images):
-        return old.predict_proba(images, raw=True).argmax(axis=1)
+        return old.predict_proba(images).argmax(axis=1)
 
     before = old_new_scores(predict_old, test, old_classes, [])
     started = time.perf_counter()
@@ -225,7 +225,7 @@ def extend_model(
     seconds = time.perf_counter() - started
 
     def predict_new(images):
-        return grown.predict_proba(images, raw=True).argmax(axis=1)
+        return grown.predict_proba(images).argmax(axis=1)
 
     after = old_new_scores(predict_new, test, old_classes, new_classes)
     trainable = _trainable_parameter_count(grown)

@@ -1,30 +1,55 @@
-"""Loading any ferlab classifier file (fully connected ``.npz`` or CNN) behind one interface.
+"""One interface for every ferlab classifier, and one ``load_model`` for every model file kind.
 
-Every classifier has ``class_names``, ``input_shape`` and ``predict_proba(images, raw=True)``, which
-takes uint8 images shaped like the training images and applies the model's own preprocessing.
+Fully connected ``.npz`` files, CNN ``.safetensors`` files and exported ``.onnx`` files all load into
+objects that take raw uint8 images shaped like the training images and apply the model's own
+preprocessing: there is no flag to forget.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ferlab.errors import ModelFileError
 
+KINDS = ("fully_connected", "cnn", "onnx")
 
+
+@runtime_checkable
 class Classifier(Protocol):
+    """What every loaded model offers.
+
+    ``predict_proba(images)`` takes uint8 images (N, *input_shape) and returns float class
+    probabilities (N, len(class_names)); ``predict(images)`` returns the class indices (N,).
+    """
+
     class_names: list[str] | None
     input_shape: tuple[int, ...] | None
 
-    def predict_proba(self, X: np.ndarray, *, raw: bool = False) -> np.ndarray: ...
+    def predict_proba(self, images: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def _is_safetensors(head: bytes) -> bool:
+    if len(head) < 9:
+        return False
+    (header_size,) = struct.unpack("<Q", head[:8])
+    return 0 < header_size < 100_000_000 and head[8:9] == b"{"
+
+
+def _is_onnx(head: bytes) -> bool:
+    # An ONNX ModelProto starts with field 1 (ir_version, a varint): tag byte 0x08.
+    return len(head) >= 2 and head[0] == 0x08 and 0 < head[1] < 0x80
 
 
 def model_kind(path: str | os.PathLike) -> str:
-    """``fully_connected`` or ``cnn``, from the file's contents (not its name)."""
+    """``fully_connected``, ``cnn`` or ``onnx``, from the file's contents (not its name)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
@@ -32,22 +57,38 @@ def model_kind(path: str | os.PathLike) -> str:
         from ferlab.nn.model_io import read_model_meta
 
         return read_model_meta(path).get("kind", "unknown")
-    return "cnn"
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if _is_safetensors(head):
+        return "cnn"
+    if _is_onnx(head):
+        return "onnx"
+    raise ModelFileError(
+        f"{path}: not a ferlab model file (fully connected .npz, CNN .safetensors or .onnx)"
+    )
 
 
-def load_classifier(path: str | os.PathLike) -> Classifier:
-    """Load a fully connected or CNN model file."""
+def load_model(path: str | os.PathLike, *, threads: int = 1) -> Classifier:
+    """Load any ferlab model file (``.npz``, ``.safetensors`` or ``.onnx``) as a :class:`Classifier`.
+
+    ``threads`` bounds the threads an ONNX model runs on (the others run on the caller's settings).
+    """
     kind = model_kind(path)
     if kind == "fully_connected":
-        from ferlab.nn.model_io import load_model
+        from ferlab.nn.model_io import load_fully_connected
 
-        return load_model(path)
+        return load_fully_connected(path)
+    if kind == "onnx":
+        from ferlab.onnx_model import load_onnx
+
+        return load_onnx(path, threads=threads)
     if kind == "cnn":
         try:
             from ferlab.deep import load_cnn
         except ImportError:
             raise ModelFileError(
-                f"{path}: not a fully connected ferlab model; reading a CNN model needs PyTorch: pip install 'ferlab[deep]'"
+                f"{path}: a CNN file; reading it needs PyTorch: pip install 'ferlab[deep]' "
+                "(or use its exported .onnx file)"
             ) from None
         return load_cnn(path)
     raise ModelFileError(f"{path}: unknown model kind {kind!r}")

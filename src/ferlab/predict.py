@@ -86,7 +86,7 @@ def predict_images(classifier, folder: str | Path) -> list[Prediction]:
     images, files = read_images(image_files(folder), getattr(classifier, "input_shape", None))
     if not files:
         return []
-    proba = np.asarray(classifier.predict_proba(images, raw=True))
+    proba = np.asarray(classifier.predict_proba(images))
     best = proba.argmax(axis=1)
     names = getattr(classifier, "class_names", None) or [str(i) for i in range(proba.shape[1])]
     return [
@@ -97,9 +97,9 @@ def predict_images(classifier, folder: str | Path) -> list[Prediction]:
 
 def predict_folder(folder: str | Path, model_path: str | Path) -> list[Prediction]:
     """Load a model file and predict every image in ``folder``."""
-    from ferlab.models import load_classifier
+    from ferlab.models import load_model
 
-    return predict_images(load_classifier(model_path), folder)
+    return predict_images(load_model(model_path), folder)
 
 
 def write_predictions_csv(predictions: list[Prediction], path: str | Path) -> Path:

@@ -42,9 +42,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferlab.evaluation import evaluate_split
-    from ferlab.models import load_classifier
+    from ferlab.models import load_model
 
-    classifier = load_classifier(args.model)
+    classifier = load_model(args.model)
     out_dir = Path(args.out) if args.out else Path(args.model).parent / f"eval-{args.split}"
     report = evaluate_split(
         classifier,

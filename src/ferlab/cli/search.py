@@ -256,7 +256,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_retrain(args: argparse.Namespace) -> int:
     from ferlab.experiment import run_training, write_json
-    from ferlab.models import load_classifier
+    from ferlab.models import load_model
     from ferlab.search.report import best_config
     from ferlab.search.study import open_study
 
@@ -265,7 +265,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     print(f"retraining {what} of study {args.study}", file=sys.stderr)
     out = Path(args.out)
     summary = run_training(config, out, verbose=not args.quiet)
-    evaluations = _evaluate(load_classifier(out / "model.npz"), config, out)
+    evaluations = _evaluate(load_model(out / "model.npz"), config, out)
     summary.update(evaluations)
     write_json(out / "summary.json", summary)
     print(json.dumps({"val_accuracy": summary["val_accuracy"], **evaluations}, indent=2))

@@ -53,15 +53,15 @@ class CNNClassifier:
         return X
 
     @torch.no_grad()
-    def predict_proba(self, X: np.ndarray, *, raw: bool = True) -> np.ndarray:
-        """(N, C) class probabilities of uint8 images (``raw``) or already standardised ones."""
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(N, C) class probabilities of uint8 images (N, 48, 48), preprocessing applied."""
         X = self._as_images(X)
         self.module.eval()
         out = []
         for start in range(0, len(X), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(X[start : start + self.batch_size]))
             batch = batch.to(self.device)
-            x = normalize(batch, self.mean, self.std) if raw else batch.float().unsqueeze(1)
+            x = normalize(batch, self.mean, self.std)
             views = crop_views(x, self.crop, self.tta)
             probs = sum(torch.softmax(self.module(view).float(), dim=1) for view in views)
             out.append((probs / len(views)).cpu().numpy())
@@ -69,6 +69,6 @@ class CNNClassifier:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
 
-    def predict(self, X: np.ndarray, *, raw: bool = True) -> np.ndarray:
-        """Predicted class indices."""
-        return self.predict_proba(X, raw=raw).argmax(axis=1)
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted class indices (N,) of uint8 images (N, 48, 48)."""
+        return self.predict_proba(X).argmax(axis=1)

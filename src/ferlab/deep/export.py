@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlab import __version__
 from ferlab.deep.augment import center_crop
 from ferlab.deep.classifier import CNNClassifier
 from ferlab.errors import FerlabError
@@ -31,11 +32,16 @@ class _Exported(torch.nn.Module):
 
 
 def export_onnx(
-    classifier: CNNClassifier, path: str | os.PathLike, *, check_samples: int = 16, seed: int = 0
+    classifier: CNNClassifier,
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    check_samples: int = 16,
+    seed: int = 0,
 ) -> dict:
     """Write ``path`` (input ``pixels``: float32 N x 48 x 48 in 0..255; output ``probabilities``).
 
-    Runs the file with onnxruntime on random images and raises if it differs from PyTorch by more
+    ``name`` (default: the file's stem) is stored in the file's metadata. Runs the file with onnxruntime on random images and raises if it differs from PyTorch by more
     than 1e-4; returns what was checked.
     """
     try:
@@ -66,6 +72,9 @@ def export_onnx(
     for key, value in {
         "ferlab_class_names": json.dumps(classifier.class_names),
         "ferlab_input": "float32 pixels 0..255, shape (N, 48, 48)",
+        "ferlab_name": name or path.stem,
+        "ferlab_version": __version__,
+        "ferlab_training_info": json.dumps(classifier.training_info or {}),
     }.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -73,7 +82,7 @@ def export_onnx(
     onnx.save(model, str(path))
 
     images = np.random.default_rng(seed).integers(0, 256, (check_samples, 48, 48), dtype=np.uint8)
-    expected = classifier.predict_proba(images, raw=True) if classifier.tta == "none" else None
+    expected = classifier.predict_proba(images) if classifier.tta == "none" else None
     if expected is None:
         with torch.no_grad():
             expected = wrapper(torch.from_numpy(images).float()).numpy()

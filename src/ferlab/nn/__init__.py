@@ -11,7 +11,7 @@ from ferlab.nn.layers import (
     softmax,
     softmax_loss,
 )
-from ferlab.nn.model_io import load_model
+from ferlab.nn.model_io import load_fully_connected
 from ferlab.nn.preprocess import Preprocessor
 from ferlab.nn.solver import Solver
 
@@ -23,7 +23,7 @@ __all__ = [
     "dropout_forward",
     "linear_backward",
     "linear_forward",
-    "load_model",
+    "load_fully_connected",
     "relu_backward",
     "relu_forward",
     "softmax",

@@ -150,7 +150,10 @@ class FullyConnectedNet:
         return loss, grads
 
     def scores(self, X: np.ndarray, *, raw: bool = False) -> np.ndarray:
-        """Test-mode class scores, computed in batches; ``raw`` applies the stored preprocessing."""
+        """Test-mode class scores (N, C), in batches; ``raw`` applies the stored preprocessing.
+
+        ``X`` is preprocessed features (N, D) unless ``raw``; then uint8 images (N, *input_shape).
+        """
         out = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
         for start in range(0, X.shape[0], PREDICT_BATCH):
             batch = X[start : start + PREDICT_BATCH]
@@ -159,13 +162,13 @@ class FullyConnectedNet:
             out[start : start + PREDICT_BATCH], _ = self._forward(batch, train=False, rng=None)
         return out
 
-    def predict_proba(self, X: np.ndarray, *, raw: bool = False) -> np.ndarray:
-        """Class probabilities (softmax of the scores)."""
-        return softmax(self.scores(X, raw=raw))
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) of uint8 images (N, *input_shape), preprocessing applied."""
+        return softmax(self.scores(images, raw=True))
 
-    def predict(self, X: np.ndarray, *, raw: bool = False) -> np.ndarray:
-        """Most likely class index per row."""
-        return self.scores(X, raw=raw).argmax(axis=1)
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Most likely class index (N,) of uint8 images, preprocessing applied."""
+        return self.scores(images, raw=True).argmax(axis=1)
 
     def preprocess(self, X_raw: np.ndarray) -> np.ndarray:
         """Apply the stored input transform (flatten and cast when there is none)."""

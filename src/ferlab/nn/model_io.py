@@ -101,7 +101,7 @@ def read_model_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_model(path: str | os.PathLike):
+def load_fully_connected(path: str | os.PathLike):
     """Load a fully connected model saved by :meth:`FullyConnectedNet.save`."""
     from ferlab.nn.fc_net import FullyConnectedNet
     from ferlab.nn.preprocess import Preprocessor

@@ -1,0 +1,131 @@
+"""Exported models run with ONNX Runtime: no PyTorch, no training, nothing downloaded.
+
+A ferlab ONNX file (written by ``ferlab cnn export``) has one input ``pixels``, float32 (N, H, W)
+in 0..255 with the preprocessing inside the graph, one output ``probabilities`` (N, C), and the
+class names as JSON in its metadata under ``ferlab_class_names``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ferlab.errors import DataError, FerlabError, ModelFileError
+
+MAX_ONNX_BYTES = 100 * 1024 * 1024
+BATCH = 256
+
+
+class OnnxClassifier:
+    """A classifier behind an ONNX Runtime session; see :class:`ferlab.models.Classifier`."""
+
+    def __init__(self, session, class_names: list[str], input_shape: tuple[int, int], meta: dict):
+        self.session = session
+        self.class_names = list(class_names)
+        self.input_shape = tuple(input_shape)
+        self.meta = meta
+        self.training_info = meta.get("training_info", {})
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) of uint8 images (N, H, W)."""
+        images = np.asarray(images)
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        if images.ndim != 3 or images.shape[1:] != self.input_shape:
+            raise DataError(
+                f"the model expects (N, {self.input_shape[0]}, {self.input_shape[1]}) grayscale "
+                f"images, got shape {images.shape}"
+            )
+        out = np.zeros((len(images), len(self.class_names)), dtype=np.float32)
+        for start in range(0, len(images), BATCH):
+            batch = images[start : start + BATCH].astype(np.float32)
+            out[start : start + BATCH] = self.session.run(None, {"pixels": batch})[0]
+        return out
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Most likely class index (N,) of uint8 images (N, H, W)."""
+        return self.predict_proba(images).argmax(axis=1)
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of stored weights (the graph's initialisers)."""
+        return int(self.meta.get("parameter_count", 0))
+
+
+def _static_dims(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.shape.dim]
+
+
+def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
+    """Load and check a ferlab ONNX file; every field is checked before a session is built."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise FerlabError(
+            "ONNX models need onnx and onnxruntime: pip install onnxruntime onnx"
+        ) from None
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise ModelFileError(f"{path}: {size} bytes, more than the {MAX_ONNX_BYTES} accepted")
+    if not isinstance(threads, int) or threads < 1:
+        raise FerlabError(f"threads must be an integer >= 1, got {threads!r}")
+    try:
+        proto = onnx.load_from_string(path.read_bytes())
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise ModelFileError(
+            f"{path}: not a readable ONNX file ({exc.__class__.__name__})"
+        ) from None
+    meta_props = {p.key: p.value for p in proto.metadata_props}
+    try:
+        class_names = json.loads(meta_props["ferlab_class_names"])
+    except (KeyError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: an ONNX file without ferlab class names") from None
+    if (
+        not isinstance(class_names, list)
+        or not 2 <= len(class_names) <= 1000
+        or not all(isinstance(n, str) and n for n in class_names)
+    ):
+        raise ModelFileError(f"{path}: ferlab_class_names must be a list of 2 to 1000 names")
+    graph = proto.graph
+    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    if [i.name for i in inputs] != ["pixels"] or [o.name for o in graph.output] != [
+        "probabilities"
+    ]:
+        raise ModelFileError(f"{path}: expected one input 'pixels' and one output 'probabilities'")
+    in_dims = _static_dims(inputs[0].type.tensor_type)
+    out_dims = _static_dims(graph.output[0].type.tensor_type)
+    if len(in_dims) != 3 or not all(isinstance(d, int) and 8 <= d <= 1024 for d in in_dims[1:]):
+        raise ModelFileError(f"{path}: input 'pixels' must be (N, H, W) with 8 <= H, W <= 1024")
+    if len(out_dims) != 2 or out_dims[1] != len(class_names):
+        raise ModelFileError(
+            f"{path}: output has {out_dims[1] if len(out_dims) == 2 else '?'} classes but "
+            f"{len(class_names)} class names"
+        )
+    extra = {}
+    for key in ("ferlab_name", "ferlab_version", "ferlab_training_info"):
+        if key in meta_props:
+            extra[key.removeprefix("ferlab_")] = meta_props[key]
+    if "training_info" in extra:
+        try:
+            extra["training_info"] = json.loads(extra["training_info"])
+        except json.JSONDecodeError:
+            raise ModelFileError(f"{path}: ferlab_training_info is not JSON") from None
+    extra["parameter_count"] = int(sum(np.prod(t.dims) for t in graph.initializer))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = onnxruntime.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelFileError(f"{path}: ONNX Runtime cannot run it ({exc})") from None
+    return OnnxClassifier(session, class_names, (in_dims[1], in_dims[2]), extra)
