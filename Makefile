@@ -1,5 +1,8 @@
-# ferlab: `make demo` and `make test` work on a fresh clone with Python 3.11.
-PYTHON ?= python3.11
+# ferlab: `make demo` and `make test` work on a fresh clone with any Python >= 3.11 on the PATH.
+FIND_PYTHON := for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done
+PYTHON ?= $(shell $(FIND_PYTHON))
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Pins torch to its CPU build: a bare `torch` requirement would pull a multi-GB CUDA build.
@@ -9,6 +12,8 @@ RUN_DIR ?= runs/demo
 .PHONY: demo test lint format bench clean
 
 $(BIN)/ferlab: pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || { \
+		echo "ferlab needs Python >= 3.11 (python3.11, 3.12 or 3.13 on the PATH); none was found" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,deep,cluster]'
@@ -20,6 +25,10 @@ demo: $(BIN)/ferlab
 	$(BIN)/ferlab search random configs/spaces/digits_demo.toml --trials 20 --workers 2 \
 		--study digits-demo --study-dir $(RUN_DIR)/search
 	$(BIN)/ferlab search report --study digits-demo --study-dir $(RUN_DIR)/search
+	@# Emotions on real photos that install with scikit-image, by the model that ships in ferlab.
+	photos=$$($(BIN)/python -c 'import os, skimage.data as d; print(os.path.dirname(d.__file__))') && \
+	$(BIN)/ferlab predict $$photos/astronaut.png $$photos/camera.png $$photos/coffee.png \
+		--annotate $(RUN_DIR)/photos
 
 test: $(BIN)/ferlab
 	$(BIN)/python -m pytest -q

@@ -38,11 +38,11 @@ def folder(tmp_path):
 
 
 def direct_predictions(model_path, folder, names):
-    from ferlab.models import load_classifier
+    from ferlab.models import load_model
 
-    model = load_classifier(model_path)
+    model = load_model(model_path)
     images = np.stack([np.asarray(Image.open(folder / n).convert("L")) for n in names])
-    return model.predict_proba(images, raw=True)
+    return model.predict_proba(images)
 
 
 def test_predictions_are_in_lexicographic_file_order(model_path, folder):
@@ -90,16 +90,18 @@ def test_missing_folder_is_a_clear_error(model_path, tmp_path):
         predict_folder(tmp_path / "nope", model_path)
 
 
-def test_predict_command_prints_and_writes_csv(model_path, folder, tmp_path, capsys):
-    out = tmp_path / "pred.csv"
-    assert main(["predict", str(folder), "--model", str(model_path), "--csv", str(out)]) == 0
+def test_predict_command_on_crops_matches_the_report_interface(model_path, folder, capsys):
+    args = ["predict", str(folder), "--model", str(model_path), "--detector", "none"]
+    assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:4]] == ["10.png", "2.jpg", "a.png", "b.png"]
-    assert all(line.split()[1] in CLASS_NAMES for line in lines[:4])
-    rows = list(csv.DictReader(out.open()))
+    assert [line.split()[0] for line in lines] == ["10.png", "2.jpg", "a.png", "b.png"]
+    assert all(line.split()[6] in CLASS_NAMES for line in lines)  # after "face 0 at (x,y WxH)"
+    assert main([*args, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [r["file"] for r in rows] == ["10.png", "2.jpg", "a.png", "b.png"]
-    assert [int(r["class_index"]) for r in rows] == test_fer_model(folder, model_path).tolist()
-    assert main(["predict", str(folder), "--model", str(tmp_path / "none.npz")]) == 2
+    expected = test_fer_model(folder, model_path)
+    assert [CLASS_NAMES.index(r["emotion"]) for r in rows] == expected.tolist()
+    assert main(["predict", str(folder), "--model", str(folder / "none.npz")]) == 2
 
 
 def test_module_script_prints_one_index_per_image(model_path, folder):

@@ -1,30 +1,69 @@
-"""``ferlab predict``: the most likely class of every image in a folder."""
+"""``ferlab predict``: the emotion of every face in photos, folders and videos."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="predict the class of every image in a folder", description=__doc__
+        "predict",
+        help="emotions of the faces in photos, folders and videos",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "folder", metavar="IMAGE_FOLDER", help="folder of images (any size or mode)"
+        "inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them"
     )
-    parser.add_argument("--model", required=True, metavar="MODEL", help="model file to use")
-    parser.add_argument("--csv", metavar="OUT", help="also write the predictions to this CSV file")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="model file (.onnx, .npz, .safetensors); default: the shipped model",
+    )
+    parser.add_argument(
+        "--detector",
+        choices=("haar", "none"),
+        default="haar",
+        help="face detector; 'none' treats each image as one face crop (any model then works)",
+    )
+    parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
+    parser.add_argument(
+        "--every", type=int, default=25, metavar="N", help="video: analyse every N-th frame"
+    )
+    parser.add_argument(
+        "--format", choices=("table", "csv", "json", "jsonl"), default="table", help="output format"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=3, metavar="K", help="table: show the K most likely emotions"
+    )
+    parser.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="write each image and video with boxes and labels drawn here",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="threads for the model and the detector"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.predict import predict_folder, write_predictions_csv
+    from ferlab.errors import FerlabError
+    from ferlab.vision.batch import analyze_inputs, collect_inputs, write_rows
+    from ferlab.vision.recognizer import EmotionRecognizer
 
-    predictions = predict_folder(args.folder, args.model)
-    width = max((len(p.file) for p in predictions), default=0)
-    for p in predictions:
-        print(f"{p.file:<{width}}  {p.class_name:<10}  {p.probability:.3f}")
-    if args.csv:
-        write_predictions_csv(predictions, args.csv)
-        print(f"{len(predictions)} prediction(s) written to {args.csv}")
+    if args.threads < 1:
+        raise FerlabError(f"--threads must be >= 1, got {args.threads}")
+    import cv2
+
+    cv2.setNumThreads(args.threads)
+    files = collect_inputs(args.inputs, recursive=args.recursive)
+    recognizer = EmotionRecognizer(args.model, detector=args.detector, threads=args.threads)
+    rows = analyze_inputs(
+        recognizer, files, every=args.every, top_k=args.top_k, annotate_dir=args.annotate
+    )
+    write_rows(rows, sys.stdout, args.format, recognizer.class_names)
+    if args.annotate:
+        print(f"annotated images written to {args.annotate}", file=sys.stderr)
     return 0

@@ -1,0 +1,115 @@
+"""Speed of emotion recognition on one thread: faces per second and whole photos per second.
+
+Faces: batches of 256 real FER2013 PublicTest crops through the shipped ONNX model with ONNX
+Runtime, beside the same network in PyTorch (``--cnn``, the ``.safetensors`` it was exported
+from), runs interleaved. Photos: 1280x720 real photos (scikit-image, scikit-learn) with 1 to 3
+real faces pasted at 96 to 200 pixels; detection and framing timed apart from classification.
+Writes ``benchmarks/results/recognizer_speed.json``.
+
+    python benchmarks/recognizer_speed.py --data ../shared/data/fer2013-images.tar.gz --cnn model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULT = Path(__file__).parent / "results" / "recognizer_speed.json"
+BATCH = 256
+
+
+def faces_per_second(predict, faces, repeats) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(faces), BATCH):
+            predict(faces[start : start + BATCH])
+        times.append(time.perf_counter() - started)
+    return len(faces) / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="FER2013 (e.g. fer2013-images.tar.gz)")
+    parser.add_argument("--model", help="ONNX model (default: the shipped one)")
+    parser.add_argument("--cnn", help="the same CNN as .safetensors, to time PyTorch beside it")
+    parser.add_argument("--faces", type=int, default=2048)
+    parser.add_argument("--photos", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(RESULT))
+    args = parser.parse_args()
+
+    import cv2
+
+    from ferlab.data import load_fer2013
+    from ferlab.vision.recognizer import EmotionRecognizer
+    from ferlab.vision.scenes import background_photos, place_faces
+
+    cv2.setNumThreads(1)
+    public = load_fer2013(args.data).split("public_test")
+    faces = public.images[: args.faces]
+    recognizer = EmotionRecognizer(args.model, threads=1)
+    runners = {"onnxruntime": recognizer.model.predict_proba}
+    if args.cnn:
+        import torch
+
+        from ferlab.deep import load_cnn
+
+        torch.set_num_threads(1)
+        runners["pytorch"] = load_cnn(args.cnn).predict_proba
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(3):  # interleaved rounds: the machine is shared and noisy
+        for name, predict in runners.items():
+            rates[name].append(faces_per_second(predict, faces, args.repeats))
+    face_rates = {name: round(statistics.median(r), 1) for name, r in rates.items()}
+
+    rng = np.random.default_rng(0)
+    backgrounds = background_photos((1280, 720))
+    detect_s = classify_s = 0.0
+    face_count = 0
+    for i in range(args.photos):
+        count = int(rng.integers(1, 4))
+        crops = public.images[rng.choice(len(public), count, replace=False)]
+        scene, _ = place_faces(
+            backgrounds[i % len(backgrounds)], crops, list(rng.integers(96, 201, count)), rng
+        )
+        started = time.perf_counter()
+        boxes, inputs = recognizer.crops(scene)
+        middle = time.perf_counter()
+        if len(inputs):
+            recognizer.model.predict_proba(inputs)
+        detect_s += middle - started
+        classify_s += time.perf_counter() - middle
+        face_count += len(boxes)
+    photos = {
+        "photos": args.photos,
+        "size": "1280x720",
+        "faces_detected": face_count,
+        "photos_per_second": round(args.photos / (detect_s + classify_s), 2),
+        "ms_detect_and_frame_per_photo": round(1000 * detect_s / args.photos, 2),
+        "ms_classify_per_photo": round(1000 * classify_s / args.photos, 2),
+    }
+    record = {
+        "command": "python benchmarks/recognizer_speed.py --data fer2013-images.tar.gz"
+        + (" --cnn MODEL.safetensors" if args.cnn else ""),
+        "threads": 1,
+        "machine": platform.platform(),
+        "faces_per_second": face_rates,
+        "onnx_over_pytorch": round(face_rates["onnxruntime"] / face_rates["pytorch"], 2)
+        if "pytorch" in face_rates
+        else None,
+        "photo_pipeline": photos,
+    }
+    print(json.dumps(record, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Emotions for many inputs at once: files, folders and videos, as rows to print or save."""
+
+from __future__ import annotations
+
+import csv
+import json
+import stat
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ferlab.data.images import IMAGE_SUFFIXES
+from ferlab.errors import DataError, FerlabError
+from ferlab.vision.annotate import draw_faces
+from ferlab.vision.photo import read_photo
+from ferlab.vision.recognizer import EmotionRecognizer, Face
+from ferlab.vision.video import VIDEO_SUFFIXES, frame_rate, video_frames
+
+FORMATS = ("table", "csv", "json", "jsonl")
+
+
+@dataclass
+class Row:
+    """One face (or one 'no face found') of one image or video frame."""
+
+    file: str
+    face: Face | None
+    index: int = 0
+    frame: int | None = None
+    time: float | None = None
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record; ``face`` is null and ``emotion`` empty when no face was found."""
+        record = {"file": self.file, "frame": self.frame, "time": self.time}
+        if self.face is None:
+            return record | {"face": None, "emotion": "", "note": "no face found"}
+        return record | {"face": self.index} | self.face.to_dict()
+
+
+def is_video(path: Path) -> bool:
+    """Whether ``path`` names a video file by its suffix."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def collect_inputs(paths: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
+    """Image and video files named directly or found in folders (sorted; hidden files skipped).
+
+    A named path that does not exist is an error; inside folders, files that are not regular
+    files (FIFOs, devices, dangling links) or not images or videos are skipped with one warning.
+    """
+    found, skipped = [], []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        if not path.is_dir():
+            found.append(path)
+            continue
+        candidates = sorted(path.rglob("*") if recursive else path.iterdir())
+        for item in candidates:
+            relative = item.relative_to(path)
+            if any(part.startswith(".") for part in relative.parts) or item.is_dir():
+                continue
+            suffix = item.suffix.lower()
+            try:
+                regular = stat.S_ISREG(item.stat().st_mode)
+            except OSError:
+                regular = False
+            if suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+                skipped.append(f"{relative} (not an image or video)")
+            elif not regular:
+                skipped.append(f"{relative} (not a regular file)")
+            else:
+                found.append(item)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
+        warnings.warn(f"skipped {len(skipped)} file(s): {shown}", stacklevel=2)
+    if not found:
+        raise DataError("no image or video found in " + ", ".join(str(p) for p in paths))
+    return found
+
+
+def _rows(file: str, faces: list[Face], top_k: int, frame=None, time=None) -> list[Row]:
+    if not faces:
+        return [Row(file, None, frame=frame, time=time)]
+    return [
+        Row(file, face, i, frame, None if time is None else round(time, 3), face.top(top_k))
+        for i, face in enumerate(faces)
+    ]
+
+
+def _save_image(rgb: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def _analyze_video(recognizer, path, name, *, every, top_k, annotate_dir) -> Iterator[Row]:
+    writer = None
+    try:
+        for index, time, rgb in video_frames(path, every=every, max_pixels=recognizer.max_pixels):
+            faces = recognizer.analyze_array(rgb)
+            yield from _rows(name, faces, top_k, frame=index, time=time)
+            if annotate_dir is not None:
+                writer = writer or _video_writer(
+                    annotate_dir / f"{name}.annotated.mp4", rgb, path, every
+                )
+                import cv2
+
+                writer.write(cv2.cvtColor(draw_faces(rgb, faces), cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+
+
+def _video_writer(path: Path, first: np.ndarray, source: Path, every: int):
+    """An MP4 writer at the source's frame rate divided by ``every`` (one frame per analysed one)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(source))
+    fps = frame_rate(capture) / every
+    capture.release()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+    size = (first.shape[1], first.shape[0])
+    writer = cv2.VideoWriter(str(path), fourcc, max(0.1, fps), size)
+    if not writer.isOpened():
+        raise FerlabError(f"{path}: cannot write the annotated video")
+    return writer
+
+
+def analyze_inputs(
+    recognizer: EmotionRecognizer,
+    files: list[Path],
+    *,
+    every: int = 25,
+    top_k: int = 3,
+    annotate_dir: str | Path | None = None,
+) -> Iterator[Row]:
+    """Rows for every face of every image, and of every ``every``-th frame of each video.
+
+    A file that cannot be read is skipped with a warning; if none could be read, the last
+    problem is raised as a :class:`DataError`. ``annotate_dir`` receives each image (PNG) and
+    video (MP4) with boxes and labels drawn.
+    """
+    if not isinstance(top_k, int) or top_k < 1:
+        raise FerlabError(f"--top-k must be an integer >= 1, got {top_k!r}")
+    annotate_dir = Path(annotate_dir) if annotate_dir is not None else None
+    names = _display_names(files)
+    read, problems = 0, []
+    for path, name in zip(files, names, strict=True):
+        try:
+            if is_video(path):
+                yield from _analyze_video(
+                    recognizer, path, name, every=every, top_k=top_k, annotate_dir=annotate_dir
+                )
+            else:
+                rgb = read_photo(path, max_pixels=recognizer.max_pixels)
+                faces = recognizer.analyze_array(rgb)
+                yield from _rows(name, faces, top_k)
+                if annotate_dir is not None:
+                    _save_image(draw_faces(rgb, faces), annotate_dir / f"{name}.annotated.png")
+            read += 1
+        except DataError as exc:
+            problems.append(str(exc))
+            if len(files) > 1:
+                warnings.warn(f"skipped {exc}", stacklevel=2)
+    if not read:
+        raise DataError(
+            problems[-1] if len(problems) == 1 else f"none of the {len(files)} inputs could be read"
+        )
+
+
+def _display_names(files: list[Path]) -> list[str]:
+    """File names, with parent folders added only where two names would collide."""
+    names = [f.name for f in files]
+    if len(set(names)) == len(names):
+        return names
+    return [f.as_posix().lstrip("/").replace("/", "__") for f in files]
+
+
+def write_rows(rows: Iterable[Row], stream: TextIO, fmt: str, class_names: list[str]) -> int:
+    """Write rows as ``table``, ``csv``, ``json`` or ``jsonl`` while they come; return the count."""
+    if fmt not in FORMATS:
+        raise FerlabError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    count = 0
+    if fmt == "csv":
+        columns = ["file", "frame", "time", "face", "x", "y", "w", "h", "score", "emotion"]
+        writer = csv.writer(stream)
+        writer.writerow(columns + class_names)
+    if fmt == "json":
+        stream.write("[")
+    for row in rows:
+        record = row.to_dict()
+        if fmt == "table":
+            stream.write(_table_line(row) + "\n")
+        elif fmt == "csv":
+            box = record.get("box") or {}
+            probs = record.get("probabilities") or {}
+            writer.writerow(
+                [
+                    record["file"],
+                    _blank(record["frame"]),
+                    _blank(record["time"]),
+                    _blank(record.get("face")),
+                ]
+                + [box.get(k, "") for k in "xywh"]
+                + [record.get("score", ""), record["emotion"]]
+                + [f"{probs[n]:.6f}" if n in probs else "" for n in class_names]
+            )
+        else:
+            text = json.dumps(record)
+            stream.write(("," if count else "") + "\n" + text if fmt == "json" else text + "\n")
+        stream.flush()
+        count += 1
+    if fmt == "json":
+        stream.write("\n]\n")
+    return count
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _table_line(row: Row) -> str:
+    where = row.file if row.frame is None else f"{row.file} @{row.time:.2f}s"
+    if row.face is None:
+        return f"{where}  no face found"
+    b = row.face.box
+    others = "  ".join(f"{name} {p:.2f}" for name, p in row.top)
+    return f"{where}  face {row.index} at ({b.x},{b.y} {b.w}x{b.h})  {others}"

@@ -1,0 +1,137 @@
+"""Emotions of every face in a photo: detect, frame like FER2013, classify."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ferlab.errors import FerlabError
+from ferlab.vision.detect import Detection, make_detector
+from ferlab.vision.framing import face_crop
+from ferlab.vision.photo import MAX_PIXELS, PhotoSource, read_photo
+
+
+@dataclass
+class Face:
+    """One face: its ``box`` in the photo, the most likely ``emotion`` and every probability."""
+
+    box: Detection
+    emotion: str
+    probability: float
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most likely classes with their probabilities, most likely first."""
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record: box (x, y, w, h, score), emotion, probability, probabilities."""
+        return {
+            "box": {k: v for k, v in asdict(self.box).items() if k != "score"},
+            "score": self.box.score,
+            "emotion": self.emotion,
+            "probability": self.probability,
+            "probabilities": dict(self.probabilities),
+        }
+
+
+class EmotionRecognizer:
+    """Finds faces in photos and tells the emotion of each.
+
+    ``EmotionRecognizer()`` uses the model that ships inside ferlab (ONNX Runtime, no PyTorch) and
+    OpenCV's Haar face detector. ``model`` may be any ferlab model file or a loaded classifier;
+    ``detector="none"`` treats each whole image as one face crop (any model input size then works).
+
+    Example::
+
+        from ferlab import EmotionRecognizer
+        for face in EmotionRecognizer().analyze("photo.jpg"):
+            print(face.box, face.emotion, round(face.probability, 2))
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | object | None = None,
+        *,
+        detector: str | object = "haar",
+        threads: int = 1,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        from ferlab.models import load_model
+
+        if model is None:
+            from ferlab.assets import shipped_model_path
+
+            model = shipped_model_path()
+        self.model = (
+            load_model(model, threads=threads) if isinstance(model, str | os.PathLike) else model
+        )
+        self.detector = make_detector(detector)
+        self.max_pixels = max_pixels
+        shape = tuple(self.model.input_shape or ())
+        if self.detector.name != "none" and (len(shape) != 2 or shape[0] != shape[1]):
+            raise FerlabError(
+                f"the {self.detector.name} face detector needs a square grayscale face model; this "
+                f"one takes {shape or 'an unknown shape'}: use detector 'none'"
+            )
+        self.input_shape = shape
+        self.class_names = list(self.model.class_names or [])
+
+    def crops(self, rgb: np.ndarray) -> tuple[list[Detection], np.ndarray]:
+        """The detections in an RGB image (H, W, 3) and the model inputs cut from them (N, *shape)."""
+        if self.detector.name == "none":
+            box = Detection(0, 0, int(rgb.shape[1]), int(rgb.shape[0]), 1.0)
+            return [box], whole_image_input(rgb, self.input_shape)[None]
+        gray = to_gray(rgb)
+        boxes = self.detector.detect(gray)
+        size = self.input_shape[0]
+        crops = np.stack([face_crop(gray, b, size=size) for b in boxes]) if boxes else None
+        return boxes, crops if crops is not None else np.zeros((0, size, size), np.uint8)
+
+    def analyze_array(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an RGB uint8 image (H, W, 3), largest first."""
+        boxes, inputs = self.crops(rgb)
+        if not boxes:
+            return []
+        proba = np.asarray(self.model.predict_proba(inputs), dtype=np.float64)
+        names = self.class_names or [str(i) for i in range(proba.shape[1])]
+        faces = []
+        for box, row in zip(boxes, proba, strict=True):
+            best = int(row.argmax())
+            faces.append(
+                Face(
+                    box,
+                    names[best],
+                    round(float(row[best]), 6),
+                    {n: round(float(p), 6) for n, p in zip(names, row, strict=True)},
+                )
+            )
+        return faces
+
+    def analyze(self, image: PhotoSource) -> list[Face]:
+        """Faces in a photo: a path, encoded bytes, a Pillow image, or an RGB (H, W, 3) array.
+
+        Returns one :class:`Face` per face found, largest first; an empty list when there is none.
+        """
+        return self.analyze_array(read_photo(image, max_pixels=self.max_pixels))
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """uint8 grayscale (H, W) of an RGB image (H, W, 3), with ITU-R 601 weights like Pillow's 'L'."""
+    import cv2
+
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def whole_image_input(rgb: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The whole RGB image resized (bilinear) to a model's input ``shape`` (H, W) or (H, W, 3)."""
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
+        raise FerlabError(f"the model does not take 2-D images (input shape {shape or 'unknown'})")
+    mode = "RGB" if len(shape) == 3 and shape[2] == 3 else "L"
+    image = Image.fromarray(rgb).convert(mode)
+    if image.size != (shape[1], shape[0]):
+        image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).reshape(shape)
