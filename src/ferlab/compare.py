@@ -22,6 +22,7 @@ from ferlab.config import DEFAULTS, apply_overrides, load_config, merge, read_to
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
 from ferlab.nn import Preprocessor
+from ferlab.progress import show_bars
 
 ALPHA = 0.05
 BASELINES = {
@@ -449,7 +450,7 @@ def run_compare(
         out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[FoldResult]] = {"a": [], "b": []}
     fold_rows = []
-    bar = tqdm(splits, desc="folds", unit="fold", disable=not verbose, file=sys.stderr)
+    bar = tqdm(splits, desc="folds", unit="fold", disable=not show_bars(verbose), file=sys.stderr)
     for repeat, fold, train_idx, test_idx in bar:
         fold_seed = seed + 1000 * repeat + fold
         fold_train, fold_test = train.subset(train_idx), train.subset(test_idx)

@@ -28,6 +28,7 @@ from ferlab.deep.io import (
 from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.settings import validate_cnn_config
 from ferlab.errors import ConfigError, DataError, TrainingDiverged
+from ferlab.progress import show_bars
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -177,7 +178,7 @@ class CNNTrainer:
             range(self.steps_per_epoch),
             desc=f"epoch {self.epoch + 1}/{self.solver['epochs']}",
             leave=False,
-            disable=not self.verbose,
+            disable=not show_bars(self.verbose),
             file=sys.stderr,
         )
         for step in steps:

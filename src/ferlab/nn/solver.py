@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ferlab.errors import DataError, ModelFileError, TrainingDiverged
 from ferlab.nn.layers import softmax_loss
 from ferlab.nn.optim import get_update_rule
+from ferlab.progress import show_bars
 
 CHECKPOINT_NAME = "checkpoint.npz"
 MONITORS = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
@@ -146,7 +147,7 @@ class Solver:
             desc=f"epoch {self.epoch + 1}/{self.epochs}",
             unit="batch",
             leave=False,
-            disable=not self.verbose,
+            disable=not show_bars(self.verbose),
             file=sys.stderr,
         )
         for start in bar:

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from ferlab.progress import show_bars
 from ferlab.search.space import SearchSpace
 from ferlab.search.storage import is_rdb
 from ferlab.search.trial import TrialFn, TrialOutcome, TrialTask, execute_trial
@@ -90,7 +91,7 @@ class Progress:
             initial=min(total, count(study, FINISHED)),
             desc=study.study_name,
             unit="trial",
-            disable=not enabled,
+            disable=not show_bars(enabled),
             file=sys.stderr,
             dynamic_ncols=True,
         )
