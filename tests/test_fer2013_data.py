@@ -195,7 +195,7 @@ def test_bad_coursework_rows_and_images(tmp_path):
     assert "skipped 3 bad item(s)" in message
     assert "line 4: Train/9.png: no such file" in message
     assert "line 5: label '8' is not one of 0..6" in message
-    assert "Test/broken.png: unreadable or truncated image" in message
+    assert "Test/broken.png: not an image, or an unsupported format" in message
     with pytest.raises(DataError, match="Train/9.png: no such file"):
         load_fer2013(root, strict=True, use_cache=False)
 

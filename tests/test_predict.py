@@ -120,3 +120,10 @@ def test_module_script_prints_one_index_per_image(model_path, folder):
     )
     printed = [int(line) for line in result.stdout.split()]
     assert printed == test_fer_model(folder, model_path).tolist()
+
+
+def test_a_decompression_bomb_in_a_crop_folder_is_skipped_not_decoded(model_path, folder):
+    Image.new("1", (20000, 20000)).save(folder / "c_bomb.png")  # 400 megapixels, a small file
+    with pytest.warns(UserWarning, match=r"c_bomb.png \(image too large"):
+        predictions = predict_folder(folder, model_path)
+    assert [p.file for p in predictions] == ["10.png", "2.jpg", "a.png", "b.png"]

@@ -17,6 +17,7 @@ from ferlab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+MAX_PIXELS = 40_000_000  # larger images are refused from their header, before decoding
 
 
 @dataclass
@@ -82,6 +83,36 @@ def is_tar(path: Path) -> bool:
     return path.name.endswith(TAR_SUFFIXES)
 
 
+def load_image(
+    source: bytes | os.PathLike | io.BytesIO, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Open and fully decode one image, checking its pixel count from the header first.
+
+    Raises ValueError (one line) on unreadable, truncated or over-large images, so that a
+    decompression bomb costs neither time nor memory.
+    """
+    source = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+            width, height = image.size
+            if width * height > max_pixels:
+                image.close()
+                raise ValueError(
+                    f"{width}x{height} is {width * height:,} pixels, more than the "
+                    f"{max_pixels:,} accepted"
+                )
+            image.load()
+            return image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError("image too large (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image, or an unsupported format") from None
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"unreadable or truncated image ({exc.__class__.__name__})") from None
+
+
 def decode_image(
     data: bytes | os.PathLike, size: tuple[int, int] | None, mode: str
 ) -> tuple[np.ndarray, bool]:
@@ -89,13 +120,8 @@ def decode_image(
 
     Returns the array and whether it had to be resized. Raises ValueError on unreadable data.
     """
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    try:
-        with Image.open(source) as image:
-            image.load()
-            converted = image.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"unreadable or truncated image ({exc.__class__.__name__})") from None
+    with load_image(data) as image:
+        converted = image.convert(mode)
     resized = size is not None and converted.size != size
     if resized:
         converted = converted.resize(size, Image.Resampling.BILINEAR)

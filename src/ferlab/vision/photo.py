@@ -7,17 +7,15 @@ decompression bomb costs nothing.
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from ferlab.data.images import MAX_PIXELS, load_image
 from ferlab.errors import DataError
 
-MAX_PIXELS = 40_000_000
 PhotoSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
@@ -70,22 +68,8 @@ def read_photo(source: PhotoSource, *, max_pixels: int = MAX_PIXELS) -> np.ndarr
             raise DataError(f"{path}: no such file")
         if not path.is_file():
             raise DataError(f"{path}: not a regular file")
-    handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(handle) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise DataError(
-                        f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
-                        f"{max_pixels:,} accepted"
-                    )
-                image.load()
-                return np.asarray(_to_rgb(ImageOps.exif_transpose(image)))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"{name}: image too large (decompression bomb guard)") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image, or an unsupported format") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{name}: unreadable or truncated image ({exc})") from None
+        with load_image(source, max_pixels) as image:
+            return np.asarray(_to_rgb(ImageOps.exif_transpose(image)))
+    except ValueError as exc:
+        raise DataError(f"{name}: {exc}") from None
