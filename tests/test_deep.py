@@ -232,7 +232,7 @@ def test_learning_rate_schedules():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("model.convs=[1]", "model.convs"),
+        ("model.convs=[1]", "convs must give one count per width"),
         ("augment.crop=50", "augment.crop"),
         ("solver.optimizer='rmsprop'", "solver.optimizer"),
         ("solver.lerning_rate=1", "lerning_rate"),

@@ -9,9 +9,10 @@ from ferlab.cli import main
 from ferlab.config import load_config
 from ferlab.errors import ConfigError, DataError, ModelFileError
 from ferlab.experiment import run_training
-from ferlab.extend import ExtendSettings, extend_model, grow_fully_connected, relabel
+from ferlab.extend import extend_model, grow_fully_connected, relabel
 from ferlab.nn import FullyConnectedNet
 from ferlab.nn.model_io import load_fully_connected
+from ferlab.settings import ExtendSettings, validate_options
 from test_compare import SYNTHETIC_CLASSES, synthetic, synthetic48  # noqa: F401 (fixtures)
 
 CONFIG = """
@@ -120,9 +121,10 @@ def test_bad_input_gives_clear_errors(old_model, tmp_path):
         extend_model(old_model, "generated", ["contempt"], out, FAST, verbose=False)
     with pytest.raises(ConfigError, match="already has class"):
         extend_model(old_model, "generated", ["happy"], out, FAST, verbose=False)
-    bad_freeze = ExtendSettings(freeze="first")
-    with pytest.raises(ConfigError, match="--freeze must be one of"):
-        extend_model(old_model, "generated", ["disgust"], out, bad_freeze, verbose=False)
+    with pytest.raises(ConfigError, match="--freeze must be 'all-but-last' or 'none', got 'first'"):
+        validate_options(ExtendSettings, freeze="first")
+    with pytest.raises(ConfigError, match="--batch-size must be greater than or equal to 1"):
+        validate_options(ExtendSettings, batch_size=0)
     model = load_fully_connected(old_model)
     del model.params["W3"]
     with pytest.raises(ModelFileError, match="no output layer W3"):

@@ -13,30 +13,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ferlab.config import DEFAULTS, apply_overrides, load_config, merge, read_toml, validate_keys
+from ferlab.config import load_config, merge, read_toml
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
 from ferlab.nn import Preprocessor
 from ferlab.progress import show_bars
+from ferlab.settings import BaselineSettings
 
 ALPHA = 0.05
 BASELINES = {
     "decision_tree": "sklearn.tree:DecisionTreeClassifier",
     "random_forest": "sklearn.ensemble:RandomForestClassifier",
     "logistic_regression": "sklearn.linear_model:LogisticRegression",
-}
-BASELINE_DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "data": {
-        key: DEFAULTS["data"][key]
-        for key in ("dataset", "path", "train_limit", "preprocessing", "exclude_classes")
-    },
-    "baseline": {"kind": "random_forest"},
 }
 
 
@@ -86,12 +78,7 @@ def load_learner(
     raw = read_toml(path)
     name = Path(path).stem
     if "baseline" in raw:
-        config = load_baseline_config(path, overrides, data_path)
-        kind = config["baseline"]["kind"]
-        if kind not in BASELINES:
-            raise ConfigError(
-                f"{path}: unknown baseline kind {kind!r}; choose one of {sorted(BASELINES)}"
-            )
+        config = load_config(path, overrides, data_path, schema=BaselineSettings)
         _baseline_estimator(config, seed=0)  # unknown parameters fail here, before any training
         return Learner(name, "baseline", config, str(path))
     if _is_cnn_config(raw):
@@ -99,25 +86,6 @@ def load_learner(
 
         return Learner(name, "cnn", load_cnn_config(path, overrides, data_path), str(path))
     return Learner(name, "fully_connected", load_config(path, overrides, data_path), str(path))
-
-
-def load_baseline_config(
-    path: str | Path, overrides: list[str] | None = None, data_path: str | None = None
-) -> dict:
-    """A baseline config: ``[baseline] kind``, free-form ``[baseline.params]`` and ``[data]``."""
-    raw = apply_overrides(read_toml(path), overrides or [])
-    baseline = raw.get("baseline")
-    if not isinstance(baseline, dict):
-        raise ConfigError(f"{path}: [baseline] must be a table")
-    params = baseline.pop("params", {})
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: baseline.params must be a table")
-    if data_path is not None:
-        raw.setdefault("data", {})["path"] = str(data_path)
-    validate_keys(raw, BASELINE_DEFAULTS)
-    config = merge(BASELINE_DEFAULTS, raw)
-    config["baseline"]["params"] = params
-    return config
 
 
 def _is_cnn_config(raw: dict) -> bool:

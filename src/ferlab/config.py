@@ -1,4 +1,5 @@
-"""Training configurations: TOML files with defaults, validation and ``--set key=value`` overrides."""
+"""Reading configurations: TOML files, ``--set key=value`` overrides and ``--data``, checked against
+the settings schema of :mod:`ferlab.settings`."""
 
 from __future__ import annotations
 
@@ -8,75 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ferlab.errors import ConfigError
+from ferlab.settings import Section, TrainSettings, defaults, validate_config
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "data": {
-        "dataset": "digits",
-        "path": None,
-        "val_size": 0.1,
-        "train_limit": None,
-        "preprocessing": "standardize",
-        "exclude_classes": [],
-    },
-    "model": {
-        "hidden_dims": [100],
-        "dropout": 0.0,
-        "reg": 0.0,
-        "weight_scale": None,
-        "dtype": "float32",
-    },
-    "solver": {
-        "optimizer": "sgd_momentum",
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "lr_decay": 1.0,
-        "batch_size": 100,
-        "epochs": 10,
-        "patience": None,
-        "flip": False,
-        "shift": 0,
-        "monitor": "val_loss",
-    },
-}
-# Keys whose default is None accept these types.
-NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
-    "data.path": (str,),
-    "data.train_limit": (int,),
-    "model.weight_scale": (float, int),
-    "solver.patience": (int,),
-}
-
-
-def validate_keys(config: dict, defaults: dict, prefix: str = "") -> None:
-    """Reject keys absent from ``defaults`` and values of the wrong type, naming the key."""
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if key not in defaults:
-            raise ConfigError(
-                f"unknown config key {dotted!r}; known: {', '.join(sorted(defaults))}"
-            )
-        default = defaults[key]
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {dotted!r} must be a table")
-            validate_keys(value, default, f"{dotted}.")
-            continue
-        if value is None:
-            if default is not None and dotted not in NULLABLE_TYPES:
-                raise ConfigError(f"config key {dotted!r} may not be empty")
-            continue
-        allowed = NULLABLE_TYPES.get(dotted) or (type(default),)
-        if float in allowed:
-            allowed = (*allowed, int)
-        if isinstance(value, bool) and bool not in allowed:
-            raise ConfigError(f"config key {dotted!r} must be {allowed[0].__name__}, got {value!r}")
-        if not isinstance(value, allowed):
-            if dotted == "data.val_size" and isinstance(value, int | float):
-                continue
-            raise ConfigError(
-                f"config key {dotted!r} must be {allowed[0].__name__}, got {type(value).__name__}"
-            )
+DEFAULTS: dict[str, Any] = defaults(TrainSettings)
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -130,16 +65,21 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     data_path: str | None = None,
-    defaults: dict | None = None,
+    *,
+    schema: type[Section] = TrainSettings,
 ) -> dict:
-    """Defaults, then the TOML file, then ``--set`` overrides, then ``--data``; validated."""
-    defaults = DEFAULTS if defaults is None else defaults
+    """Defaults, then the TOML file, then ``--set`` overrides, then ``--data``, checked against
+    ``schema`` (a fully connected training config unless told otherwise) before any data loads."""
     raw = read_toml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     if data_path is not None:
-        raw.setdefault("data", {})["path"] = str(data_path)
-    validate_keys(raw, defaults)
-    config = merge(defaults, raw)
+        if not isinstance(raw.setdefault("data", {}), dict):
+            raise ConfigError("config key 'data' must be a table")
+        raw["data"]["path"] = str(data_path)
+    try:
+        config = validate_config(raw, schema)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
     if config.get("data", {}).get("path"):
         config["data"]["path"] = str(Path(config["data"]["path"]).expanduser())
     return config

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError, ModelFileError
 from ferlab.nn import FullyConnectedNet
+from ferlab.settings import ExtendSettings
 
 FREEZE_MODES = ("all-but-last", "none")
 
@@ -143,21 +143,6 @@ def old_new_scores(
 # -- the command -----------------------------------------------------------------------------
 
 
-@dataclass
-class ExtendSettings:
-    """How to retrain the grown model."""
-
-    freeze: str = "all-but-last"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 10
-    patience: int | None = 3
-    seed: int = 0
-    test_split: str | None = None
-    balance: bool = False
-
-
 def data_for_model(
     training_info: dict | None, data_path: str | None, *, strict: bool, use_cache: bool
 ) -> tuple[LabeledImages, LabeledImages, dict[str, LabeledImages], dict]:
@@ -192,10 +177,6 @@ def extend_model(
     """Grow a saved model by ``new_classes``, retrain it and report forgetting and new recall."""
     from ferlab.models import load_model, model_kind
 
-    if settings.freeze not in FREEZE_MODES:
-        raise ConfigError(
-            f"--freeze must be one of {', '.join(FREEZE_MODES)}, got {settings.freeze!r}"
-        )
     kind = model_kind(model_path)
     old = load_model(model_path)
     info = old.training_info if kind == "fully_connected" else old.meta.get("training_info")

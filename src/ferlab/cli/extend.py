@@ -47,13 +47,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.errors import ConfigError
-    from ferlab.extend import ExtendSettings, extend_model
+    from ferlab.extend import extend_model
+    from ferlab.settings import ExtendSettings, validate_options
 
-    if args.epochs < 1 or args.lr <= 0 or args.batch_size < 1 or args.patience < 1:
-        raise ConfigError("--epochs, --batch-size and --patience must be >= 1 and --lr > 0")
     new_classes = [name.strip() for name in args.new_classes.split(",") if name.strip()]
-    settings = ExtendSettings(
+    settings = validate_options(
+        ExtendSettings,
         freeze=args.freeze,
         optimizer=args.optimizer,
         lr=args.lr,

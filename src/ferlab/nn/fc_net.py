@@ -18,6 +18,7 @@ from ferlab.nn.layers import (
     softmax_loss,
 )
 from ferlab.nn.preprocess import Preprocessor
+from ferlab.settings import FCModelSettings, validate_arguments
 
 PREDICT_BATCH = 4096
 
@@ -39,12 +40,10 @@ class FullyConnectedNet:
     ) -> None:
         if int(input_dim) < 1 or int(num_classes) < 2:
             raise ValueError("input_dim must be >= 1 and num_classes >= 2")
-        if any(int(h) < 1 for h in hidden_dims):
-            raise ValueError(f"hidden layer sizes must be positive, got {list(hidden_dims)}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if reg < 0:
-            raise ValueError(f"reg must be >= 0, got {reg}")
+        validate_arguments(
+            FCModelSettings, "FullyConnectedNet", hidden_dims=list(hidden_dims), dropout=dropout,
+            reg=reg, weight_scale=weight_scale, dtype=np.dtype(dtype).name,
+        )  # fmt: skip
         self.input_dim = int(input_dim)
         self.hidden_dims = [int(h) for h in hidden_dims]
         self.num_classes = int(num_classes)

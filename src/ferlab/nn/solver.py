@@ -16,6 +16,7 @@ from ferlab.errors import DataError, ModelFileError, TrainingDiverged
 from ferlab.nn.layers import softmax_loss
 from ferlab.nn.optim import get_update_rule
 from ferlab.progress import show_bars
+from ferlab.settings import FCSolverSettings, validate_arguments
 
 CHECKPOINT_NAME = "checkpoint.npz"
 MONITORS = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
@@ -73,12 +74,11 @@ class Solver:
         restore_best: bool | None = None,
         monitor: str = "val_loss",
     ) -> None:
-        if lr <= 0 or batch_size < 1 or epochs < 1 or not 0 < lr_decay <= 1:
-            raise ValueError("need lr > 0, batch_size >= 1, epochs >= 1 and 0 < lr_decay <= 1")
-        if monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
-        if patience is not None and patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {patience}")
+        validate_arguments(
+            FCSolverSettings, "Solver", optimizer=optimizer, lr=lr, momentum=momentum,
+            lr_decay=lr_decay, batch_size=batch_size, epochs=epochs, patience=patience,
+            flip=flip, shift=shift, monitor=monitor,
+        )  # fmt: skip
         validate_data(data, model.input_dim, model.num_classes)
         self.model = model
         self.update_rule = get_update_rule(optimizer)
@@ -98,8 +98,6 @@ class Solver:
         self.verbose = verbose
         if (flip or shift) and not image_shape:
             raise ValueError("flip and shift augmentation need the image_shape of a sample")
-        if shift < 0:
-            raise ValueError(f"shift must be >= 0 pixels, got {shift}")
         self.image_shape = tuple(image_shape) if image_shape else None
         self.flip = bool(flip)
         self.shift = int(shift)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ferlab.config import DEFAULTS, merge, read_toml, validate_keys
+from ferlab.config import DEFAULTS, read_toml
 from ferlab.errors import ConfigError
+from ferlab.settings import TrainSettings, check_value, validate_config
 
 PARAM_TYPES = ("int", "float", "log-float", "categorical", "layers")
 # Keys each parameter type takes (besides ``type``); the first tuple is required.
@@ -221,7 +222,7 @@ def _check_param_types(config: dict, params: dict[str, Param], source: str) -> N
         section, name = key.split(".", 1)
         for value in param.extremes():
             try:
-                validate_keys({section: {name: value}}, DEFAULTS)
+                check_value(TrainSettings, key, value)
             except ConfigError as exc:
                 raise _fail(f'{source}: params."{key}"', str(exc)) from None
 
@@ -276,10 +277,9 @@ def parse_space(raw: dict, source: str = "SPACE") -> SearchSpace:
     if not isinstance(fixed, dict):
         raise _fail(f"{source}: config", "must be a table of training-config settings")
     try:
-        validate_keys(fixed, DEFAULTS)
+        config = validate_config(fixed, TrainSettings)
     except ConfigError as exc:
         raise _fail(f"{source}: config", str(exc)) from None
-    config = merge(DEFAULTS, fixed)
     params_raw = raw.get("params", {})
     if not isinstance(params_raw, dict) or not params_raw:
         raise _fail(f"{source}: params", 'needs at least one [params."section.key"] range')
