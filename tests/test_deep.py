@@ -16,6 +16,7 @@ from PIL import Image  # noqa: E402
 
 from ferlab.cli import main  # noqa: E402
 from ferlab.data.images import LabeledImages  # noqa: E402
+from ferlab.data.split import SplitImages  # noqa: E402
 from ferlab.deep import load_cnn  # noqa: E402
 from ferlab.deep.augment import center_crop, normalize, random_warp  # noqa: E402
 from ferlab.deep.io import model_meta, save_cnn  # noqa: E402
@@ -30,7 +31,6 @@ from ferlab.deep.training import (  # noqa: E402
 )
 from ferlab.deep.tta import crop_views  # noqa: E402
 from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
-from ferlab.experiment import SplitImages  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -4,9 +4,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from ferlab.arrays import read_npz, write_npz
 from ferlab.errors import ModelFileError
 from ferlab.nn import FullyConnectedNet, Preprocessor, load_fully_connected
-from ferlab.nn.model_io import read_npz, write_npz
 
 
 @pytest.fixture

@@ -188,8 +188,7 @@ def _fold_splits(
     seed: int,
 ):
     """A fold's parts: early stopping watches a validation part held out of its training part."""
-    from ferlab.data.split import holdout_split
-    from ferlab.experiment import SplitImages
+    from ferlab.data.split import SplitImages, holdout_split
 
     fit_idx, val_idx = holdout_split(train.labels, config["data"]["val_size"], seed)
     return SplitImages(
@@ -350,7 +349,7 @@ def cv_folds(labels: np.ndarray, folds: int, repeats: int, seed: int) -> list[tu
 
 def training_data(learner_a: Learner, learner_b: Learner, *, strict: bool, use_cache: bool):
     """The shared training split (both learners must name the same data)."""
-    from ferlab.experiment import drop_classes, SplitImages  # noqa: I001
+    from ferlab.data.split import SplitImages, drop_classes
 
     da, db = learner_a.data_config, learner_b.data_config
     for key in ("dataset", "path", "exclude_classes", "train_limit"):

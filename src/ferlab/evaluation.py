@@ -124,7 +124,7 @@ def split_of(classifier, data: LabeledImages, dataset: str, split: str) -> Label
     ``val`` rebuilds the validation part held out of training; classes excluded from training are
     dropped from every split and the rest renumbered as in training.
     """
-    from ferlab.experiment import split_images
+    from ferlab.data.split import split_images
 
     info = getattr(classifier, "training_info", None) or {}
     data_config = dict(info.get("data") or {}, dataset=dataset)

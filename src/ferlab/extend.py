@@ -147,7 +147,7 @@ def data_for_model(
     training_info: dict | None, data_path: str | None, *, strict: bool, use_cache: bool
 ) -> tuple[LabeledImages, LabeledImages, dict[str, LabeledImages], dict]:
     """The model's own training split again: (train, val, tests) with the old validation part."""
-    from ferlab.experiment import split_images
+    from ferlab.data.split import split_images
 
     info = training_info or {}
     data_config = dict(info.get("data") or {})

@@ -51,7 +51,7 @@ def cached(
     kind: str, path: Path, options: dict, load: Callable[[], LabeledImages], use_cache: bool
 ) -> LabeledImages:
     """Return the cached data set for this source, or load, cache and return it."""
-    from ferlab.nn.model_io import read_npz, write_npz
+    from ferlab.arrays import read_npz, write_npz
 
     if not use_cache:
         return load()

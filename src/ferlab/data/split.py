@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ferlab.errors import DataError
+from ferlab.data import dataset_spec, load_dataset
+from ferlab.data.images import LabeledImages
+from ferlab.errors import ConfigError, DataError
 
 
 def holdout_split(
@@ -26,3 +30,78 @@ def holdout_split(
         )
     except ValueError:
         return train_test_split(np.arange(n), test_size=val_size, random_state=seed)
+
+
+# What a model file records about its data so evaluation can rebuild the same validation split.
+TRAINING_DATA_KEYS = ("dataset", "val_size", "train_limit", "preprocessing", "exclude_classes")
+
+
+@dataclass
+class SplitImages:
+    """Raw uint8 images split into training, validation and the data set's test splits."""
+
+    train: LabeledImages
+    val: LabeledImages
+    tests: dict[str, LabeledImages]
+    class_names: list[str]
+    image_shape: tuple[int, ...]
+
+
+def split_images(data: LabeledImages, data_config: dict, seed: int) -> SplitImages:
+    """Hold a seeded validation part out of the training split; never touch the test splits."""
+    spec = dataset_spec(data_config["dataset"])
+    train_all = data.split(spec.train_split)
+    if len(train_all) == 0:
+        raise DataError(f"the data has no {spec.train_split!r} samples to train on")
+    train_idx, val_idx = holdout_split(train_all.labels, data_config["val_size"], seed)
+    train_idx = np.sort(train_idx)
+    limit = data_config.get("train_limit")
+    if limit is not None:
+        train_idx = train_idx[:limit]
+    tests = {name: data.split(name) for name in spec.test_splits}
+    splits = SplitImages(
+        train_all.subset(train_idx),
+        train_all.subset(np.sort(val_idx)),
+        {name: part for name, part in tests.items() if len(part)},
+        data.class_names,
+        tuple(data.images.shape[1:]),
+    )
+    excluded = data_config.get("exclude_classes") or []
+    return drop_classes(splits, excluded) if excluded else splits
+
+
+def drop_classes(splits: SplitImages, excluded: list[str]) -> SplitImages:
+    """Remove the named classes from every part and renumber the rest in their original order."""
+    unknown = sorted(set(excluded) - set(splits.class_names))
+    if unknown:
+        raise ConfigError(
+            f"data.exclude_classes names unknown class(es) {unknown}; "
+            f"known: {', '.join(splits.class_names)}"
+        )
+    kept = [name for name in splits.class_names if name not in excluded]
+    if len(kept) < 2:
+        raise ConfigError("data.exclude_classes leaves fewer than 2 classes")
+    new_label = np.full(len(splits.class_names), -1, dtype=np.int64)
+    new_label[[splits.class_names.index(name) for name in kept]] = np.arange(len(kept))
+
+    def keep(part: LabeledImages) -> LabeledImages:
+        # Excluding after the hold-out split keeps the validation part a subset of the full one.
+        part = part.subset(new_label[part.labels] >= 0)
+        return LabeledImages(part.images, new_label[part.labels], kept, part.splits, part.names)
+
+    return SplitImages(
+        keep(splits.train),
+        keep(splits.val),
+        {name: keep(part) for name, part in splits.tests.items()},
+        kept,
+        splits.image_shape,
+    )
+
+
+def load_splits(config: dict, *, strict: bool = False, use_cache: bool = True) -> SplitImages:
+    """Load the configured data set and split it."""
+    data_config = config["data"]
+    data = load_dataset(
+        data_config["dataset"], data_config["path"], strict=strict, use_cache=use_cache
+    )
+    return split_images(data, data_config, config["seed"])

@@ -370,7 +370,8 @@ def run_cnn_training(
     epoch_callback: EpochCallback | None = None,
 ) -> dict:
     """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
-    from ferlab.experiment import TRAINING_DATA_KEYS, load_splits, write_json
+    from ferlab.data.split import TRAINING_DATA_KEYS, load_splits
+    from ferlab.experiment import write_json
     from ferlab.plots import plot_history
 
     config = validate_cnn_config(config)

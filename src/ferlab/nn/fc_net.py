@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlab import __version__
+from ferlab.arrays import write_npz
 from ferlab.nn.layers import (
     dropout_backward,
     dropout_forward,
@@ -21,6 +23,9 @@ from ferlab.nn.preprocess import Preprocessor
 from ferlab.settings import FCModelSettings, validate_arguments
 
 PREDICT_BATCH = 4096
+
+
+MODEL_FORMAT = "ferlab-model"
 
 
 class FullyConnectedNet:
@@ -177,6 +182,20 @@ class FullyConnectedNet:
 
     def save(self, path) -> Path:
         """Write the model as one ``.npz`` of arrays with a JSON metadata entry; return its path."""
-        from ferlab.nn.model_io import save_model
-
-        return save_model(self, path)
+        meta = {
+            "format": MODEL_FORMAT,
+            "kind": "fully_connected",
+            "ferlab_version": __version__,
+            "architecture": self.config(),
+            "class_names": self.class_names,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "preprocessing": None,
+            "trainable": self.trainable,
+            "training": self.training_info,
+        }
+        arrays = {f"param/{name}": value for name, value in self.params.items()}
+        if self.preprocessor is not None:
+            pre_meta, pre_arrays = self.preprocessor.state()
+            meta["preprocessing"] = pre_meta
+            arrays.update({f"preprocessing/{k}": v for k, v in pre_arrays.items()})
+        return write_npz(path, meta, arrays)

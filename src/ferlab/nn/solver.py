@@ -262,14 +262,14 @@ class Solver:
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Write parameters, optimizer and rng state and history atomically to ``path``."""
-        from ferlab.nn.model_io import write_npz
+        from ferlab.arrays import write_npz
 
         meta, arrays = self._state()
         return write_npz(path, meta, arrays)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore the state written by :meth:`save_checkpoint` into this solver and its model."""
-        from ferlab.nn.model_io import read_npz
+        from ferlab.arrays import read_npz
 
         meta, arrays = read_npz(path, expected_format="ferlab-checkpoint")
         if (

@@ -67,7 +67,8 @@ def _data_key(config: dict) -> str:
 
 def cached_features(config: dict) -> tuple:
     """``(splits, features)`` for the config's data, loaded once per process and reused."""
-    from ferlab.experiment import load_splits, make_features
+    from ferlab.data.split import load_splits
+    from ferlab.experiment import make_features
 
     key = _data_key(config)
     if key not in _DATA_CACHE:
