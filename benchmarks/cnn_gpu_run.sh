@@ -44,12 +44,12 @@ ferlab cnn train configs/fer2013_cnn_gpu.toml --data "$DATA_LOCAL" --out "$OUT/r
 trained=$(date +%s)
 for split in public private; do
   for tta in none flip tencrop; do
-    ferlab cnn evaluate --model "$OUT/run/model.safetensors" --data "$DATA_LOCAL" \
+    ferlab evaluate --model "$OUT/run/model.safetensors" --data "$DATA_LOCAL" \
       --split "$split" --tta "$tta" --device "$DEVICE" --format json \
       --out "$OUT/eval-$split-$tta" > "$OUT/eval-$split-$tta.json"
   done
 done
-ferlab cnn evaluate --model "$OUT/run/model.safetensors" --data "$DATA_LOCAL" --split public \
+ferlab evaluate --model "$OUT/run/model.safetensors" --data "$DATA_LOCAL" --split public \
   --device "$DEVICE" --format text --out "$OUT/eval-public-report" > "$OUT/report-public.txt"
 "$PYTHON" - "$OUT" "$started" "$trained" "$(date +%s)" <<'PY'
 import json, sys

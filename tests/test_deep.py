@@ -191,7 +191,7 @@ def test_a_corrupt_or_foreign_model_file_fails_cleanly(trained, tmp_path, corrup
         load_cnn(bad)
     with pytest.raises(ModelFileError):
         load_model(bad)
-    assert main(["cnn", "evaluate", "--model", str(bad), "--split", "public"]) == 2
+    assert main(["evaluate", "--model", str(bad), "--split", "public"]) == 2
 
 
 def test_tta_views_and_averaging(trained):
@@ -248,9 +248,11 @@ def test_onnx_export_agrees_with_pytorch(trained, tmp_path, capsys):
     import onnxruntime
 
     path, _ = trained
-    out = tmp_path / "model.onnx"
-    assert main(["cnn", "export", str(path), "--onnx", str(out)]) == 0
+    out = tmp_path / "exported" / f"{path.stem}.onnx"
+    assert main(["cnn", "export", "--model", str(path), "--out", str(out.parent)]) == 0
     assert "agrees" in capsys.readouterr().out
+    assert main(["cnn", "export", "--model", str(path), "--out", str(out.parent)]) == 2
+    assert "use --force" in capsys.readouterr().err
     images = faces(7, 9).images
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"pixels": images.astype(np.float32)})[0]
@@ -288,6 +290,10 @@ def test_load_model_gives_one_interface_for_every_model_kind(trained, tmp_path):
         assert proba.shape == (9, 3)
         np.testing.assert_allclose(proba, expected[kind], atol=1e-4, rtol=0)
         np.testing.assert_array_equal(model.predict(images), proba.argmax(axis=1))
+        assert model.parameter_count > 0 and isinstance(model.training_info, dict)
+        again = load_model(model.save(tmp_path / f"again-{kind}"))
+        np.testing.assert_array_equal(again.predict_proba(images), proba)
+        assert again.parameter_count == model.parameter_count
 
 
 def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
@@ -384,7 +390,7 @@ def test_cnn_train_and_evaluate_commands(tmp_path, capsys):
     capsys.readouterr()
     model = str(run / "model.safetensors")
     for split, tta in (("public", "flip"), ("private", "tencrop"), ("val", "none")):
-        argv = ["cnn", "evaluate", "--model", model, "--data", str(data), "--split", split]
+        argv = ["evaluate", "--model", model, "--data", str(data), "--split", split]
         assert main([*argv, "--tta", tta, "--format", "json"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report
@@ -404,7 +410,7 @@ def test_cnn_commands_without_torch_print_the_install_hint(tmp_path):
     )
     for argv in (
         ["cnn", "train", "x.toml", "--out", str(tmp_path)],
-        ["cnn", "export", "m", "--onnx", "o"],
+        ["cnn", "export", "--model", "m"],
     ):
         done = subprocess.run(
             [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60

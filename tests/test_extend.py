@@ -88,8 +88,11 @@ def test_model_trained_without_a_class_has_remapped_names(old_model):
 
 
 def test_all_but_last_leaves_frozen_layers_bit_identical(old_model, tmp_path):
-    out = tmp_path / "grown.npz"
-    report = extend_model(old_model, "generated", ["disgust"], out, FAST, verbose=False)
+    report = extend_model(
+        old_model, "generated", ["disgust"], tmp_path / "grown", FAST, verbose=False
+    )
+    out = tmp_path / "grown" / "model.npz"
+    assert report["out"] == str(out)
     old, new = load_fully_connected(old_model), load_fully_connected(out)
     assert new.class_names == ["angry", "happy", "disgust"]
     for name in ("W1", "b1", "W2", "b2"):
@@ -101,22 +104,21 @@ def test_all_but_last_leaves_frozen_layers_bit_identical(old_model, tmp_path):
     assert report["before"]["old_class_accuracy"] > 0.9
     assert report["after"]["old_class_accuracy"] > 0.85
     assert report["before"]["n_old"] == report["after"]["n_old"] == 80
-    saved = json.loads(out.with_suffix(".extend.json").read_text())
+    saved = json.loads((tmp_path / "grown" / "extend.json").read_text())
     assert saved["after"] == report["after"] and saved["freeze"] == "all-but-last"
 
 
 def test_none_fine_tunes_every_layer(old_model, tmp_path):
-    out = tmp_path / "tuned.npz"
-    settings = ExtendSettings(**{**FAST.__dict__, "freeze": "none"})
-    report = extend_model(old_model, "generated", ["disgust"], out, settings, verbose=False)
-    old, new = load_fully_connected(old_model), load_fully_connected(out)
+    settings = FAST.model_copy(update={"freeze": "none"})
+    report = extend_model(old_model, "generated", ["disgust"], tmp_path, settings, verbose=False)
+    old, new = load_fully_connected(old_model), load_fully_connected(tmp_path / "model.npz")
     assert not np.array_equal(new.params["W1"], old.params["W1"])
     assert report["trainable_parameters"]["trained"] == report["trainable_parameters"]["total"]
     assert report["after"]["new_class_recall"]["disgust"] > 0.8
 
 
 def test_bad_input_gives_clear_errors(old_model, tmp_path):
-    out = tmp_path / "x.npz"
+    out = tmp_path / "x"
     with pytest.raises(DataError, match=r"unknown class name\(s\) \['contempt'\]"):
         extend_model(old_model, "generated", ["contempt"], out, FAST, verbose=False)
     with pytest.raises(ConfigError, match="already has class"):
@@ -133,14 +135,18 @@ def test_bad_input_gives_clear_errors(old_model, tmp_path):
 
 
 def test_cli_extends_and_reports(old_model, tmp_path, capsys):
-    out = tmp_path / "cli.npz"
-    args = ["extend", str(old_model), "--new-classes", "disgust", "--out", str(out), "--data", "g"]
+    out = tmp_path / "cli"
+    args = ["extend", "--model", str(old_model), "--new-classes", "disgust", "--out", str(out)]
+    args += ["--data", "g"]
     assert main([*args, "--epochs", "3", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "old-class accuracy on test: before" in printed and "'disgust' recall" in printed
-    assert main([*args[:3], "nope", *args[4:]]) == 2
+    assert (out / "model.npz").is_file() and (out / "extend.json").is_file()
+    assert main([*args, "--epochs", "3", "--quiet"]) == 2  # the folder is not empty now
+    assert "use --force" in capsys.readouterr().err
+    assert main([*args[:4], "nope", *args[5:], "--force"]) == 2
     assert capsys.readouterr().err.startswith("ferlab: error: unknown class name(s) ['nope']")
-    assert main(["extend", str(tmp_path / "missing.npz"), *args[2:]]) == 2
+    assert main(["extend", "--model", str(tmp_path / "missing.npz"), *args[3:], "--force"]) == 2
     assert "no such model file" in capsys.readouterr().err
     assert SYNTHETIC_CLASSES[1] == "disgust"
 
@@ -188,10 +194,11 @@ def test_extending_a_cnn_freezes_everything_but_the_head(tmp_path, synthetic48, 
     from ferlab.deep import load_cnn
 
     old_path = save_tiny_cnn(tmp_path / "old.safetensors", ["angry", "happy"])
-    out = tmp_path / "new.safetensors"
     settings = ExtendSettings(freeze=freeze, optimizer="adamw", epochs=2, batch_size=32)
-    report = extend_model(old_path, "generated", ["disgust"], out, settings, verbose=False)
-    old, new = load_cnn(old_path), load_cnn(out)
+    report = extend_model(
+        old_path, "generated", ["disgust"], tmp_path / "new", settings, verbose=False
+    )
+    old, new = load_cnn(old_path), load_cnn(tmp_path / "new" / "model.safetensors")
     assert new.class_names == ["angry", "happy", "disgust"]
     old_state, new_state = old.module.state_dict(), new.module.state_dict()
     body = [name for name in old_state if not name.startswith("head.")]

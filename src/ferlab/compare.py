@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ferlab.config import load_config, merge, read_toml
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
+from ferlab.metrics import percent
 from ferlab.nn import Preprocessor
 from ferlab.progress import show_bars
 from ferlab.settings import BaselineSettings
@@ -284,8 +285,8 @@ def verdict(record: dict) -> str:
         + f" on the {record['dataset']} training split ({record['n_samples']} samples)"
     )
     lines = [
-        f"{a['name']}: mean error {a['mean_error']:.4f} (sd {a['std_error']:.4f}); "
-        f"{b['name']}: mean error {b['mean_error']:.4f} (sd {b['std_error']:.4f}), "
+        f"{a['name']}: mean error {percent(a['mean_error'])} (sd {percent(a['std_error'])}); "
+        f"{b['name']}: mean error {percent(b['mean_error'])} (sd {percent(b['std_error'])}), "
         f"over {protocol}."
     ]
     if p < ALPHA:

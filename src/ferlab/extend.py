@@ -167,19 +167,27 @@ def extend_model(
     model_path: str | Path,
     data_path: str | None,
     new_classes: list[str],
-    out_path: str | Path,
+    out_dir: str | Path,
     settings: ExtendSettings,
     *,
     strict: bool = False,
     use_cache: bool = True,
     verbose: bool = True,
 ) -> dict:
-    """Grow a saved model by ``new_classes``, retrain it and report forgetting and new recall."""
-    from ferlab.models import load_model, model_kind
+    """Grow a saved model by ``new_classes``, retrain it and report forgetting and new recall.
+
+    Writes ``out_dir/model.npz`` (or ``.safetensors``, the kind of the input) and
+    ``out_dir/extend.json``.
+    """
+    from ferlab.models import SUFFIXES, load_model, model_kind
 
     kind = model_kind(model_path)
+    if kind not in EXTENDERS:
+        raise ConfigError(
+            f"{model_path}: a {kind} model cannot be extended; extend the model it was exported from"
+        )
     old = load_model(model_path)
-    info = old.training_info if kind == "fully_connected" else old.meta.get("training_info")
+    info = old.training_info
     train, val, tests, data_config = data_for_model(
         info, data_path, strict=strict, use_cache=use_cache
     )
@@ -199,10 +207,7 @@ def extend_model(
 
     before = old_new_scores(predict_old, test, old_classes, [])
     started = time.perf_counter()
-    if kind == "fully_connected":
-        grown, history = _extend_fully_connected(old, new_classes, train, val, settings, verbose)
-    else:
-        grown, history = _extend_cnn(old, new_classes, train, val, settings, verbose)
+    grown, history = EXTENDERS[kind](old, new_classes, train, val, settings, verbose)
     seconds = time.perf_counter() - started
 
     def predict_new(images):
@@ -218,14 +223,8 @@ def extend_model(
         "new_classes": list(new_classes),
         "freeze": settings.freeze,
     }
-    if kind == "fully_connected":
-        grown.training_info = new_info
-        grown.save(out_path)
-    else:
-        from ferlab.deep import save_cnn
-
-        grown.meta["training_info"] = new_info
-        save_cnn(grown.module, grown.meta, out_path)
+    grown.training_info = new_info
+    out_path = grown.save(Path(out_dir) / f"model{SUFFIXES[kind]}")
     report = {
         "model": str(model_path),
         "out": str(out_path),
@@ -246,9 +245,9 @@ def extend_model(
             if before["old_class_accuracy"] is not None
             else None
         ),
-        "settings": settings.__dict__,
+        "settings": settings.model_dump(),
     }
-    report_path = Path(out_path).with_suffix(".extend.json")
+    report_path = Path(out_dir) / "extend.json"
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     report["report_path"] = str(report_path)
     return report
@@ -400,3 +399,7 @@ def _extend_cnn(old, new_classes: list[str], train, val, settings: ExtendSetting
         module, meta["class_names"], old.mean, old.std, old.crop, tta=old.tta, meta=meta
     )
     return grown, history
+
+
+# How each model kind grows, freezes and retrains (an ONNX export cannot be retrained).
+EXTENDERS = {"fully_connected": _extend_fully_connected, "cnn": _extend_cnn}

@@ -22,6 +22,11 @@ MEASURE_TITLES = {
 }
 
 
+def percent(fraction: float, digits: int = 2) -> str:
+    """A fraction as ferlab prints every accuracy and error rate: ``0.3825`` -> ``38.25%``."""
+    return f"{100 * fraction:.{digits}f}%"
+
+
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """Counts with rows for the true class and columns for the predicted class."""
     y_true = np.asarray(y_true, dtype=np.int64).ravel()

@@ -15,9 +15,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ferlab.errors import ModelFileError
+from ferlab.errors import ConfigError, ModelFileError
 
 KINDS = ("fully_connected", "cnn", "onnx")
+SUFFIXES = {"fully_connected": ".npz", "cnn": ".safetensors", "onnx": ".onnx"}
 
 
 @runtime_checkable
@@ -92,3 +93,22 @@ def load_model(path: str | os.PathLike, *, threads: int = 1) -> Classifier:
             ) from None
         return load_cnn(path)
     raise ModelFileError(f"{path}: unknown model kind {kind!r}")
+
+
+def with_options(model: Classifier, *, tta: str = "none", device: str | None = None) -> Classifier:
+    """Apply run-time options to a loaded model: test-time augmentation and the device.
+
+    Models that run on a device (CNNs) go to ``device`` (default: CUDA when present, else the
+    CPU); asking a model for an option it does not have is an error, not ignored.
+    """
+    if tta != "none":
+        if not hasattr(model, "tta"):
+            raise ConfigError("--tta applies to CNN models (.safetensors) only")
+        model.tta = tta
+    if hasattr(model, "to"):
+        from ferlab.deep.training import resolve_device
+
+        model.to(resolve_device(device or "auto"))
+    elif device is not None:
+        raise ConfigError("--device applies to CNN models (.safetensors) only")
+    return model

@@ -22,8 +22,16 @@ BATCH = 256
 class OnnxClassifier:
     """A classifier behind an ONNX Runtime session; see :class:`ferlab.models.Classifier`."""
 
-    def __init__(self, session, class_names: list[str], input_shape: tuple[int, int], meta: dict):
+    def __init__(
+        self,
+        session,
+        class_names: list[str],
+        input_shape: tuple[int, int],
+        meta: dict,
+        file_bytes: bytes = b"",
+    ):
         self.session = session
+        self._file_bytes = file_bytes
         self.class_names = list(class_names)
         self.input_shape = tuple(input_shape)
         self.meta = meta
@@ -54,6 +62,15 @@ class OnnxClassifier:
         """Number of stored weights (the graph's initialisers)."""
         return int(self.meta.get("parameter_count", 0))
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the ONNX file as it was loaded; return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(self._file_bytes)
+        tmp.replace(path)
+        return path
+
 
 def _static_dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.shape.dim]
@@ -76,8 +93,9 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
         raise ModelFileError(f"{path}: {size} bytes, more than the {MAX_ONNX_BYTES} accepted")
     if not isinstance(threads, int) or threads < 1:
         raise FerlabError(f"threads must be an integer >= 1, got {threads!r}")
+    data = path.read_bytes()
     try:
-        proto = onnx.load_from_string(path.read_bytes())
+        proto = onnx.load_from_string(data)
     except Exception as exc:  # protobuf raises its own DecodeError types
         raise ModelFileError(
             f"{path}: not a readable ONNX file ({exc.__class__.__name__})"
@@ -128,4 +146,4 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
         )
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFileError(f"{path}: ONNX Runtime cannot run it ({exc})") from None
-    return OnnxClassifier(session, class_names, (in_dims[1], in_dims[2]), extra)
+    return OnnxClassifier(session, class_names, (in_dims[1], in_dims[2]), extra, data)

@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from ferlab import __version__
+from ferlab.cli.common import FerlabParser
 from ferlab.errors import FerlabError
 
 COMMAND_MODULES = [
@@ -24,7 +25,7 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command group registered."""
-    parser = argparse.ArgumentParser(
+    parser = FerlabParser(
         prog="ferlab", description="Train, tune, evaluate and use image classifiers."
     )
     parser.add_argument("--version", action="version", version=f"ferlab {__version__}")

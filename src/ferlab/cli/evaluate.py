@@ -1,11 +1,17 @@
-"""``ferlab evaluate``: a model's confusion matrices and per-class measures on a data split."""
+"""``ferlab evaluate``: a model's confusion matrices and per-class measures on a data split.
+
+Any model file works (fully connected ``.npz``, CNN ``.safetensors``, ``.onnx``). Without
+``--data``, the data path recorded in the model's run folder (``config.json``) is used.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ferlab.cli.common import add_data_arguments
+from ferlab.cli.common import add_data_arguments, output_folder, recorded_data_path
+
+TTA_CHOICES = ("none", "flip", "tencrop")
 
 
 def register(subparsers) -> None:
@@ -26,35 +32,43 @@ def register(subparsers) -> None:
         "--dataset", help="data set name, for model files that do not record it (e.g. fer2013)"
     )
     parser.add_argument(
+        "--tta",
+        choices=TTA_CHOICES,
+        default="none",
+        help="test-time augmentation of a CNN: flip (mirror) or tencrop (corners, centre, mirrored)",
+    )
+    parser.add_argument("--device", help="a CNN's device: cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
         "--out",
         metavar="DIR",
-        help="where to write report.json, report.md and confusion.png "
-        "(default: eval-SPLIT next to the model)",
+        help="folder for report.json, report.md and confusion.png "
+        "(default: eval-SPLIT[-TTA] next to the model)",
     )
+    parser.add_argument("--force", action="store_true", help="write into --out even if not empty")
     parser.add_argument(
-        "--format",
-        choices=("text", "markdown", "json"),
-        default="text",
-        help="how to print the report (default: text)",
+        "--format", choices=("text", "markdown", "json"), default="text", help="printed report"
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ferlab.evaluation import evaluate_split
-    from ferlab.models import load_model
+    from ferlab.models import load_model, with_options
 
-    classifier = load_model(args.model)
-    out_dir = Path(args.out) if args.out else Path(args.model).parent / f"eval-{args.split}"
-    report = evaluate_split(
-        classifier,
-        args.data,
-        args.split,
-        dataset=args.dataset,
-        out_dir=out_dir,
-        strict=args.strict,
-        use_cache=not args.no_cache,
-    )
+    classifier = with_options(load_model(args.model), tta=args.tta, device=args.device)
+    suffix = "" if args.tta == "none" else f"-{args.tta}"
+    out = Path(args.out) if args.out else Path(args.model).parent / f"eval-{args.split}{suffix}"
+    data = args.data or recorded_data_path(args.model)
+    with output_folder(out, force=args.force) as out_dir:
+        report = evaluate_split(
+            classifier,
+            data,
+            args.split,
+            dataset=args.dataset,
+            out_dir=out_dir,
+            strict=args.strict,
+            use_cache=not args.no_cache,
+        )
     print_report(report, args.format, out_dir)
     return 0
 

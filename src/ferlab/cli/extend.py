@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ferlab.cli.common import add_data_arguments
+from ferlab.cli.common import (
+    add_data_arguments,
+    add_out_arguments,
+    add_quiet_argument,
+    output_folder,
+    recorded_data_path,
+)
 
 
 def register(subparsers) -> None:
@@ -13,7 +19,7 @@ def register(subparsers) -> None:
         help="add new classes to a trained model by transfer learning or fine-tuning",
         description=__doc__,
     )
-    parser.add_argument("model", metavar="MODEL", help="trained model file")
+    parser.add_argument("--model", required=True, metavar="MODEL", help="trained model file")
     add_data_arguments(parser)
     parser.add_argument(
         "--new-classes",
@@ -27,7 +33,7 @@ def register(subparsers) -> None:
         default="all-but-last",
         help="all-but-last: train the output layer only (transfer learning); none: fine-tune all",
     )
-    parser.add_argument("--out", required=True, metavar="NEW_MODEL", help="extended model file")
+    add_out_arguments(parser, what="the extended model and extend.json", default=None)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -42,7 +48,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--test-split", metavar="SPLIT", help="split to report on (default: the first test split)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_quiet_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -63,16 +69,18 @@ def run(args: argparse.Namespace) -> int:
         test_split=args.test_split,
         balance=args.balance,
     )
-    report = extend_model(
-        args.model,
-        args.data,
-        new_classes,
-        args.out,
-        settings,
-        strict=args.strict,
-        use_cache=not args.no_cache,
-        verbose=not args.quiet,
-    )
+    data = args.data or recorded_data_path(args.model)
+    with output_folder(args.out, force=args.force) as out:
+        report = extend_model(
+            args.model,
+            data,
+            new_classes,
+            out,
+            settings,
+            strict=args.strict,
+            use_cache=not args.no_cache,
+            verbose=not args.quiet,
+        )
     before, after = report["before"], report["after"]
     split = report["test_split"]
     print(

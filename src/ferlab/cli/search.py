@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ferlab.errors import ConfigError, DataError
+from ferlab.cli.common import (
+    add_out_arguments,
+    add_quiet_argument,
+    add_set_argument,
+    output_folder,
+)
+from ferlab.metrics import percent
 
 PRUNER_CHOICES = ("median", "hyperband", "none")
 
@@ -69,6 +74,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="sampler seed (default: the SPACE's search.seed)")
     parser.add_argument("--data", metavar="PATH", help="data set location (overrides the SPACE)")
+    add_set_argument(parser)
     _add_study_arguments(parser, required=False)
     _add_executor_arguments(parser)  # fmt: skip
 
@@ -114,8 +120,8 @@ def register(subparsers) -> None:
 
     sub = commands.add_parser("retrain", help="train the best configuration and evaluate it")
     _add_study_arguments(sub, required=True)
-    sub.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    sub.add_argument("--quiet", action="store_true", help="no progress output")
+    add_out_arguments(sub, what="the run and its test-split reports", default=None)
+    add_quiet_argument(sub)
     sub.set_defaults(func=run_retrain)
 
 
@@ -126,13 +132,14 @@ def _storage(args: argparse.Namespace, study: str) -> str:
 
 
 def _load_space(args: argparse.Namespace):
-    from ferlab.config import read_toml
+    from ferlab.config import apply_overrides, read_toml
     from ferlab.search.space import parse_space
 
     raw = read_toml(args.space)
-    if args.data is not None:
-        config = raw.setdefault("config", {})
-        if isinstance(config, dict):
+    config = raw.setdefault("config", {})
+    if isinstance(config, dict):
+        raw["config"] = config = apply_overrides(config, args.overrides)
+        if args.data is not None:
             config.setdefault("data", {})["path"] = str(Path(args.data).expanduser().resolve())
     space = parse_space(raw, args.space)
     _check_data(space.config)
@@ -255,38 +262,15 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_retrain(args: argparse.Namespace) -> int:
-    from ferlab.experiment import run_training, write_json
-    from ferlab.models import load_model
-    from ferlab.search.report import best_config
+    from ferlab.search.report import retrain_best
     from ferlab.search.study import open_study
 
     study = open_study(args.study, _storage(args, args.study))
-    config, what = best_config(study)
-    print(f"retraining {what} of study {args.study}", file=sys.stderr)
-    out = Path(args.out)
-    summary = run_training(config, out, verbose=not args.quiet)
-    evaluations = _evaluate(load_model(out / "model.npz"), config, out)
-    summary.update(evaluations)
-    write_json(out / "summary.json", summary)
-    print(json.dumps({"val_accuracy": summary["val_accuracy"], **evaluations}, indent=2))
+    with output_folder(args.out, force=args.force) as out:
+        summary = retrain_best(study, out, verbose=not args.quiet)
+    tests = {k: v for k, v in summary.items() if k.endswith("_accuracy") and "test" in k}
+    print(f"validation accuracy: {percent(summary['val_accuracy'])}")
+    for key, value in tests.items():
+        print(f"{key.removesuffix('_accuracy').replace('_', ' ')} accuracy: {percent(value)}")
     print(f"run written to {out}")
     return 0
-
-
-def _evaluate(classifier, config: dict, out: Path) -> dict[str, float]:
-    """The evaluation report on each test split of the data set, written to RUN_DIR/<split>."""
-    from ferlab.data import dataset_spec
-    from ferlab.evaluation import evaluate_split
-
-    accuracies = {}
-    for split in dataset_spec(config["data"]["dataset"]).test_splits:
-        try:
-            report = evaluate_split(classifier, config["data"]["path"], split, out_dir=out / split)
-        except (ConfigError, DataError) as exc:
-            print(f"ferlab: note: {split}: {exc}", file=sys.stderr)
-            continue
-        accuracies[f"{split}_accuracy"] = report.accuracy
-        print(
-            f"{split.replace('_', ' ')} accuracy: {report.accuracy:.2%} (report in {out / split})"
-        )
-    return accuracies

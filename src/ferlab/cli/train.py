@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from ferlab.cli.common import add_config_arguments, add_data_arguments
+from ferlab.cli.common import (
+    add_config_arguments,
+    add_data_arguments,
+    add_out_arguments,
+    add_quiet_argument,
+    output_folder,
+)
 
 
 def register(subparsers) -> None:
@@ -14,9 +20,11 @@ def register(subparsers) -> None:
     )
     add_config_arguments(parser)
     add_data_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint file")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_out_arguments(parser, what="the run (model, history, plots, summary)", default=None)
+    parser.add_argument(
+        "--resume", metavar="CHECKPOINT", help="continue from a checkpoint file (into --out)"
+    )
+    add_quiet_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -25,14 +33,15 @@ def run(args: argparse.Namespace) -> int:
     from ferlab.experiment import run_training
 
     config = load_config(args.config, args.overrides, args.data)
-    summary = run_training(
-        config,
-        args.out,
-        resume=args.resume,
-        verbose=not args.quiet,
-        strict=args.strict,
-        use_cache=not args.no_cache,
-    )
+    with output_folder(args.out, force=args.force, resume=bool(args.resume)) as out:
+        summary = run_training(
+            config,
+            out,
+            resume=args.resume,
+            verbose=not args.quiet,
+            strict=args.strict,
+            use_cache=not args.no_cache,
+        )
     print(json.dumps(summary, indent=2))
     test_keys = [
         k

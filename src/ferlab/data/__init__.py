@@ -17,10 +17,13 @@ class DatasetSpec:
     train_split: str
     test_splits: tuple[str, ...]
     image_shape: tuple[int, ...]
+    needs_path: bool = True  # False: the data ship with a dependency and take no path
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec("ferlab.data.digits:load_digits", "train", ("test",), (8, 8)),
+    "digits": DatasetSpec(
+        "ferlab.data.digits:load_digits", "train", ("test",), (8, 8), needs_path=False
+    ),
     "cifar10": DatasetSpec("ferlab.data.cifar10:load_cifar10", "train", ("test",), (32, 32, 3)),
     "fer2013": DatasetSpec(
         "ferlab.data.fer2013:load_fer2013", "training", ("public_test", "private_test"), (48, 48)
@@ -39,11 +42,16 @@ def dataset_spec(name: str) -> DatasetSpec:
 def load_dataset(
     name: str, path=None, *, strict: bool = False, use_cache: bool = True
 ) -> LabeledImages:
-    """Load a named data set from ``path`` (ignored for ``digits``)."""
-    module_name, func_name = dataset_spec(name).loader.split(":")
+    """Load a named data set from ``path`` (``digits`` ships with scikit-learn and takes none)."""
+    spec = dataset_spec(name)
+    module_name, func_name = spec.loader.split(":")
     loader = getattr(importlib.import_module(module_name), func_name)
-    if name != "digits" and path is None:
-        raise ConfigError(f"dataset {name!r} needs a path (--data PATH or data.path in the config)")
+    if spec.needs_path and path is None:
+        raise ConfigError(
+            f"dataset {name!r} needs its location: give --data PATH (or data.path in the config)"
+        )
+    if not spec.needs_path and path is not None:
+        raise ConfigError(f"dataset {name!r} ships with its library and takes no --data ({path})")
     return loader(path, strict=strict, use_cache=use_cache)
 
 

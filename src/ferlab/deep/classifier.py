@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ferlab.deep.augment import normalize
+from ferlab.deep.tensors import write_tensors
 from ferlab.deep.tta import crop_views
 from ferlab.errors import DataError
 
@@ -34,9 +38,26 @@ class CNNClassifier:
         self.tta = tta
         self.batch_size = batch_size
         self.meta = meta or {}
-        self.training_info = self.meta.get("training_info", {})
         self.device = torch.device("cpu")
         self.to(device)
+
+    @property
+    def training_info(self) -> dict:
+        """What the model file records about its training (data settings, seed)."""
+        return self.meta.setdefault("training_info", {})
+
+    @training_info.setter
+    def training_info(self, info: dict) -> None:
+        self.meta["training_info"] = dict(info)
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of weights of the network."""
+        return int(sum(p.numel() for p in self.module.parameters()))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model as a safetensors file (weights and metadata); return its path."""
+        return write_tensors(path, self.meta, self.module.state_dict())
 
     def to(self, device: str | torch.device) -> CNNClassifier:
         """Move the network to ``device``."""

@@ -1,64 +1,17 @@
-"""CNN model and checkpoint files: safetensors with JSON metadata in the header, no pickle."""
+"""CNN model files: the network's weights and the metadata to rebuild and use it."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ferlab import __version__
+from ferlab.deep.classifier import CNNClassifier
+from ferlab.deep.model import build_cnn
+from ferlab.deep.tensors import FORMAT_VERSION, MODEL_FORMAT, read_tensors, write_tensors
 from ferlab.errors import ModelFileError
-
-MODEL_FORMAT = "ferlab-cnn"
-CHECKPOINT_FORMAT = "ferlab-cnn-checkpoint"
-FORMAT_VERSION = 1
-META_KEY = "ferlab"
-
-
-def write_tensors(path: str | os.PathLike, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write tensors and JSON metadata as one safetensors file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": meta["format"], META_KEY: json.dumps(meta)}
-    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(cpu, str(tmp), metadata=header)
-    os.chmod(tmp, 0o644)  # safetensors creates files readable by their owner only
-    os.replace(tmp, path)
-    return path
-
-
-def read_tensors(
-    path: str | os.PathLike, expected_format: str
-) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a file written by :func:`write_tensors`; any other file is a clear ModelFileError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(
-            f"{path}: not a ferlab CNN file (unreadable as safetensors: {exc})"
-        ) from None
-    try:
-        meta = json.loads(header[META_KEY])
-    except (KeyError, json.JSONDecodeError):
-        raise ModelFileError(f"{path}: a safetensors file without ferlab metadata") from None
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if found != expected_format:
-        raise ModelFileError(f"{path}: expected a {expected_format!r} file, found {found!r}")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: written by a newer ferlab (format {meta['format_version']}); upgrade ferlab"
-        )
-    return meta, tensors
 
 
 def model_meta(
@@ -90,9 +43,6 @@ def save_cnn(module: torch.nn.Module, meta: dict, path: str | os.PathLike) -> Pa
 
 def load_cnn(path: str | os.PathLike):
     """Load a CNN model file as a :class:`~ferlab.deep.classifier.CNNClassifier`."""
-    from ferlab.deep.classifier import CNNClassifier
-    from ferlab.deep.model import build_cnn
-
     meta, tensors = read_tensors(path, MODEL_FORMAT)
     try:
         module = build_cnn(meta["architecture"])

@@ -17,17 +17,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ferlab.deep.augment import center_crop, normalize, random_warp
-from ferlab.deep.io import (
-    CHECKPOINT_FORMAT,
-    FORMAT_VERSION,
-    model_meta,
-    read_tensors,
-    save_cnn,
-    write_tensors,
-)
+from ferlab.deep.io import model_meta, save_cnn
 from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.settings import validate_cnn_config
+from ferlab.deep.tensors import CHECKPOINT_FORMAT, FORMAT_VERSION, read_tensors, write_tensors
 from ferlab.errors import ConfigError, DataError, TrainingDiverged
+from ferlab.metrics import percent
 from ferlab.progress import show_bars
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -262,7 +257,7 @@ class CNNTrainer:
         if self.verbose:
             print(
                 f"epoch {self.epoch}/{self.solver['epochs']}  train loss {train_loss:.4f} "
-                f"acc {train_acc:.2%}  val loss {val_loss:.4f} acc {val_acc:.2%}"
+                f"acc {percent(train_acc)}  val loss {val_loss:.4f} acc {percent(val_acc)}"
                 f"{' *' if improved else ''}  lr {lr:.4g}  {values[-1]:.1f}s",
                 file=sys.stderr,
             )

@@ -61,7 +61,7 @@ class FullyConnectedNet:
         self.preprocessor: Preprocessor | None = None
         self.class_names: list[str] | None = None
         self.input_shape: tuple[int, ...] | None = None
-        self.training_info: dict | None = None
+        self.training_info: dict = {}
         self.params: dict[str, np.ndarray] = {}
         self.trainable: dict[str, bool] = {}
         dims = [self.input_dim, *self.hidden_dims, self.num_classes]
@@ -179,6 +179,11 @@ class FullyConnectedNet:
         if self.preprocessor is None:
             return X_raw.reshape(X_raw.shape[0], -1).astype(self.dtype, copy=False)
         return self.preprocessor.transform(X_raw, dtype=self.dtype)
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of weights and biases."""
+        return int(sum(p.size for p in self.params.values()))
 
     def save(self, path) -> Path:
         """Write the model as one ``.npz`` of arrays with a JSON metadata entry; return its path."""

@@ -49,7 +49,7 @@ def load_fully_connected(path: str | os.PathLike):
         model.class_names = meta.get("class_names")
         model.input_shape = tuple(meta["input_shape"]) if meta.get("input_shape") else None
         model.trainable.update(meta.get("trainable") or {})
-        model.training_info = meta.get("training")
+        model.training_info = meta.get("training") or {}
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: incomplete or tampered model file ({exc!r})") from None
     return model

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ferlab.errors import DataError, ModelFileError, TrainingDiverged
+from ferlab.metrics import percent
 from ferlab.nn.layers import softmax_loss
 from ferlab.nn.optim import get_update_rule
 from ferlab.progress import show_bars
@@ -206,8 +207,8 @@ class Solver:
         self.optim_config["lr"] = lr * self.lr_decay
         if self.verbose:
             tqdm.write(
-                f"epoch {self.epoch}/{self.epochs}  loss {train_loss:.4f}  train acc {train_acc:.3f}"
-                f"  val loss {val_loss:.4f}  val acc {val_acc:.3f}  lr {lr:.3g}"
+                f"epoch {self.epoch}/{self.epochs}  loss {train_loss:.4f}  train acc {percent(train_acc)}"
+                f"  val loss {val_loss:.4f}  val acc {percent(val_acc)}  lr {lr:.3g}"
                 f"  {self.history['seconds'][-1]:.1f}s",
                 file=sys.stderr,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ferlab.errors import ConfigError
+from ferlab.metrics import percent
 
 PLOTS = {
     "history.png": "plot_optimization_history",
@@ -49,7 +51,7 @@ def top_table(study: optuna.Study, top: int = TOP) -> str:
     keys = sorted({key for trial in trials for key in trial.params})
     header = ["rank", "trial", "val accuracy", "epochs", *keys]
     rows = [
-        [str(rank), str(t.number), f"{t.value:.4f}", str(len(t.intermediate_values)),
+        [str(rank), str(t.number), percent(t.value), str(len(t.intermediate_values)),
          *(_fmt(t.params.get(key, "")) for key in keys)]
         for rank, t in enumerate(trials, 1)
     ]  # fmt: skip
@@ -64,7 +66,7 @@ def best_text(study: optuna.Study) -> str:
     if not trials:
         return "no completed trial yet"
     best = trials[0]
-    lines = [f"best trial {best.number}: validation accuracy {best.value:.4f}"]
+    lines = [f"best trial {best.number}: validation accuracy {percent(best.value)}"]
     lines += [f"  {key} = {_fmt(value)}" for key, value in sorted(best.params.items())]
     return "\n".join(lines)
 
@@ -121,7 +123,7 @@ def steps_text(steps: list[dict]) -> str:
     """A sequential search's steps: winner and validation accuracy of each."""
     lines = ["| step | study | finished | val accuracy | winner |", "|---|---|---|---|---|"]
     for step in steps:
-        acc = "-" if step["val_accuracy"] is None else f"{step['val_accuracy']:.4f}"
+        acc = "-" if step["val_accuracy"] is None else percent(step["val_accuracy"])
         winner = ", ".join(f"{k} = {_fmt(v)}" for k, v in step["values"].items()) or "(none)"
         lines.append(
             f"| {step['step']} | {step['study']} | {step['finished']} | {acc} | {winner} |"
@@ -178,4 +180,34 @@ def best_config(study: optuna.Study) -> tuple[dict, str]:
     trials = completed(study)
     if not trials:
         raise ConfigError(f"study {study.study_name!r} has no completed trial to retrain")
-    return trials[0].user_attrs["config"], f"trial {trials[0].number} (val {trials[0].value:.4f})"
+    return trials[0].user_attrs[
+        "config"
+    ], f"trial {trials[0].number} (val {percent(trials[0].value)})"
+
+
+def retrain_best(study: optuna.Study, out_dir: str | Path, *, verbose: bool = True) -> dict:
+    """Train the study's best configuration into ``out_dir`` and evaluate every test split.
+
+    Each test split's report goes to ``out_dir/<split>/``; returns the run's summary with
+    ``<split>_accuracy`` added for each split that could be evaluated.
+    """
+    from ferlab.data import dataset_spec
+    from ferlab.errors import DataError
+    from ferlab.evaluation import evaluate_split
+    from ferlab.experiment import run_training, write_json
+    from ferlab.models import load_model
+
+    config, what = best_config(study)
+    print(f"retraining {what} of study {study.study_name}", file=sys.stderr)
+    out = Path(out_dir)
+    summary = run_training(config, out, verbose=verbose)
+    classifier = load_model(out / "model.npz")
+    for split in dataset_spec(config["data"]["dataset"]).test_splits:
+        try:
+            report = evaluate_split(classifier, config["data"]["path"], split, out_dir=out / split)
+        except (ConfigError, DataError) as exc:
+            print(f"ferlab: note: {split}: {exc}", file=sys.stderr)
+            continue
+        summary[f"{split}_accuracy"] = report.accuracy
+    write_json(out / "summary.json", summary)
+    return summary

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from ferlab.metrics import percent
 from ferlab.progress import show_bars
 from ferlab.search.space import SearchSpace
 from ferlab.search.storage import is_rdb
@@ -107,7 +108,7 @@ class Progress:
         self.bar.set_postfix(
             pruned=states.count(TrialState.PRUNED),
             failed=states.count(TrialState.FAIL),
-            best=f"{max(values):.4f}" if values else "-",
+            best=percent(max(values)) if values else "-",
         )
 
     def close(self) -> None:
