@@ -41,7 +41,10 @@ def test_learns_separable_blobs_and_history_is_complete():
         model, split(X, y, 150), lr=0.05, lr_decay=0.9, epochs=5, batch_size=32, verbose=False
     )
     history = solver.train()
-    assert set(history) == {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert set(history) == {
+        "train_loss", "train_l2", "train_acc", "val_loss", "val_acc", "lr", "seconds"
+    }  # fmt: skip
+    assert history["train_l2"] == [0.0] * len(history["train_loss"])  # reg = 0: no L2 term
     assert all(len(v) == 5 for v in history.values())
     assert history["val_acc"][-1] > 0.9
     assert history["train_loss"][-1] < history["train_loss"][0]
@@ -193,3 +196,16 @@ def test_augmentation_needs_an_image_shape():
     X, y = blobs()
     with pytest.raises(ValueError, match="image_shape"):
         Solver(FullyConnectedNet(12, [4], 3), split(X, y, 150), flip=True)
+
+
+def test_the_l2_term_is_recorded_apart_from_the_data_loss():
+    X, y = blobs()
+    model = FullyConnectedNet(12, [20], 3, reg=0.5, seed=0)
+    expected = 0.5 * 0.5 * sum(float((model.params[w] ** 2).sum()) for w in ("W1", "W2"))
+    # A step too small to move the weights: the L2 term is the same in every batch.
+    solver = Solver(model, split(X, y, 150), lr=1e-12, epochs=1, batch_size=32, verbose=False)
+    history = solver.train()
+    assert history["train_l2"][0] == pytest.approx(expected, rel=1e-6)
+    data_loss = history["train_loss"][0] - history["train_l2"][0]
+    full_batch_loss, _ = solver.evaluate(solver.X_train, solver.y_train)  # no dropout: the same
+    assert data_loss == pytest.approx(full_batch_loss, rel=1e-5)

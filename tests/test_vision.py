@@ -2,7 +2,6 @@
 
 import io
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -256,26 +255,3 @@ def test_crops_without_detection_use_any_model(tmp_path):
     )
     with pytest.raises(FerlabError, match="use detector 'none'"):
         EmotionRecognizer(tmp_path / "m.npz")
-
-
-def test_importing_ferlab_changes_no_global_state():
-    import subprocess
-    import sys
-
-    code = (
-        # Third-party packages may add their own filters when imported: import them first.
-        "import sys, warnings, numpy, scipy, sklearn, PIL.Image;"
-        "before = list(warnings.filters);"
-        "import ferlab, ferlab.models, ferlab.vision, ferlab.cli;"
-        "assert warnings.filters == before, 'warning filters changed';"
-        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported';"
-        "assert 'torch' not in sys.modules and 'cv2' not in sys.modules, 'heavy import';"
-        "print('ok')"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "ok", result.stderr
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        import ferlab
-
-        assert callable(ferlab.load_model) and ferlab.EmotionRecognizer is EmotionRecognizer

@@ -63,11 +63,7 @@ class Learner:
         self, train: LabeledImages, test: LabeledImages, image_shape: tuple[int, ...], seed: int
     ) -> FoldResult:
         """Train on ``train`` (seeded) and return the error on ``test``."""
-        if self.kind == "baseline":
-            return _fit_baseline(self.config, train, test, seed)
-        if self.kind == "fully_connected":
-            return _fit_fully_connected(self.config, train, test, image_shape, seed)
-        return _fit_cnn(self.config, train, test, image_shape, seed)
+        return FITTERS[self.kind](self.config, train, test, image_shape, seed)
 
 
 def load_learner(
@@ -139,7 +135,13 @@ def baseline_size(estimator) -> dict[str, int]:
     }
 
 
-def _fit_baseline(config: dict, train: LabeledImages, test: LabeledImages, seed: int) -> FoldResult:
+def _fit_baseline(
+    config: dict,
+    train: LabeledImages,
+    test: LabeledImages,
+    image_shape: tuple[int, ...],
+    seed: int,
+) -> FoldResult:
     pre = Preprocessor(config["data"]["preprocessing"]).fit(train.images)
     estimator = _baseline_estimator(config, seed)
     started = time.perf_counter()
@@ -226,6 +228,10 @@ def _fit_cnn(
 
 
 # -- paired tests ----------------------------------------------------------------------------
+
+
+# How each kind of learner trains on a fold and scores the held-out part.
+FITTERS = {"baseline": _fit_baseline, "fully_connected": _fit_fully_connected, "cnn": _fit_cnn}
 
 
 def paired_tests(
@@ -463,10 +469,11 @@ def run_compare(
 
 def plot_fold_errors(record: dict, path: str | Path) -> Path:
     """Box plot of both learners' fold errors, with the individual folds drawn on top."""
-    from ferlab.plots import plt
+    from matplotlib.figure import Figure
 
     a, b = record["learners"]["a"], record["learners"]["b"]
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     ax.boxplot([a["errors"], b["errors"]], showfliers=False)  # every fold is drawn as a point
     ax.set_xticks([1, 2], [a["name"], b["name"]])
     rng = np.random.default_rng(0)
@@ -479,7 +486,6 @@ def plot_fold_errors(record: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 

@@ -17,14 +17,12 @@ REPORT_FILES = ("report.json", "report.md", "confusion.png")
 
 def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
     """Save heat maps of the raw and the normalised confusion matrix, with class names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = report.class_names
     size = max(5.0, 0.75 * len(names) + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), constrained_layout=True)
+    fig = Figure(figsize=(2 * size, size), constrained_layout=True)
+    axes = fig.subplots(1, 2)
     panels = (
         (report.confusion_matrix, "Confusion matrix", "{:d}"),
         (report.normalized_confusion_matrix, "Normalised by class size", "{:.2f}"),
@@ -46,7 +44,6 @@ def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
     fig.suptitle(f"{report.title}: accuracy {100 * report.accuracy:.1f}%")
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

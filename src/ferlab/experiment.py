@@ -128,7 +128,7 @@ def run_training(
     model.save(out_dir / "model.npz")
     write_json(out_dir / "history.json", history)
     write_json(out_dir / "config.json", config)
-    plot_history(history, out_dir)
+    plot_history(history, out_dir, title=out_dir.name, best_epoch=solver.best_epoch or None)
     summary = {
         "dataset": config["data"]["dataset"],
         "train_accuracy": accuracy(model, features.X_train, features.y_train),

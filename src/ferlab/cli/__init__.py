@@ -39,6 +39,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"ferlab: warning: {message}", file=sys.stderr)
 
 
+def configure_libraries() -> None:
+    """The process-wide settings the command line wants, set here and never on import:
+    a file-only matplotlib backend, Optuna's logging at warnings, and no warnings about the
+    experimental or heartbeat APIs ferlab uses on purpose."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command, turning user errors into one line on stderr."""
     parser = build_parser()
@@ -47,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     warnings.showwarning = _show_warning
+    configure_libraries()
     try:
         return int(args.func(args) or 0)
     except FerlabError as exc:

@@ -420,7 +420,7 @@ def run_cnn_training(
     save_cnn(trainer.module, meta, out_dir / MODEL_NAME)
     write_json(out_dir / "history.json", history)
     write_json(out_dir / "config.json", config)
-    plot_history(history, out_dir)
+    plot_history(history, out_dir, title=out_dir.name, best_epoch=trainer.best_epoch or None)
     summary = {
         "dataset": config["data"]["dataset"],
         "val_accuracy": trainer.evaluate(data.val_images, data.val_labels)[1],

@@ -129,8 +129,9 @@ class FullyConnectedNet:
 
     def loss_and_scores(
         self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator | None = None
-    ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
-        """Training-mode loss, gradients (of layers that some trainable layer needs) and scores."""
+    ) -> tuple[float, float, dict[str, np.ndarray], np.ndarray]:
+        """Training-mode data loss, L2 term, gradients (of the layers that some trainable layer
+        needs) and scores (N, C)."""
         scores, caches = self._forward(X, train=True, rng=rng if rng is not None else self.rng)
         data_loss, dscores = softmax_loss(scores, y)
         grads = self._backward(dscores.astype(self.dtype, copy=False), caches)
@@ -141,7 +142,7 @@ class FullyConnectedNet:
                 reg_loss += 0.5 * self.reg * float(np.vdot(W, W))
                 if f"W{i}" in grads:
                     grads[f"W{i}"] += self.reg * W
-        return data_loss + reg_loss, grads, scores
+        return data_loss, reg_loss, grads, scores
 
     def loss(
         self, X: np.ndarray, y: np.ndarray | None = None, rng: np.random.Generator | None = None
@@ -150,8 +151,8 @@ class FullyConnectedNet:
         if y is None:
             scores, _ = self._forward(X, train=False, rng=None)
             return scores
-        loss, grads, _ = self.loss_and_scores(X, y, rng)
-        return loss, grads
+        data_loss, reg_loss, grads, _ = self.loss_and_scores(X, y, rng)
+        return data_loss + reg_loss, grads
 
     def scores(self, X: np.ndarray, *, raw: bool = False) -> np.ndarray:
         """Test-mode class scores (N, C), in batches; ``raw`` applies the stored preprocessing.

@@ -21,7 +21,9 @@ from ferlab.settings import FCSolverSettings, validate_arguments
 
 CHECKPOINT_NAME = "checkpoint.npz"
 MONITORS = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
-HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+# train_loss is the objective (data loss + L2 term); train_l2 is its L2 part, so that the data
+# loss compares with val_loss (a data loss alone).
+HISTORY_KEYS = ("train_loss", "train_l2", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 EpochCallback = Callable[[int, dict], None]
 
 
@@ -128,18 +130,18 @@ class Solver:
         if self.shift:
             images[...] = random_shift(images, self.shift, self.rng)
 
-    def _step(self, X_batch: np.ndarray, y_batch: np.ndarray) -> tuple[float, int]:
-        loss, grads, scores = self.model.loss_and_scores(X_batch, y_batch, self.rng)
+    def _step(self, X_batch: np.ndarray, y_batch: np.ndarray) -> tuple[float, float, int]:
+        data_loss, l2, grads, scores = self.model.loss_and_scores(X_batch, y_batch, self.rng)
         for name, w in self.model.params.items():
             if self.model.trainable.get(name, True):
                 self.update_rule(w, grads[name], self.optim_state[name], self.optim_config)
-        return loss, int((scores.argmax(axis=1) == y_batch).sum())
+        return data_loss + l2, l2, int((scores.argmax(axis=1) == y_batch).sum())
 
-    def _run_epoch(self) -> tuple[float, float]:
+    def _run_epoch(self) -> tuple[float, float, float]:
         n = len(self.X_train)
         order = self.rng.permutation(n)
         batch_buffer = np.empty((self.batch_size, self.X_train.shape[1]), dtype=self.model.dtype)
-        total_loss, total_correct = 0.0, 0
+        total_loss, total_l2, total_correct = 0.0, 0.0, 0
         starts = range(0, n, self.batch_size)
         bar = tqdm(
             starts,
@@ -155,15 +157,16 @@ class Solver:
             y_batch = self.y_train[idx]
             if self.flip or self.shift:
                 self._augment(X_batch)
-            loss, correct = self._step(X_batch, y_batch)
+            loss, l2, correct = self._step(X_batch, y_batch)
             if not np.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {loss} in epoch {self.epoch + 1}; "
                     f"try a lower learning rate (now {self.optim_config['lr']:g})"
                 )
             total_loss += loss * len(idx)
+            total_l2 += l2 * len(idx)
             total_correct += correct
-        return total_loss / n, total_correct / n
+        return total_loss / n, total_l2 / n, total_correct / n
 
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Test-mode data loss and accuracy on (X, y)."""
@@ -189,12 +192,12 @@ class Solver:
     def _train_one_epoch(self) -> None:
         started = time.perf_counter()
         lr = self.optim_config["lr"]
-        train_loss, train_acc = self._run_epoch()
+        train_loss, train_l2, train_acc = self._run_epoch()
         val_loss, val_acc = self.evaluate(self.X_val, self.y_val)
         self.epoch += 1
         for key, value in zip(
             HISTORY_KEYS,
-            (train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started),
+            (train_loss, train_l2, train_acc, val_loss, val_acc, lr, time.perf_counter() - started),
             strict=True,
         ):
             self.history[key].append(float(value))
@@ -297,7 +300,10 @@ class Solver:
         self.best_epoch = int(meta["best_epoch"])
         self.stopped_early = bool(meta["stopped_early"])
         self.rng.bit_generator.state = meta["rng_state"]
-        self.history = {key: list(meta["history"][key]) for key in HISTORY_KEYS}
+        stored = meta["history"]
+        # Checkpoints from before train_l2 was recorded: its values are unknown, not zero.
+        unknown = [float("nan")] * len(stored["train_loss"])
+        self.history = {key: list(stored.get(key, unknown)) for key in HISTORY_KEYS}
 
     def resume(self, checkpoint_path: str | os.PathLike) -> dict[str, list]:
         """Load a checkpoint and continue training to the same result as an uninterrupted run."""

@@ -21,6 +21,7 @@ PLOTS = {
     "slices.png": "plot_slice",
 }
 TOP = 10
+OBJECTIVE = "validation accuracy"
 
 
 def _fmt(value) -> str:
@@ -89,11 +90,24 @@ def export_csv(study: optuna.Study, path: Path) -> Path:
     return path
 
 
-def write_plots(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Optuna's matplotlib plots as PNG files; returns the files and why any was skipped."""
-    import matplotlib
+def _slice_params(study: optuna.Study, most: int = 4) -> list[str]:
+    """The ``most`` most important parameters (all of them when importances cannot be had)."""
+    names = sorted({key for trial in completed(study) for key in trial.params})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            names = list(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError):
+        pass
+    return names[:most]
 
-    matplotlib.use("Agg")
+
+def write_plots(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Optuna's matplotlib plots as PNG files; returns the files and why any was skipped.
+
+    The objective is labelled "validation accuracy"; the slice plot shows the four most
+    important parameters, each panel about 3.5 inches wide, so that labels stay readable.
+    """
     import matplotlib.pyplot as plt
     import numpy as np
     from optuna.visualization import matplotlib as optuna_plots
@@ -101,11 +115,18 @@ def write_plots(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[st
     written, skipped = [], []
     for name, function in PLOTS.items():
         try:
+            kwargs = {"params": _slice_params(study)} if function == "plot_slice" else {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                axes = getattr(optuna_plots, function)(study)
-            figure = np.atleast_1d(axes).flat[0].figure
-            figure.set_size_inches(max(8.0, figure.get_size_inches()[0]), 5.0)
+                axes = getattr(optuna_plots, function)(study, target_name=OBJECTIVE, **kwargs)
+            panels = np.atleast_1d(axes).ravel()
+            figure = panels[0].figure
+            width = 3.5 * len(panels) + 1 if function == "plot_slice" else 9.0
+            figure.set_size_inches(width, 5.0 if function != "plot_slice" else 4.0)
+            for ax in figure.axes:
+                ax.tick_params(labelsize=9)
+                for label in ax.get_xticklabels():
+                    label.set_rotation(30 if function == "plot_parallel_coordinate" else 0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 figure.tight_layout()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -19,7 +18,6 @@ from ferlab.search.trial import TrialFn, TrialOutcome, TrialTask, execute_trial
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Our workers send heartbeats themselves (ferlab.search.trial), outside Study.optimize.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 def trial_seed(seed: int, number: int) -> int:

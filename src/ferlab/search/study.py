@@ -18,8 +18,6 @@ from ferlab.search.trial import PRUNERS, TrialFn
 META_KEY = "ferlab"
 MODES = ("random", "tpe", "sequential")
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 @dataclass
 class StepResult:
