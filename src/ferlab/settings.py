@@ -62,7 +62,7 @@ class DataSettings(Section):
     val_size: int | float = Field(
         0.1, description="fraction in (0, 1) or whole count of training samples held out"
     )
-    train_limit: Count | None = Field(None, description="train on a seeded subset of N samples")
+    train_limit: Count | None = Field(None, description="a stratified, seeded subset of N")
     preprocessing: Literal["center", "standardize", "per_image"] = Field(
         "standardize", description="input transform stored in the model file"
     )

@@ -1,4 +1,4 @@
-"""Cache of decoded data sets, keyed by the source's path, size and modification time."""
+"""Cache of decoded data sets, keyed by the source's path and every file's name and stat data."""
 
 from __future__ import annotations
 
@@ -25,16 +25,20 @@ def cache_dir() -> Path:
 
 
 def source_fingerprint(path: Path) -> dict:
-    """What identifies a source: resolved path, and size and mtime of every file under it."""
+    """What identifies a source, as Git's index tells a changed file: the resolved path and, for
+    every file under it, its relative path, size, inode and modification and change times.
+
+    Moving a file between class folders, adding, removing or rewriting one changes it.
+    """
     path = path.resolve()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stats = [(str(p.relative_to(path) if p != path else p.name), p.stat()) for p in files]
-    return {
-        "path": str(path),
-        "size": sum(s.st_size for _, s in stats),
-        "mtime_ns": max((s.st_mtime_ns for _, s in stats), default=0),
-        "files": len(stats),
-    }
+    digest = hashlib.sha256()
+    for file in files:
+        info = file.stat()
+        rel = file.name if file == path else file.relative_to(path).as_posix()
+        entry = (rel, info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+        digest.update(json.dumps(entry).encode() + b"\n")
+    return {"path": str(path), "files": len(files), "stat_digest": digest.hexdigest()}
 
 
 def cache_path(kind: str, path: Path, options: dict) -> Path:

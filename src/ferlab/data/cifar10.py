@@ -63,9 +63,12 @@ def _read_batch(payload: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_pickle_batches(path: Path) -> LabeledImages:
     found: dict[str, bytes] = {}
-    for rel, read in iter_files(path):
-        if rel.name in (*TRAIN_BATCHES, TEST_BATCH):
+    batch_names = (*TRAIN_BATCHES, TEST_BATCH)
+    for rel, read in iter_files(path, wanted=lambda rel: rel.name in batch_names):
+        try:
             found[rel.name] = read()
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}/{rel}: unreadable CIFAR-10 batch ({exc})") from None
     missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in found]
     if missing:
         raise DataError(f"{path}: CIFAR-10 batches missing: {', '.join(missing)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -62,10 +63,18 @@ def _load_class_folders(path: Path, strict: bool) -> LabeledImages:
     )
 
 
+def _text_encoding(head: bytes) -> str:
+    """UTF-16 when a byte-order mark says so (spreadsheets' "Unicode text"), else UTF-8 with an
+    optional byte-order mark (spreadsheets' "CSV UTF-8")."""
+    return "utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
+
+
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
+    """A CSV file (or ``.gz``) as text, in the encoding its first bytes show."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as probe:
+        encoding = _text_encoding(probe.read(4))
+    return io.TextIOWrapper(opener(path, "rb"), encoding=encoding, newline="")
 
 
 def _parse_label(text: str) -> int | None:
@@ -100,8 +109,8 @@ def _load_csv(path: Path, strict: bool) -> LabeledImages:
                     continue
                 try:
                     pixels = np.array(row[col_pixels].split(), dtype=np.int64)
-                except ValueError:
-                    report.add(where, "pixels are not whole numbers")
+                except (ValueError, OverflowError):
+                    report.add(where, "pixels are not whole numbers in 0..255")
                     continue
                 if pixels.size != PIXELS:
                     report.add(where, f"{pixels.size} pixels, expected {PIXELS}")
@@ -116,7 +125,7 @@ def _load_csv(path: Path, strict: bool) -> LabeledImages:
                 images.append(pixels.astype(np.uint8).reshape(SIDE, SIDE))
                 labels.append(label)
                 splits.append(USAGE_SPLITS[usage])
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeError, csv.Error, zlib.error) as exc:
         raise DataError(f"{path}: unreadable or truncated CSV ({exc})") from None
     skipped = report.finish()
     if not images:
@@ -136,13 +145,13 @@ def _load_coursework(root: Path, strict: bool) -> LabeledImages:
     report = BadInputReport(str(labels_file), strict)
     images, labels, splits, names = [], [], [], []
     try:
-        with open(labels_file, encoding="utf-8", newline="") as handle:
+        with _open_text(labels_file) as handle:
             reader = csv.reader(handle)
             header = [h.strip() for h in next(reader, [])]
             if header[:2] != ["img", "emotion"]:
                 raise DataError(f"{labels_file}: expected the header 'img,emotion'")
             rows = list(enumerate(reader, start=2))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, UnicodeError, csv.Error) as exc:
         raise DataError(f"{labels_file}: unreadable ({exc})") from None
     for line, row in rows:
         if not row:

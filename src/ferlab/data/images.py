@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
 import warnings
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from ferlab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MAX_FILE_BYTES = 64 * 1024 * 1024  # one image or batch file; larger ones are refused unread
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 MAX_PIXELS = 40_000_000  # larger images are refused from their header, before decoding
 
@@ -128,24 +131,74 @@ def decode_image(
     return np.asarray(converted, dtype=np.uint8), resized
 
 
-def iter_files(path: Path) -> Iterator[tuple[PurePosixPath, callable]]:
-    """(relative path, read-bytes function) for every regular file under a folder or in a tar."""
+def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
+    if member.size > MAX_FILE_BYTES:
+        size = member.size
+
+        def too_large() -> bytes:
+            raise ValueError(f"{size:,} bytes, more than the {MAX_FILE_BYTES:,} accepted")
+
+        return too_large
+    handle = archive.extractfile(member)
+    payload = handle.read() if handle else b""
+    return lambda: payload
+
+
+def _read_file(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{size:,} bytes, more than the {MAX_FILE_BYTES:,} accepted")
+    with open(path, "rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1)
+
+
+def _regular_inside(full: Path, root: Path) -> str | None:
+    """Why ``full`` is skipped (not a regular file, or a link leading out of ``root``), or None."""
+    try:
+        if full.is_symlink() and not full.resolve().is_relative_to(root):
+            return "a symbolic link leading outside the data folder"
+        mode = full.stat().st_mode
+    except OSError:
+        return "a broken symbolic link"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def iter_files(
+    path: Path,
+    wanted: Callable[[PurePosixPath], bool] | None = None,
+    report: BadInputReport | None = None,
+) -> Iterator[tuple[PurePosixPath, Callable[[], bytes]]]:
+    """(relative path, read-bytes function) for every regular file under a folder or in a tar.
+
+    Files that ``wanted`` rejects are skipped before anything is read. Only regular files are
+    read: FIFOs, devices, broken links and links leading outside the folder are skipped (and
+    named in ``report``). A file over :data:`MAX_FILE_BYTES` raises ValueError when read.
+    """
     if is_tar(path):
         try:
             with tarfile.open(path, "r:*") as archive:
                 for member in archive:
-                    if member.isfile():
-                        handle = archive.extractfile(member)
-                        payload = handle.read() if handle else b""
-                        yield PurePosixPath(member.name), (lambda p=payload: p)
-        except (tarfile.TarError, EOFError, OSError) as exc:
+                    rel = PurePosixPath(member.name)
+                    if not member.isfile() or (wanted is not None and not wanted(rel)):
+                        continue
+                    yield rel, _read_member(archive, member)
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DataError(f"{path}: corrupt or truncated archive ({exc})") from None
         return
-    for root, dirs, files in os.walk(path):
+    root = path.resolve()
+    for folder, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
-            full = Path(root) / name
-            yield PurePosixPath(full.relative_to(path).as_posix()), full.read_bytes
+            full = Path(folder) / name
+            rel = PurePosixPath(full.relative_to(path).as_posix())
+            if wanted is not None and not wanted(rel):
+                continue
+            why = _regular_inside(full, root)
+            if why is not None:
+                if report is not None:
+                    report.add(str(rel), why)
+                continue
+            yield rel, (lambda f=full: _read_file(f))
 
 
 def read_class_folders(
@@ -169,14 +222,17 @@ def read_class_folders(
     for alias, name in (aliases or {}).items():
         class_index[alias] = class_index[name]
     images, labels, splits, names = [], [], [], []
-    for rel, read in iter_files(path):
+
+    def split_position(rel: PurePosixPath) -> int | None:
+        """Index of the split folder in ``<split>/<class>/<image>`` at the end of ``rel``."""
         parts = [p.lower() for p in rel.parts]
         positions = [i for i, p in enumerate(parts[:-2]) if p in split_folders]
-        if not positions:
-            continue
-        pos = positions[-1]
-        if len(parts) != pos + 3:
-            continue
+        return positions[-1] if positions and len(parts) == positions[-1] + 3 else None
+
+    in_layout = lambda rel: split_position(rel) is not None  # noqa: E731
+    for rel, read in iter_files(path, wanted=in_layout, report=report):
+        parts = [p.lower() for p in rel.parts]
+        pos = split_position(rel)
         if rel.name.startswith(".") or rel.suffix.lower() not in IMAGE_SUFFIXES:
             report.add(str(rel), "not an image file")
             continue
@@ -186,7 +242,7 @@ def read_class_folders(
             continue
         try:
             array, resized = decode_image(read(), None, mode)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             report.add(str(rel), str(exc))
             continue
         if array.shape[1::-1] != size:

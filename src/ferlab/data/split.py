@@ -32,6 +32,31 @@ def holdout_split(
         return train_test_split(np.arange(n), test_size=val_size, random_state=seed)
 
 
+def stratified_subset(index: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` entries of ``index`` drawn with the class proportions of ``labels`` (seeded).
+
+    Every class gets its share, rounded so that the total is ``size``; when ``size`` is below the
+    number of classes, a seeded random draw.
+    """
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    if size < len(classes):
+        return rng.choice(index, size, replace=False)
+    quota = np.floor(counts / counts.sum() * size).astype(int)
+    quota = np.maximum(quota, 1)
+    # Hand out what rounding left, to the classes with the largest remainders.
+    remainder = counts / counts.sum() * size - quota
+    for k in np.argsort(-remainder)[: max(0, size - quota.sum())]:
+        quota[k] += 1
+    while quota.sum() > size:
+        quota[np.argmax(quota)] -= 1
+    picked = [
+        rng.choice(index[labels == c], min(q, n), replace=False)
+        for c, q, n in zip(classes, quota, counts, strict=True)
+    ]
+    return np.concatenate(picked)
+
+
 # What a model file records about its data so evaluation can rebuild the same validation split.
 TRAINING_DATA_KEYS = ("dataset", "val_size", "train_limit", "preprocessing", "exclude_classes")
 
@@ -56,8 +81,8 @@ def split_images(data: LabeledImages, data_config: dict, seed: int) -> SplitImag
     train_idx, val_idx = holdout_split(train_all.labels, data_config["val_size"], seed)
     train_idx = np.sort(train_idx)
     limit = data_config.get("train_limit")
-    if limit is not None:
-        train_idx = train_idx[:limit]
+    if limit is not None and limit < len(train_idx):
+        train_idx = np.sort(stratified_subset(train_idx, train_all.labels[train_idx], limit, seed))
     tests = {name: data.split(name) for name in spec.test_splits}
     splits = SplitImages(
         train_all.subset(train_idx),
