@@ -153,3 +153,130 @@ def test_bad_numbers_and_corrupt_streams_are_named_not_tracebacks(tmp_path):
     broken.write_bytes(packed[:40] + bytes(b ^ 0x5A for b in packed[40:400]) + packed[400:])
     with pytest.raises(DataError, match="broken.csv.gz: unreadable or truncated CSV"):
         load_fer2013(broken, use_cache=False)
+
+
+# -- model files ----------------------------------------------------------------------------
+
+
+def small_model(tmp_path):
+    from ferlab.nn import FullyConnectedNet, Preprocessor
+
+    model = FullyConnectedNet(48 * 48, [8], 7, seed=0)
+    model.preprocessor = Preprocessor("standardize").fit(
+        np.random.default_rng(0).integers(0, 256, (20, 48, 48), dtype=np.uint8)
+    )
+    model.class_names, model.input_shape = list(CLASS_NAMES), (48, 48)
+    return model.save(tmp_path / "m.npz")
+
+
+def tamper(path, out, *, meta_change=None, arrays_change=None):
+    from ferlab.arrays import read_npz, write_npz
+
+    meta, arrays = read_npz(path)
+    if meta_change:
+        meta_change(meta)
+    if arrays_change:
+        arrays_change(arrays)
+    return write_npz(out, meta, arrays)
+
+
+def test_tampered_model_metadata_is_checked_before_allocating(tmp_path):
+    from ferlab.errors import ModelFileError
+    from ferlab.models import load_model
+
+    path = small_model(tmp_path)
+
+    def giant(meta):
+        meta["architecture"]["hidden_dims"] = [12000, 12000]
+
+    bad = tamper(path, tmp_path / "giant.npz", meta_change=giant)
+    assert bad.stat().st_size < 100_000
+    tracemalloc.start()
+    with pytest.raises(ModelFileError, match="parameter W1 has shape .* the architecture says"):
+        load_model(bad)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+    def nan_weight(arrays):
+        arrays["param/W1"][0, 0] = np.nan
+
+    with pytest.raises(ModelFileError, match="non-finite"):
+        load_model(tamper(path, tmp_path / "nan.npz", arrays_change=nan_weight))
+
+    def zero_scale(meta):
+        meta["preprocessing"]["scale"] = 0.0
+
+    with pytest.raises(ModelFileError, match="scale must be a positive number"):
+        load_model(tamper(path, tmp_path / "zero.npz", meta_change=zero_scale))
+
+    def wrong_names(meta):
+        meta["class_names"] = ["a", "b"]
+
+    with pytest.raises(ModelFileError, match="class_names must be 7 names"):
+        load_model(tamper(path, tmp_path / "names.npz", meta_change=wrong_names))
+
+
+def test_a_compressed_array_bomb_is_refused_unread(tmp_path, monkeypatch):
+    import zipfile
+
+    import ferlab.arrays
+    from ferlab.errors import ModelFileError
+    from ferlab.models import load_model
+
+    path = small_model(tmp_path)
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path) as good, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in good.infolist():
+            out.writestr(info.filename, good.read(info))
+        out.writestr("extra.npy", b"\0" * (32 * 1024 * 1024))
+    assert bomb.stat().st_size < 1_000_000
+    monkeypatch.setattr(ferlab.arrays, "MAX_ARRAY_BYTES", 16 * 1024 * 1024)
+    with pytest.raises(ModelFileError, match="declares .* bytes of arrays, more than"):
+        load_model(bomb)
+
+
+def test_tampered_cnn_architecture_is_refused_before_building(tmp_path):
+    torch = pytest.importorskip("torch")
+    from ferlab.deep import build_cnn, save_cnn
+    from ferlab.deep.io import model_meta
+    from ferlab.deep.model import architecture_from_config
+    from ferlab.errors import ModelFileError
+    from ferlab.models import load_model
+
+    tiny = {"widths": [4, 8], "convs": [1, 1], "dropout": 0.0, "head_dropout": 0.0}
+    arch = architecture_from_config(tiny, 3)
+    module = build_cnn(arch)
+    meta = model_meta(arch, ["a", "b", "c"], 100.0, 50.0, 40)
+    meta["architecture"] = {**arch, "widths": [100_000, 100_000]}
+    save_cnn(module, meta, tmp_path / "giant.safetensors")
+    save_cnn(
+        module, model_meta(arch, ["a", "b", "c"], 100.0, 50.0, 40), tmp_path / "ok.safetensors"
+    )
+    load_model(tmp_path / "ok.safetensors")  # first use imports modules: not counted below
+    tracemalloc.start()
+    with pytest.raises(ModelFileError, match="do not match the architecture"):
+        load_model(tmp_path / "giant.safetensors")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
+    with torch.no_grad():
+        module.head.weight[0, 0] = float("nan")
+    save_cnn(
+        module, model_meta(arch, ["a", "b", "c"], 100.0, 50.0, 40), tmp_path / "nan.safetensors"
+    )
+    with pytest.raises(ModelFileError, match="non-finite values in head.weight"):
+        load_model(tmp_path / "nan.safetensors")
+    save_cnn(
+        build_cnn(arch),
+        model_meta(arch, ["a", "b", "c"], 100.0, 0.0, 40),
+        tmp_path / "z.safetensors",
+    )
+    with pytest.raises(ModelFileError, match="std must be a positive number"):
+        load_model(tmp_path / "z.safetensors")
+
+
+def test_model_files_get_the_same_permissions_as_other_outputs(tmp_path):
+    path = small_model(tmp_path)
+    (tmp_path / "other.txt").write_text("x")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "other.txt").stat().st_mode & 0o777

@@ -17,6 +17,19 @@ import numpy as np
 from ferlab.errors import ModelFileError
 
 META_KEY = "__meta__"
+MAX_ARRAY_BYTES = 4 * 1024**3  # all arrays of one file together, checked before reading any
+
+
+def file_mode() -> int:
+    """The permissions a new file gets here (0o666 less the umask), as ``open`` would give it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
 
 
 def write_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
@@ -35,6 +48,7 @@ def write_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **payload)
+        os.chmod(tmp_name, file_mode())  # mkstemp makes 0600 files; outputs get the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -50,6 +64,15 @@ def read_npz(
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
     try:
+        declared = 0
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as listing:
+                declared = sum(info.file_size for info in listing.infolist())
+        if declared > MAX_ARRAY_BYTES:
+            raise ModelFileError(
+                f"{path}: declares {declared:,} bytes of arrays, more than the "
+                f"{MAX_ARRAY_BYTES:,} accepted"
+            )
         with np.load(path, allow_pickle=False) as archive:
             if not hasattr(archive, "files"):
                 raise ModelFileError(f"{path}: not a ferlab file (a bare array, not an archive)")

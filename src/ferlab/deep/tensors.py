@@ -10,6 +10,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ferlab.arrays import file_mode
 from ferlab.errors import ModelFileError
 
 MODEL_FORMAT = "ferlab-cnn"
@@ -26,7 +27,7 @@ def write_tensors(path: str | os.PathLike, meta: dict, tensors: dict[str, torch.
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(cpu, str(tmp), metadata=header)
-    os.chmod(tmp, 0o644)  # safetensors creates files readable by their owner only
+    os.chmod(tmp, file_mode())  # safetensors creates files readable by their owner only
     os.replace(tmp, path)
     return path
 

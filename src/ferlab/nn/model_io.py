@@ -18,13 +18,67 @@ def read_model_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
+def _checked_architecture(path, meta: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """The architecture, every field checked against the stored arrays before anything is built.
+
+    A tampered file cannot make the loader allocate more than the file holds, nor load
+    non-finite weights or a preprocessing that divides by zero.
+    """
+    arch = meta["architecture"]
+    dims = [arch["input_dim"], *arch["hidden_dims"], arch["num_classes"]]
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise ModelFileError(f"{path}: layer sizes must be positive integers, got {dims}")
+    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True), start=1):
+        for name, shape in ((f"W{i}", (fan_in, fan_out)), (f"b{i}", (fan_out,))):
+            stored = arrays.get(f"param/{name}")
+            if stored is None or stored.shape != shape:
+                found = None if stored is None else stored.shape
+                raise ModelFileError(
+                    f"{path}: parameter {name} has shape {found}, the architecture says {shape}"
+                )
+            if stored.dtype.kind != "f" or not np.isfinite(stored).all():
+                raise ModelFileError(
+                    f"{path}: parameter {name} holds non-finite or non-float values"
+                )
+    extra = {k for k in arrays if k.startswith("param/")} - {
+        f"param/{p}{i}" for i in range(1, len(dims)) for p in "Wb"
+    }
+    if extra:
+        raise ModelFileError(f"{path}: unexpected arrays {sorted(extra)}")
+    names = meta.get("class_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != dims[-1]
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ModelFileError(f"{path}: class_names must be {dims[-1]} names")
+    shape = meta.get("input_shape")
+    if shape is not None and (
+        not isinstance(shape, list) or int(np.prod(shape)) != dims[0] or min(shape) < 1
+    ):
+        raise ModelFileError(f"{path}: input_shape {shape} does not give {dims[0]} inputs")
+    pre = meta.get("preprocessing")
+    if pre:
+        mean = arrays.get("preprocessing/mean")
+        scale = pre.get("scale")
+        if mean is None or mean.size not in (1, dims[0]) or not np.isfinite(mean).all():
+            raise ModelFileError(
+                f"{path}: the preprocessing mean is missing, mis-sized or non-finite"
+            )
+        if not isinstance(scale, int | float) or not np.isfinite(scale) or scale <= 0:
+            raise ModelFileError(
+                f"{path}: the preprocessing scale must be a positive number, got {scale!r}"
+            )
+    return arch
+
+
 def load_fully_connected(path: str | os.PathLike):
     """Load a fully connected model saved by :meth:`FullyConnectedNet.save`."""
     meta, arrays = read_npz(path, expected_format=MODEL_FORMAT)
     if meta.get("kind") != "fully_connected":
         raise ModelFileError(f"{path}: a {meta.get('kind')!r} model, not a fully connected one")
     try:
-        arch = meta["architecture"]
+        arch = _checked_architecture(path, meta, arrays)
         model = FullyConnectedNet(
             arch["input_dim"],
             arch["hidden_dims"],
@@ -35,13 +89,8 @@ def load_fully_connected(path: str | os.PathLike):
             dtype=np.dtype(arch["dtype"]),
             seed=arch["seed"],
         )
-        for name, value in model.params.items():
-            stored = arrays[f"param/{name}"]
-            if stored.shape != value.shape:
-                raise ModelFileError(
-                    f"{path}: parameter {name} has shape {stored.shape}, expected {value.shape}"
-                )
-            model.params[name] = stored.astype(model.dtype, copy=False)
+        for name in model.params:
+            model.params[name] = arrays[f"param/{name}"].astype(model.dtype, copy=False)
         if meta.get("preprocessing"):
             model.preprocessor = Preprocessor.from_state(
                 meta["preprocessing"], {"mean": arrays["preprocessing/mean"]}
