@@ -280,3 +280,234 @@ def test_model_files_get_the_same_permissions_as_other_outputs(tmp_path):
     path = small_model(tmp_path)
     (tmp_path / "other.txt").write_text("x")
     assert path.stat().st_mode & 0o777 == (tmp_path / "other.txt").stat().st_mode & 0o777
+
+
+# -- searches and runs ----------------------------------------------------------------------
+
+
+def _search_helpers():
+    from test_search import DIGITS_SPACE, POSTGRES, _postgres_ready, fake_trial, tiny_space
+
+    return DIGITS_SPACE, POSTGRES, _postgres_ready, fake_trial, tiny_space
+
+
+def test_a_torn_last_journal_line_is_set_aside_and_the_study_goes_on(tmp_path):
+    from ferlab.search.cluster import open_executor
+    from ferlab.search.report import write_report
+    from ferlab.search.space import parse_space
+    from ferlab.search.study import open_study, search
+
+    _, _, _, fake_trial, tiny_space = _search_helpers()
+    space, journal = parse_space(tiny_space()), tmp_path / "s.journal"
+    with open_executor(0) as executor:
+        search("random", space, "s", str(journal), 3, executor, trial_fn=fake_trial, progress=False)
+    with open(journal, "ab") as handle:  # a writer killed mid-record
+        handle.write(b'{"op_code": 6, "worker_id": "x", "trial_id": 2, "sta')
+    torn = pytest.warns(UserWarning, match="set aside a half-written last record")
+    with torn, open_executor(0) as executor:
+        study = search(
+            "random", space, "s", str(journal), 5, executor, trial_fn=fake_trial, progress=False
+        )
+    assert len([t for t in study.trials if t.state.is_finished()]) == 5
+    assert [p.name for p in tmp_path.glob("s.journal.torn-*")]
+    write_report(open_study("s", str(journal)), tmp_path / "report")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[3] = b"garbage that is not JSON\n"
+    journal.write_bytes(b"".join(lines))
+    with pytest.raises(Exception, match="line 4 is not a journal record"):
+        open_study("s", str(journal))
+
+
+def test_a_search_whose_trials_all_fail_stops_with_the_last_error(tmp_path):
+    from ferlab.search.cluster import open_executor
+    from ferlab.search.runner import MAX_FAILURES_IN_A_ROW, SearchFailed
+    from ferlab.search.space import parse_space
+    from ferlab.search.study import open_study, search
+
+    _, _, _, _, tiny_space = _search_helpers()
+
+    def always_fails(config, report):
+        raise ValueError("the loss became nan in epoch 1")
+
+    space = parse_space(tiny_space())
+    stops = pytest.raises(SearchFailed, match="10 trials in a row failed; the last one: .*nan")
+    with stops, open_executor(0) as executor:
+        search("random", space, "f", str(tmp_path / "f.journal"), 50, executor,
+               trial_fn=always_fails, progress=False)  # fmt: skip
+    study = open_study("f", str(tmp_path / "f.journal"))
+    assert len(study.trials) < 2 * MAX_FAILURES_IN_A_ROW
+
+
+def _start_driver(argv, cwd):
+    import subprocess
+    import sys
+
+    ferlab = str(__import__("pathlib").Path(sys.executable).parent / "ferlab")
+    return subprocess.Popen(
+        [ferlab, *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _finished(storage, name):
+    import optuna
+
+    from ferlab.search.storage import open_storage
+
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    except (KeyError, Exception):
+        return 0
+    return sum(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+
+
+def _wait_for(predicate, seconds=90):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert predicate(), "timed out"
+
+
+def test_a_second_driver_on_a_journal_study_is_refused_and_a_killed_one_leaves_no_lock(
+    tmp_path, capsys
+):
+    import signal
+
+    from ferlab.cli import main
+
+    digits_space = _search_helpers()[0]
+    argv = ["search", "random", str(digits_space), "--trials", "60", "--workers", "0",
+            "--study", "two", "--study-dir", str(tmp_path), "--quiet"]  # fmt: skip
+    journal = str(tmp_path / "two" / "study.journal")
+    driver = _start_driver(argv, tmp_path)
+    try:
+        _wait_for(lambda: _finished(journal, "two") >= 1)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "another search driver (pid " in err and err.count("\n") == 1
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    resumed = ["search", "resume", "--study", "two", "--study-dir", str(tmp_path)]
+    assert main([*resumed, "--workers", "0", "--quiet"]) == 0
+    assert _finished(journal, "two") == 60
+
+
+def test_postgres_resume_right_after_a_killed_driver_finishes_exactly_the_trials(
+    tmp_path, monkeypatch
+):
+    import signal
+    import uuid
+
+    import optuna
+
+    import ferlab.search.storage as storage_module
+    from ferlab.cli import main
+
+    digits_space, postgres, ready, _, _ = _search_helpers()
+    if ready():
+        pytest.skip(ready())
+    name = f"ferlab-kill-{uuid.uuid4().hex[:8]}"
+    argv = ["search", "random", str(digits_space), "--trials", "8", "--workers", "0",
+            "--study", name, "--storage", postgres, "--quiet"]  # fmt: skip
+    driver = _start_driver(argv, tmp_path)
+    try:
+        _wait_for(lambda: _finished(postgres, name) >= 2)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    try:
+        # Dead trials are those without a heartbeat for GRACE_S: shorten it for the test, yet
+        # keep it longer than the resumed trials take, so that the dead one still looks alive
+        # when the resume would otherwise have finished.
+        monkeypatch.setattr(storage_module, "GRACE_S", 8)
+        monkeypatch.setattr(storage_module, "HEARTBEAT_S", 1)
+        assert main(["search", "resume", "--study", name, "--storage", postgres,
+                     "--workers", "0", "--quiet"]) == 0  # fmt: skip
+        assert _finished(postgres, name) == 8
+    finally:
+        optuna.delete_study(study_name=name, storage=storage_module.open_storage(postgres))
+
+
+def test_resume_with_another_config_or_other_data_is_refused(tmp_path, capsys):
+    import signal
+    import subprocess
+    import time
+
+    from ferlab.cli import main
+
+    data = write_faces(tmp_path / "data", per_class=4)
+    config = tmp_path / "fer.toml"
+    config.write_text(
+        '[data]\ndataset = "fer2013"\nval_size = 7\n[model]\nhidden_dims = [64]\n'
+        "[solver]\nepochs = 100000\nbatch_size = 4\n"
+    )
+    run = tmp_path / "run"
+    driver = _start_driver(["train", str(config), "--data", str(data), "--out", str(run)], tmp_path)
+    try:
+        _wait_for(lambda: (run / "checkpoint.npz").is_file())
+        time.sleep(0.5)
+    finally:
+        driver.send_signal(signal.SIGINT)  # Ctrl-C: the checkpoint is kept
+        try:
+            driver.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+    checkpoint = str(run / "checkpoint.npz")
+    base = ["train", str(config), "--out", str(run), "--resume", checkpoint, "--quiet"]
+    assert main([*base, "--data", str(data), "--set", "seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume with another config: seed differ" in err
+    other = tmp_path / "other"
+    __import__("shutil").copytree(data, other)
+    face(200).save(other / "fer2013" / "train" / "angry" / "Training_00.png")
+    assert main([*base, "--data", str(other), "--set", "solver.epochs=1"]) == 2
+    assert "--resume with other data" in capsys.readouterr().err
+    moved = tmp_path / "moved"
+    __import__("shutil").copytree(data, moved)  # the same data elsewhere may continue
+    epoch = json_epoch(checkpoint)
+    assert main([*base, "--data", str(moved), "--set", f"solver.epochs={epoch + 1}"]) == 0
+
+
+def json_epoch(checkpoint):
+    from ferlab.arrays import read_npz
+
+    meta, _ = read_npz(checkpoint)
+    return int(meta["epoch"])
+
+
+def test_a_disk_filling_up_during_training_is_one_line_and_leaves_complete_files(tmp_path):
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    ferlab = str(__import__("pathlib").Path(sys.executable).parent / "ferlab")
+    run = tmp_path / "run"
+
+    def small_files_only():  # writing beyond 40 KB fails with EFBIG, as a full disk would
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    done = subprocess.run(
+        [ferlab, "train", "configs/digits_fc.toml", "--out", str(run), "--quiet",
+         "--set", "model.hidden_dims=[512]"],
+        capture_output=True, text=True, preexec_fn=small_files_only, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("ferlab: error: ") and done.stderr.count("\n") == 1
+    assert "File too large" in done.stderr and "Traceback" not in done.stderr
+    json.loads((run / "run.json").read_text())  # written before the failure, complete
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    assert not (run / "checkpoint.npz").exists()  # never half a checkpoint
+
+
+def test_an_unwritable_output_is_one_line(tmp_path, capsys):
+    from ferlab.cli import main
+
+    (tmp_path / "file.txt").write_text("x")
+    argv = ["train", "configs/digits_fc.toml", "--out", str(tmp_path / "file.txt" / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the folder" in err and err.count("\n") == 1

@@ -25,6 +25,18 @@ def merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (keys of either side)."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value as TOML (numbers, booleans, lists), else as a plain string."""
     try:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ferlab.config import changed_keys
 from ferlab.data import LabeledImages
 from ferlab.data.split import TRAINING_DATA_KEYS, SplitImages, load_splits
+from ferlab.errors import ConfigError
 from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
 
@@ -91,9 +95,64 @@ def accuracy(model, X: np.ndarray, y: np.ndarray) -> float:
     return float((model.scores(X).argmax(axis=1) == y).mean())
 
 
+# What may differ between a run and its --resume: the data may have moved (its contents are
+# checked), and a fully connected run may be given more epochs or another patience.
+FC_MAY_CHANGE = ("data.path", "solver.epochs", "solver.patience")
+
+
+def data_digest(splits: SplitImages) -> str:
+    """A fingerprint of the training and validation parts (images and labels)."""
+    digest = hashlib.sha256()
+    for part in (splits.train, splits.val):
+        digest.update(np.ascontiguousarray(part.labels).tobytes())
+        digest.update(np.ascontiguousarray(part.images).tobytes())
+    return digest.hexdigest()
+
+
+def start_run(
+    config: dict, out_dir: Path, splits: SplitImages, resume, may_change: tuple[str, ...]
+) -> None:
+    """Record a run's config and data fingerprint in ``out_dir/run.json`` as it starts.
+
+    On ``resume``, compare with the record in the checkpoint's folder: a changed key that may
+    not change, or other data, is refused with a message naming them.
+    """
+    record = {"config": config, "data_digest": data_digest(splits)}
+    if resume is not None:
+        stored_path = Path(resume).parent / "run.json"
+        try:
+            stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+        if stored is None:
+            warnings.warn(
+                f"{stored_path} is missing: cannot check that --resume uses the same config",
+                stacklevel=2,
+            )
+        else:
+            changed = [k for k in changed_keys(stored["config"], config) if k not in may_change]
+            if changed:
+                raise ConfigError(
+                    f"--resume with another config: {', '.join(changed)} differ from the "
+                    f"checkpoint's run ({stored_path}); only {', '.join(may_change)} may change"
+                )
+            if stored.get("data_digest") != record["data_digest"]:
+                raise ConfigError(
+                    f"--resume with other data: the data at {config['data']['path']} is not the "
+                    "data the checkpoint's run started with"
+                )
+    write_json(out_dir / "run.json", record)
+
+
 def write_json(path: Path, payload) -> None:
-    """Write indented JSON."""
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    """Write indented JSON atomically (a crash or a full disk never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_training(
@@ -115,6 +174,7 @@ def run_training(
     features = make_features(
         splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
     )
+    start_run(config, out_dir, splits, resume, FC_MAY_CHANGE)
     model = build_model(config, features, splits)
     solver = build_solver(config, model, features, splits, checkpoint_dir=out_dir, verbose=verbose)
     if verbose:

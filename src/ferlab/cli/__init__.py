@@ -67,13 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     except FerlabError as exc:
         print(f"ferlab: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ferlab: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # The reader (e.g. `| head`) closed the pipe: stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # Disk full, a file too large, a folder that cannot be written: say which file, no trace.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"ferlab: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ferlab: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

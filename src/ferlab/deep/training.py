@@ -26,6 +26,9 @@ from ferlab.metrics import percent
 from ferlab.progress import show_bars
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+# What may differ between a CNN run and its --resume (the schedule depends on the epochs, so
+# they may not): where the data lie (their contents are checked) and where the run computes.
+CNN_MAY_CHANGE = ("data.path", "device.device", "device.threads")
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
 # The CNN's own preprocessing, recorded with the data settings: pixels standardised by one mean/std.
@@ -366,7 +369,7 @@ def run_cnn_training(
 ) -> dict:
     """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
     from ferlab.data.split import TRAINING_DATA_KEYS, load_splits
-    from ferlab.experiment import write_json
+    from ferlab.experiment import start_run, write_json
     from ferlab.plots import plot_history
 
     config = validate_cnn_config(config)
@@ -384,6 +387,7 @@ def run_cnn_training(
             f"the CNN takes 48x48 grayscale images; {config['data']['dataset']!r} has "
             f"{'x'.join(map(str, splits.image_shape))}"
         )
+    start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
     mean, std = image_statistics(splits.train.images)
     architecture = architecture_from_config(config["model"], len(splits.class_names))
     data_info = {**config["data"], "preprocessing": PREPROCESSING}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from ferlab.errors import FerlabError
 from ferlab.metrics import percent
 from ferlab.progress import show_bars
 from ferlab.search.space import SearchSpace
@@ -17,7 +19,15 @@ from ferlab.search.trial import TrialFn, TrialOutcome, TrialTask, execute_trial
 # Trials that count towards a study's total: finished ones and those running somewhere now.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# A search whose trials keep failing (a setting no trial can train with) stops after this many
+# failures in a row, showing the last error, instead of failing trials for ever.
+MAX_FAILURES_IN_A_ROW = 10
+WAIT_S = 1.0  # how often to look again while trials run elsewhere
 # Our workers send heartbeats themselves (ferlab.search.trial), outside Study.optimize.
+
+
+class SearchFailed(FerlabError):
+    """Every recent trial failed: the settings, not bad luck, are at fault."""
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -152,21 +162,45 @@ def run_trials(
         )
     bar = Progress(study, n_trials, progress)
     pending: dict = {}
+    failures, last_error, waiting_noted = 0, "", False
     try:
         while True:
             if is_rdb(storage) and len(pending) < executor.slots:
                 optuna.storages.fail_stale_trials(study)
             while len(pending) < executor.slots and count(study, COUNTED) < n_trials:
                 trial, config = ask(study, space, sampler, seed)
+                if is_rdb(storage):
+                    # Beat once now: if this driver dies before a worker takes the trial, the
+                    # trial still goes stale after the grace period and is retried by the next.
+                    study._storage.record_heartbeat(trial._trial_id)
                 task = TrialTask(
                     storage, study.study_name, trial._trial_id, trial.number, config, pruner
                 )
                 pending[executor.submit(execute_trial, task, trial_fn)] = trial
             if not pending:
-                break
+                if count(study, FINISHED) >= n_trials:
+                    break
+                # The rest are RUNNING elsewhere: another driver's, or a killed driver's whose
+                # heartbeats have not yet expired (then they are failed and retried here).
+                if not waiting_noted:
+                    running = count(study, (TrialState.RUNNING,))
+                    print(
+                        f"ferlab: waiting for {running} trial(s) running elsewhere", file=sys.stderr
+                    )
+                    waiting_noted = True
+                time.sleep(WAIT_S)
+                continue
             for future in executor.wait_first(pending):
-                record(study, pending.pop(future), executor.outcome(future))
+                outcome = executor.outcome(future)
+                record(study, pending.pop(future), outcome)
+                failed = outcome.state == "fail"
+                failures, last_error = (failures + 1, outcome.message) if failed else (0, "")
             bar.refresh()
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise SearchFailed(
+                    f"stopped the search after {failures} trials in a row failed; "
+                    f"the last one: {last_error or 'no message'}"
+                )
     except BaseException:
         # Interrupted (Ctrl-C or an error): queue the unfinished trials again so nothing is lost.
         executor.cancel(pending)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -15,6 +21,7 @@ DEFAULT_STUDY_ROOT = Path("runs/search")
 HEARTBEAT_S = 20
 GRACE_S = 60
 MAX_RETRY = 1
+_HELD_LOCKS: dict[str, int] = {}  # journal path -> nesting depth of driver_lock in this process
 
 
 def study_dir(study: str, root: str | Path | None = None) -> Path:
@@ -53,11 +60,18 @@ def describe(spec: str) -> str:
     return spec
 
 
-def open_storage(spec: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
-    """An Optuna storage for ``spec``; RDB storages get heartbeats and retry stale trials once."""
+def open_storage(spec: str, *, heartbeat_s: int | None = None, grace_s: int | None = None):
+    """An Optuna storage for ``spec``; RDB storages get heartbeats and retry stale trials once.
+
+    ``heartbeat_s`` and ``grace_s`` default to :data:`HEARTBEAT_S` and :data:`GRACE_S` (read at
+    each call, so that a test can shorten them).
+    """
+    heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+    grace_s = GRACE_S if grace_s is None else grace_s
     if not is_rdb(spec):
         path = Path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path, repair=False)
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
@@ -75,3 +89,79 @@ def open_storage(spec: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GR
     except Exception as exc:  # SQLAlchemy raises many kinds; all mean the URL does not work
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot open storage {describe(spec)}: {first_line}") from None
+
+
+def check_journal(path: str | Path, *, repair: bool) -> str | None:
+    """Check a journal file line by line; with ``repair``, set a torn last line aside.
+
+    A writer killed mid-line (disk full, SIGKILL) leaves a last line without its newline; the
+    next writer would append onto it and corrupt the study for good. With ``repair`` (only a
+    driver holding :func:`driver_lock` may), the fragment is moved to ``JOURNAL.torn-TIME`` and
+    every complete record kept; returns what was done. A corrupt complete line is an error
+    naming its line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    for number, line in enumerate(complete.splitlines(), start=1):
+        try:
+            json.loads(line)
+        except ValueError:
+            raise ConfigError(
+                f"{path}: line {number} is not a journal record (the file was damaged); "
+                "move it aside or restore it from a backup"
+            ) from None
+    if not repair or len(complete) == len(data):
+        return None
+    aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}")
+    aside.write_bytes(data[len(complete) :])
+    os.truncate(path, len(complete))
+    return f"{path}: set aside a half-written last record ({len(data) - len(complete)} bytes) in {aside.name}"
+
+
+@contextlib.contextmanager
+def driver_lock(storage: str) -> Iterator[None]:
+    """Hold the one-driver lock of a journal study (re-entrant within this process).
+
+    A second driver on the same journal would fail the first one's live trials; it is refused
+    instead. The lock is an ``flock`` on ``JOURNAL.driver-lock``, so a killed driver leaves none
+    behind.
+    PostgreSQL studies need no lock: heartbeats tell live trials from dead ones.
+    """
+    if is_rdb(storage):
+        yield
+        return
+    key = str(Path(storage).resolve())
+    if key in _HELD_LOCKS:
+        _HELD_LOCKS[key] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[key] -= 1
+        return
+    lock_path = Path(key + ".driver-lock")  # not ".lock": Optuna's own file lock uses that name
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise ConfigError(
+                f"{key}: another search driver ({holder}) is running this study; wait for it "
+                "to finish, or stop it and run `ferlab search resume`"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        _HELD_LOCKS[key] = 1
+        note = check_journal(key, repair=True)
+        if note:
+            warnings.warn(note, stacklevel=3)
+        try:
+            yield
+        finally:
+            del _HELD_LOCKS[key]
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

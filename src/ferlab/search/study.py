@@ -12,7 +12,7 @@ from ferlab.config import DEFAULTS
 from ferlab.errors import ConfigError
 from ferlab.search.runner import FINISHED, count, run_trials
 from ferlab.search.space import SearchSpace, parse_space
-from ferlab.search.storage import describe, is_rdb, open_storage
+from ferlab.search.storage import describe, driver_lock, is_rdb, open_storage
 from ferlab.search.trial import PRUNERS, TrialFn
 
 META_KEY = "ferlab"
@@ -95,11 +95,12 @@ def search(
     _check_options(n_trials, pruner)
     seed = space.seed if seed is None else seed
     meta = {"mode": mode, "space": space.raw, "n_trials": n_trials, "pruner": pruner, "seed": seed}
-    study = open_study(name, storage, meta)
-    return run_trials(
-        study, storage, space, n_trials, executor,
-        sampler=mode, pruner=pruner, seed=seed, trial_fn=trial_fn, progress=progress,
-    )  # fmt: skip
+    with driver_lock(storage):
+        study = open_study(name, storage, meta)
+        return run_trials(
+            study, storage, space, n_trials, executor,
+            sampler=mode, pruner=pruner, seed=seed, trial_fn=trial_fn, progress=progress,
+        )  # fmt: skip
 
 
 def switched_off(key: str):
@@ -144,6 +145,16 @@ def sequential(
         "mode": "sequential", "space": space.raw, "order": list(order),
         "n_trials": trials_per_step, "pruner": pruner, "seed": seed,
     }  # fmt: skip
+    common = {"pruner": pruner, "seed": seed, "trial_fn": trial_fn, "progress": progress}
+    with driver_lock(storage):
+        return _run_steps(space, name, storage, order, trials_per_step, executor, meta, common)
+
+
+def _run_steps(space, name, storage, order, trials_per_step, executor, meta, common):
+    """The steps of :func:`sequential`, run under its driver lock."""
+    pruner, seed, trial_fn, progress = (
+        common[k] for k in ("pruner", "seed", "trial_fn", "progress")
+    )
     parent = open_study(name, storage, meta)
     carried: dict = {}
     results = []
@@ -174,6 +185,12 @@ def resume(
     name: str, storage: str, executor, *, trial_fn: TrialFn | None = None, progress: bool = True
 ) -> optuna.Study | list[StepResult]:
     """Finish an interrupted study with its stored settings: run exactly the missing trials."""
+    with driver_lock(storage):
+        return _resume_locked(name, storage, executor, trial_fn=trial_fn, progress=progress)
+
+
+def _resume_locked(name, storage, executor, *, trial_fn, progress):
+    """The body of :func:`resume`, run under its driver lock."""
     meta = study_meta(open_study(name, storage))
     if meta["mode"] == "sequential-step":
         raise ConfigError(f"{name!r} is one step of study {meta['parent']!r}; resume that one")
