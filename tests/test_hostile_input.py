@@ -511,3 +511,26 @@ def test_an_unwritable_output_is_one_line(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "cannot create the folder" in err and err.count("\n") == 1
+
+
+# -- configs --------------------------------------------------------------------------------
+
+
+def test_every_bad_config_value_through_ferlab_train_is_one_line_before_data_loads(
+    tmp_path, capsys
+):
+    from ferlab.cli import main
+    from ferlab.settings import TrainSettings
+    from test_settings import CASES
+
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\ndataset = "fer2013"\n')
+    cases = [(override, parts) for schema, override, parts in CASES if schema is TrainSettings]
+    assert len(cases) >= 20
+    for override, parts in cases:
+        argv = ["train", str(config), "--set", override, "--out", str(tmp_path / "run")]
+        assert main([*argv, "--data", str(tmp_path / "absent.csv")]) == 2, override
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert all(part in err for part in parts), err
+        assert not (tmp_path / "run").exists()
