@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -218,12 +219,15 @@ def defaults(schema: type[Section]) -> dict:
 
 def _fields_at(schema: type[BaseModel], loc: tuple) -> list[str]:
     """Names of the fields of the table at ``loc`` (for "did you mean")."""
-    model = schema
-    for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
+    model, parts = schema, list(loc)
+    while parts:
+        field = model.model_fields.get(parts.pop(0))
         annotation = getattr(field, "annotation", None)
+        if typing.get_origin(annotation) is dict and parts:  # dict[str, Model]: skip the key
+            annotation = typing.get_args(annotation)[1]
+            parts.pop(0)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return list(model.model_fields)
+            return []
         model = annotation
     return list(model.model_fields)
 
@@ -248,12 +252,15 @@ def describe_error(error: dict, schema: type[BaseModel], *, options: bool = Fals
         known = _fields_at(schema, parent)
         prefix = ".".join(str(p) for p in parent)
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = (
-            f"did you mean {'.'.join(filter(None, [prefix, close[0]]))!r}?"
-            if close
-            else f"known keys{' in ' + prefix if prefix else ''}: {', '.join(known)}"
-        )
-        return f"unknown config key {key!r}; {hint}"
+        if close:
+            hint = f"; did you mean {'.'.join(filter(None, [prefix, close[0]]))!r}?"
+        else:
+            hint = (
+                f"; known keys{' in ' + prefix if prefix else ''}: {', '.join(known)}"
+                if known
+                else ""
+            )
+        return f"unknown config key {key!r}{hint}"
     if error["type"] == "missing":
         return f"config key {key!r} is required"
     value = error.get("input")

@@ -82,7 +82,12 @@ def run_export(args: argparse.Namespace) -> int:
     from ferlab.deep.export import export_onnx
     from ferlab.deep.io import load_cnn
 
+    from ferlab.models import model_kind
+
     model = Path(args.model)
+    kind = model_kind(model)
+    if kind != "cnn":
+        raise FerlabError(f"{model}: a {kind} model; only CNN models (.safetensors) export to ONNX")
     target = Path(args.out or model.parent) / f"{model.stem}.onnx"
     if target.exists() and not args.force:
         raise FerlabError(f"{target} exists; use --force to replace it")

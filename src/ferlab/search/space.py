@@ -3,28 +3,107 @@
 from __future__ import annotations
 
 import copy
-import math
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from ferlab.config import DEFAULTS, read_toml
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
+
+from ferlab.config import read_toml
 from ferlab.errors import ConfigError
-from ferlab.settings import TrainSettings, check_value, validate_config
+from ferlab.settings import (
+    Section,
+    TrainSettings,
+    check_value,
+    describe_error,
+    setting_keys,
+    validate_config,
+)
 
 PARAM_TYPES = ("int", "float", "log-float", "categorical", "layers")
-# Keys each parameter type takes (besides ``type``); the first tuple is required.
-PARAM_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "int": (("low", "high"), ("step", "log")),
-    "float": (("low", "high"), ("step",)),
-    "log-float": (("low", "high"), ()),
-    "categorical": (("choices",), ()),
-    "layers": (("low", "high", "units_low", "units_high"), ()),
-}
-TOP_KEYS = ("search", "config", "params", "sequential")
-SEARCH_KEYS = {"seed": int}
-GROUP_KEYS = ("params", "off")
 DEFAULT_ORDER = ("lr", "dropout", "reg", "topology")
+
+
+class RangeSpec(Section):
+    """A numeric range: ``low`` <= ``high``."""
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for lo, hi in (("low", "high"), ("units_low", "units_high")):
+            a, b = getattr(self, lo, None), getattr(self, hi, None)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} ({a}) is greater than {hi} ({b})")
+        if (getattr(self, "log", False) or self.type == "log-float") and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got low = {self.low}")
+        return self
+
+
+class IntRange(RangeSpec):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: Annotated[int, Field(ge=1)] | None = None
+    log: bool = False
+
+
+class FloatRange(RangeSpec):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: Annotated[float, Field(gt=0)] | None = None
+
+
+class LogFloatRange(RangeSpec):
+    type: Literal["log-float"]
+    low: float
+    high: float
+
+
+class Choices(Section):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+class LayersRange(RangeSpec):
+    type: Literal["layers"]
+    low: Annotated[int, Field(ge=0)]
+    high: int
+    units_low: Annotated[int, Field(ge=1)]
+    units_high: int
+
+
+RANGE_TYPES = {
+    "int": IntRange,
+    "float": FloatRange,
+    "log-float": LogFloatRange,
+    "categorical": Choices,
+    "layers": LayersRange,
+}
+PARAM_SPEC = TypeAdapter(
+    Annotated[
+        IntRange | FloatRange | LogFloatRange | Choices | LayersRange, Field(discriminator="type")
+    ],
+    config={"strict": True},
+)
+
+
+class GroupSpec(Section):
+    params: list[str] = Field(min_length=1)
+    off: list[str] = Field(default_factory=list)
+
+
+class SearchOptions(Section):
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class SpaceSettings(Section):
+    """A SPACE file: fixed training settings, ranges, sequential groups, search options."""
+
+    search: SearchOptions = Field(default_factory=SearchOptions)
+    config: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sequential: dict[str, GroupSpec] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,166 +206,77 @@ def apply_values(config: dict, values: dict) -> dict:
     return config
 
 
-def _fail(where: str, message: str) -> ConfigError:
-    return ConfigError(f"{where}: {message}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _config_key(key: str, where: str) -> None:
-    section, _, name = key.partition(".")
-    if (
-        section not in DEFAULTS
-        or not isinstance(DEFAULTS[section], dict)
-        or name not in DEFAULTS[section]
-    ):
-        known = [f"{s}.{k}" for s, v in DEFAULTS.items() if isinstance(v, dict) for k in v]
-        raise _fail(where, f"{key!r} is not a training-config key; known: {', '.join(known)}")
+    """Refuse a dotted key that is not a training-config key, suggesting the closest one."""
+    keys = setting_keys(TrainSettings)
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(keys)}"
+        raise ConfigError(f"{where}: {key!r} is not a training-config key; {hint}")
+
+
+def _spec_error(where: str, exc: ValidationError, spec: Any) -> ConfigError:
+    error = exc.errors()[0]
+    if error["type"].startswith("union_tag"):
+        found = spec.get("type") if isinstance(spec, dict) else None
+        return ConfigError(f"{where}: type must be one of {', '.join(PARAM_TYPES)}, got {found!r}")
+    schema = RANGE_TYPES.get(error["loc"][0] if error["loc"] else None, RangeSpec)
+    error = {**error, "loc": error["loc"][1:]}  # the tag of the union, not a key
+    message = describe_error(error, schema).replace("unknown config key", "unknown key")
+    message = message.replace("config table '(top level)': ", "").replace("config key ", "")
+    return ConfigError(f"{where}: {message}")
 
 
 def parse_param(key: str, spec: Any, source: str) -> Param:
     """One ``[params."section.key"]`` table, validated; errors name the key."""
     where = f'{source}: params."{key}"'
     _config_key(key, where)
-    if not isinstance(spec, dict):
-        raise _fail(where, 'must be a table such as { type = "float", low = 0, high = 1 }')
-    kind = spec.get("type")
-    if kind not in PARAM_TYPES:
-        raise _fail(where, f"type must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
-    required, optional = PARAM_KEYS[kind]
-    for name in spec:
-        if name != "type" and name not in required + optional:
-            raise _fail(
-                where,
-                f"unknown key {name!r} for type {kind!r}; "
-                f"allowed: {', '.join(required + optional)}",
-            )
-    for name in required:
-        if name not in spec:
-            raise _fail(where, f"type {kind!r} needs {name!r}")
-    if kind == "layers" and key != "model.hidden_dims":
-        raise _fail(where, "type 'layers' is only for 'model.hidden_dims'")
-    if kind != "layers" and key == "model.hidden_dims":
-        raise _fail(where, "'model.hidden_dims' takes type 'layers'")
-    if kind == "categorical":
-        choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise _fail(where, "choices must be a non-empty list")
-        return Param(key, kind, choices=tuple(choices))
-    integer = kind in ("int", "layers")
-    for name in required:
-        value = spec[name]
-        if integer and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise _fail(where, f"{name} must be an integer, got {value!r}")
-        if not _is_number(value) or not math.isfinite(value):
-            raise _fail(where, f"{name} must be a number, got {value!r}")
-    pairs = [("low", "high")] + ([("units_low", "units_high")] if kind == "layers" else [])
-    for lo, hi in pairs:
-        if spec[lo] > spec[hi]:
-            raise _fail(where, f"{lo} ({spec[lo]}) is greater than {hi} ({spec[hi]})")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise _fail(where, f"log must be true or false, got {log!r}")
-    if (kind == "log-float" or log) and spec["low"] <= 0:
-        raise _fail(where, f"a log range needs low > 0, got low = {spec['low']}")
-    if kind == "layers" and (spec["low"] < 0 or spec["units_low"] < 1):
-        raise _fail(where, "layers need low >= 0 and units_low >= 1")
-    step = spec.get("step")
-    if step is not None and (
-        not _is_number(step) or step <= 0 or (integer and not isinstance(step, int))
-    ):
-        raise _fail(
-            where, f"step must be a positive {'integer' if integer else 'number'}, got {step!r}"
-        )
-    if kind == "log-float":
-        return Param(key, kind, float(spec["low"]), float(spec["high"]))
-    if kind == "float":
-        return Param(key, kind, float(spec["low"]), float(spec["high"]), step=step)
-    if kind == "int":
-        return Param(key, kind, spec["low"], spec["high"], step=step, log=log)
-    return Param(
-        key,
-        kind,
-        spec["low"],
-        spec["high"],
-        units_low=spec["units_low"],
-        units_high=spec["units_high"],
-    )
+    try:
+        checked = PARAM_SPEC.validate_python(spec)
+    except ValidationError as exc:
+        raise _spec_error(where, exc, spec) from None
+    if (checked.type == "layers") != (key == "model.hidden_dims"):
+        raise ConfigError(f"{where}: 'model.hidden_dims' and only it takes type 'layers'")
+    values = checked.model_dump()
+    if "choices" in values:
+        values["choices"] = tuple(values["choices"])
+    return Param(key, **values)
 
 
-def _check_param_types(config: dict, params: dict[str, Param], source: str) -> None:
-    """Reject ranges whose values the training config would not accept (e.g. float batch sizes)."""
+def _check_param_types(params: dict[str, Param], source: str) -> None:
+    """Refuse ranges whose ends the training config would not accept (the rules of ``train``)."""
     for key, param in params.items():
-        section, name = key.split(".", 1)
         for value in param.extremes():
             try:
                 check_value(TrainSettings, key, value)
             except ConfigError as exc:
-                raise _fail(f'{source}: params."{key}"', str(exc)) from None
-
-
-def parse_groups(raw: Any, params: dict[str, Param], source: str) -> dict[str, SequentialGroup]:
-    """The ``[sequential.<group>]`` tables: which params each step searches and switches off."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise _fail(f"{source}: sequential", "must be a table of groups")
-    groups = {}
-    for name, spec in raw.items():
-        where = f"{source}: sequential.{name}"
-        if not isinstance(spec, dict):
-            raise _fail(where, "must be a table with 'params' (and optional 'off')")
-        for key in spec:
-            if key not in GROUP_KEYS:
-                raise _fail(where, f"unknown key {key!r}; allowed: {', '.join(GROUP_KEYS)}")
-        keys = spec.get("params")
-        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
-            raise _fail(where, "params must be a non-empty list of searched keys")
-        for key in keys:
-            if key not in params:
-                raise _fail(where, f"{key!r} is not in [params]")
-        off = spec.get("off", [])
-        if not isinstance(off, list) or not all(isinstance(k, str) for k in off):
-            raise _fail(where, "off must be a list of config keys")
-        for key in off:
-            _config_key(key, where)
-        groups[name] = SequentialGroup(name, tuple(keys), tuple(off))
-    return groups
+                raise ConfigError(f'{source}: params."{key}": {exc}') from None
 
 
 def parse_space(raw: dict, source: str = "SPACE") -> SearchSpace:
     """Validate a SPACE mapping (as read from TOML) into a :class:`SearchSpace`."""
-    for key in raw:
-        if key not in TOP_KEYS:
-            raise _fail(source, f"unknown key {key!r}; allowed: {', '.join(TOP_KEYS)}")
-    search = raw.get("search", {})
-    if not isinstance(search, dict):
-        raise _fail(f"{source}: search", "must be a table")
-    for key, value in search.items():
-        if key not in SEARCH_KEYS:
-            raise _fail(
-                f"{source}: search", f"unknown key {key!r}; allowed: {', '.join(SEARCH_KEYS)}"
-            )
-        if not isinstance(value, SEARCH_KEYS[key]) or isinstance(value, bool):
-            raise _fail(
-                f"{source}: search.{key}", f"must be {SEARCH_KEYS[key].__name__}, got {value!r}"
-            )
-    fixed = raw.get("config", {})
-    if not isinstance(fixed, dict):
-        raise _fail(f"{source}: config", "must be a table of training-config settings")
     try:
-        config = validate_config(fixed, TrainSettings)
+        checked = SpaceSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_error(exc.errors()[0], SpaceSettings)}") from None
+    try:
+        config = validate_config(checked.config, TrainSettings)
     except ConfigError as exc:
-        raise _fail(f"{source}: config", str(exc)) from None
-    params_raw = raw.get("params", {})
-    if not isinstance(params_raw, dict) or not params_raw:
-        raise _fail(f"{source}: params", 'needs at least one [params."section.key"] range')
-    params = {key: parse_param(key, spec, source) for key, spec in params_raw.items()}
-    _check_param_types(config, params, source)
-    groups = parse_groups(raw.get("sequential"), params, source)
-    return SearchSpace(config, params, groups, search.get("seed", 0), copy.deepcopy(raw), source)
+        raise ConfigError(f"{source}: config: {exc}") from None
+    if not checked.params:
+        raise ConfigError(f'{source}: params: needs at least one [params."section.key"] range')
+    params = {key: parse_param(key, spec, source) for key, spec in checked.params.items()}
+    _check_param_types(params, source)
+    groups = {}
+    for name, group in checked.sequential.items():
+        where = f"{source}: sequential.{name}"
+        for key in group.params:
+            if key not in params:
+                raise ConfigError(f"{where}: {key!r} is not in [params]")
+        for key in group.off:
+            _config_key(key, where)
+        groups[name] = SequentialGroup(name, tuple(group.params), tuple(group.off))
+    return SearchSpace(config, params, groups, checked.search.seed, copy.deepcopy(raw), source)
 
 
 def load_space(path: str | Path) -> SearchSpace:
