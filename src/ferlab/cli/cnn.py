@@ -81,7 +81,6 @@ def run_export(args: argparse.Namespace) -> int:
     require_torch()
     from ferlab.deep.export import export_onnx
     from ferlab.deep.io import load_cnn
-
     from ferlab.models import model_kind
 
     model = Path(args.model)
