@@ -19,16 +19,17 @@ $(BIN)/ferlab: pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,deep,cluster]'
 	touch $(BIN)/ferlab
 
+# The demo writes into its own folder; --force lets it run again over its previous results.
 demo: $(BIN)/ferlab
-	$(BIN)/ferlab train configs/digits_fc.toml --out $(RUN_DIR)
-	$(BIN)/ferlab evaluate --model $(RUN_DIR)/model.npz --split test --out $(RUN_DIR)/eval-test
+	$(BIN)/ferlab train configs/digits_fc.toml --out $(RUN_DIR) --force
+	$(BIN)/ferlab evaluate --model $(RUN_DIR)/model.npz --split test --out $(RUN_DIR)/eval-test --force
 	$(BIN)/ferlab search random configs/spaces/digits_demo.toml --trials 20 --workers 2 \
 		--study digits-demo --study-dir $(RUN_DIR)/search
 	$(BIN)/ferlab search report --study digits-demo --study-dir $(RUN_DIR)/search
 	@# Emotions on real photos that install with scikit-image, by the model that ships in ferlab.
 	photos=$$($(BIN)/python -c 'import os, skimage.data as d; print(os.path.dirname(d.__file__))') && \
 	$(BIN)/ferlab predict $$photos/astronaut.png $$photos/camera.png $$photos/coffee.png \
-		--annotate $(RUN_DIR)/photos
+		--annotate $(RUN_DIR)/photos --force
 
 test: $(BIN)/ferlab
 	$(BIN)/python -m pytest -q

@@ -1,8 +1,8 @@
 """Speed of emotion recognition on one thread: faces per second and whole photos per second.
 
-Faces: batches of 256 real FER2013 PublicTest crops through the shipped ONNX model with ONNX
-Runtime, beside the same network in PyTorch (``--cnn``, the ``.safetensors`` it was exported
-from), runs interleaved. Photos: 1280x720 real photos (scikit-image, scikit-learn) with 1 to 3
+Faces: batches of 256 real FER2013 PublicTest crops through the shipped (int8) ONNX model with
+ONNX Runtime, beside the float network it was made from (``--cnn``, the ``.safetensors``) in ONNX
+Runtime and in PyTorch, runs interleaved. Photos: 1280x720 real photos (scikit-image, scikit-learn) with 1 to 3
 real faces pasted at 96 to 200 pixels; detection and framing timed apart from classification.
 Writes ``benchmarks/results/recognizer_speed.json``.
 
@@ -57,12 +57,20 @@ def main() -> None:
     recognizer = EmotionRecognizer(args.model, threads=1)
     runners = {"onnxruntime": recognizer.model.predict_proba}
     if args.cnn:
+        import tempfile
+
         import torch
 
         from ferlab.deep import load_cnn
+        from ferlab.deep.export import export_onnx
+        from ferlab.models import load_model
 
         torch.set_num_threads(1)
-        runners["pytorch"] = load_cnn(args.cnn).predict_proba
+        cnn = load_cnn(args.cnn)
+        float_onnx = Path(tempfile.mkdtemp()) / "float.onnx"
+        export_onnx(cnn, float_onnx)
+        runners["onnxruntime_float"] = load_model(float_onnx, threads=1).predict_proba
+        runners["pytorch"] = cnn.predict_proba
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(3):  # interleaved rounds: the machine is shared and noisy
         for name, predict in runners.items():

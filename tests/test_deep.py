@@ -296,6 +296,25 @@ def test_load_model_gives_one_interface_for_every_model_kind(trained, tmp_path):
         assert again.parameter_count == model.parameter_count
 
 
+def test_int8_quantization_keeps_the_interface_and_the_predictions(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from ferlab.deep.export import export_onnx
+    from ferlab.models import load_model
+    from ferlab.onnx_model import quantize_onnx
+
+    path, _ = trained
+    export_onnx(load_cnn(path), tmp_path / "float.onnx", name="tiny")
+    quantize_onnx(tmp_path / "float.onnx", tmp_path / "int8.onnx", faces(64, 7).images)
+    float_model, int8 = load_model(tmp_path / "float.onnx"), load_model(tmp_path / "int8.onnx")
+    assert int8.class_names == CLASSES and int8.meta["name"] == "tiny"
+    assert "int8" in int8.meta["quantization"]
+    images = faces(50, 8).images
+    proba = int8.predict_proba(images)
+    assert np.allclose(proba.sum(axis=1), 1, atol=1e-3)
+    assert np.abs(proba - float_model.predict_proba(images)).max() < 0.1
+    assert (int8.predict(images) == float_model.predict(images)).mean() >= 0.9
+
+
 def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnx

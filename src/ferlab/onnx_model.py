@@ -127,7 +127,7 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
             f"{len(class_names)} class names"
         )
     extra = {}
-    for key in ("ferlab_name", "ferlab_version", "ferlab_training_info"):
+    for key in ("ferlab_name", "ferlab_version", "ferlab_training_info", "ferlab_quantization"):
         if key in meta_props:
             extra[key.removeprefix("ferlab_")] = meta_props[key]
     if "training_info" in extra:
@@ -147,3 +147,63 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFileError(f"{path}: ONNX Runtime cannot run it ({exc})") from None
     return OnnxClassifier(session, class_names, (in_dims[1], in_dims[2]), extra, data)
+
+
+def quantize_onnx(
+    source: str | os.PathLike, target: str | os.PathLike, calibration: np.ndarray
+) -> Path:
+    """Write an int8 copy of a ferlab ONNX file: static, per-channel, QDQ format.
+
+    Activation ranges are calibrated on ``calibration``, uint8 images (N, H, W) that must come
+    from the training data (never a test split). The metadata (class names, name, training
+    information) is carried over, with ``ferlab_quantization`` added.
+    """
+    import contextlib
+    import io
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images = np.asarray(calibration, dtype=np.float32)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.start = 0
+
+        def get_next(self):
+            if self.start >= len(images):
+                return None
+            self.start += 64
+            return {"pixels": images[self.start - 64 : self.start]}
+
+    target = Path(target)
+    source_model = onnx.load(str(source))
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))
+        quantized = Path(folder) / "quantized.onnx"
+        # The softmax stays in float: quantised, probabilities would come in steps of 1/255.
+        softmax = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Softmax"]
+        quantize_static(
+            str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=softmax,
+        )  # fmt: skip
+        model = onnx.load(str(quantized))
+    del model.metadata_props[:]
+    for entry in source_model.metadata_props:
+        model.metadata_props.add(key=entry.key, value=entry.value)
+    model.metadata_props.add(
+        key="ferlab_quantization",
+        value=f"int8 static, per-channel weights, QDQ; calibrated on {len(images)} images",
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    return target

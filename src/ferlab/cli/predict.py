@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+
+from ferlab.cli.common import output_folder
+from ferlab.vision.detect import MIN_FACE
 
 
 def register(subparsers) -> None:
@@ -27,6 +31,13 @@ def register(subparsers) -> None:
         default="haar",
         help="face detector; 'none' treats each image as one face crop (any model then works)",
     )
+    parser.add_argument(
+        "--min-face",
+        type=float,
+        default=MIN_FACE,
+        metavar="F",
+        help="smallest face searched, as a fraction of the shorter side (lower for group photos)",
+    )
     parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
     parser.add_argument(
         "--every", type=int, default=25, metavar="N", help="video: analyse every N-th frame"
@@ -41,6 +52,9 @@ def register(subparsers) -> None:
         "--annotate",
         metavar="DIR",
         help="write each image and video with boxes and labels drawn here",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="write into --annotate even if it is not empty"
     )
     parser.add_argument(
         "--threads", type=int, default=1, metavar="N", help="threads for the model and the detector"
@@ -59,11 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     cv2.setNumThreads(args.threads)
     files = collect_inputs(args.inputs, recursive=args.recursive)
-    recognizer = EmotionRecognizer(args.model, detector=args.detector, threads=args.threads)
-    rows = analyze_inputs(
-        recognizer, files, every=args.every, top_k=args.top_k, annotate_dir=args.annotate
+    recognizer = EmotionRecognizer(
+        args.model, detector=args.detector, min_face=args.min_face, threads=args.threads
     )
-    write_rows(rows, sys.stdout, args.format, recognizer.class_names)
+    with contextlib.ExitStack() as stack:
+        annotate = args.annotate and stack.enter_context(
+            output_folder(args.annotate, force=args.force)
+        )
+        rows = analyze_inputs(
+            recognizer, files, every=args.every, top_k=args.top_k, annotate_dir=annotate or None
+        )
+        write_rows(rows, sys.stdout, args.format, recognizer.class_names)
     if args.annotate:
         print(f"annotated images written to {args.annotate}", file=sys.stderr)
     return 0

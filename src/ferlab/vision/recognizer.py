@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ferlab.errors import FerlabError
-from ferlab.vision.detect import Detection, make_detector
+from ferlab.vision.detect import MIN_FACE, Detection, make_detector
 from ferlab.vision.framing import face_crop
 from ferlab.vision.photo import MAX_PIXELS, PhotoSource, read_photo
 
@@ -43,7 +43,8 @@ class EmotionRecognizer:
 
     ``EmotionRecognizer()`` uses the model that ships inside ferlab (ONNX Runtime, no PyTorch) and
     OpenCV's Haar face detector. ``model`` may be any ferlab model file or a loaded classifier;
-    ``detector="none"`` treats each whole image as one face crop (any model input size then works).
+    ``detector="none"`` treats each whole image as one face crop (any model input size then works);
+    ``min_face`` is the smallest face searched, as a fraction of the photo's shorter side.
 
     Example::
 
@@ -57,6 +58,7 @@ class EmotionRecognizer:
         model: str | os.PathLike | object | None = None,
         *,
         detector: str | object = "haar",
+        min_face: float = MIN_FACE,
         threads: int = 1,
         max_pixels: int = MAX_PIXELS,
     ) -> None:
@@ -69,7 +71,7 @@ class EmotionRecognizer:
         self.model = (
             load_model(model, threads=threads) if isinstance(model, str | os.PathLike) else model
         )
-        self.detector = make_detector(detector)
+        self.detector = make_detector(detector, min_face=min_face)
         self.max_pixels = max_pixels
         shape = tuple(self.model.input_shape or ())
         if self.detector.name != "none" and (len(shape) != 2 or shape[0] != shape[1]):

@@ -1,0 +1,32 @@
+"""Files that ship inside ferlab: the pretrained FER2013 emotion model and its model card."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from ferlab.errors import FerlabError
+
+SHIPPED_MODEL = "fer2013_cnn.onnx"
+MODEL_CARD = "MODEL_CARD.md"
+MODEL_FACTS = "model_card.json"
+
+
+def _asset(name: str) -> Path:
+    path = Path(str(resources.files(__name__).joinpath(name)))
+    if not path.is_file():
+        raise FerlabError(
+            f"this ferlab installation lacks its shipped file {name}; reinstall ferlab"
+        )
+    return path
+
+
+def shipped_model_path() -> Path:
+    """Path of the pretrained FER2013 emotion model (ONNX) installed with ferlab."""
+    return _asset(SHIPPED_MODEL)
+
+
+def model_card() -> dict:
+    """The shipped model's facts (classes, accuracy, per-class recall, input framing) as a dict."""
+    return json.loads(_asset(MODEL_FACTS).read_text(encoding="utf-8"))
