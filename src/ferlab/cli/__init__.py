@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "ferlab.cli.extend",
     "ferlab.cli.search",
     "ferlab.cli.cnn",
+    "ferlab.cli.serve",
 ]
 
 

@@ -1,0 +1,467 @@
+"""The web app: ``POST /v1/analyze``, ``GET /v1/model``, ``GET /healthz`` and the page at ``/``.
+
+Each worker process loads the model once (when the app starts). Photos are decoded and analysed
+in one thread per worker, off the event loop; a worker holds at most ``queue`` requests at once
+(reading, waiting or running) and answers 503 with ``Retry-After`` beyond that, so memory stays
+bounded by about ``queue x max_bytes``. Errors are JSON ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from ferlab import __version__
+from ferlab.errors import DataError
+from ferlab.serve import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_QUEUE,
+    SETTINGS_VARIABLE,
+    ServeSettings,
+)
+from ferlab.settings import validate_arguments
+
+BODY_SECONDS = 60.0  # a client must send its whole upload within this
+MULTIPART_SLACK = 64 * 1024  # form boundaries and part headers around the file, in bytes
+RETRY_AFTER_SECONDS = 1
+# Formats people send that Pillow cannot decode, by their first bytes: answered 415, not 400.
+UNSUPPORTED_SIGNATURES = {
+    b"ftypheic": "HEIC",
+    b"ftypheix": "HEIC",
+    b"ftyphevc": "HEIC",
+    b"ftypmif1": "HEIF",
+    b"JXL ": "JPEG XL",
+    b"<svg": "SVG",
+    b"<?xml": "SVG",
+}
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+class ServeError(Exception):
+    """An error answered as JSON: a stable ``code``, an HTTP ``status`` and a one-line message."""
+
+    def __init__(
+        self, code: str, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+# Response shapes, for the OpenAPI schema at /openapi.json.
+class Box(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class FaceOut(BaseModel):
+    box: Box
+    score: float
+    emotion: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class Analysis(BaseModel):
+    faces: list[FaceOut]
+    model: ModelRef
+    image: ImageSize
+    seconds: float
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+
+
+ANALYZE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+ANALYZE_ERRORS = {
+    400: {"model": ErrorOut, "description": "not_an_image, empty_body or bad_request"},
+    408: {"model": ErrorOut, "description": "timeout: the upload took too long"},
+    413: {"model": ErrorOut, "description": "too_large: too many bytes or pixels"},
+    415: {"model": ErrorOut, "description": "not_an_image or unsupported_format"},
+    503: {"model": ErrorOut, "description": "overloaded: retry after Retry-After seconds"},
+}
+
+
+@dataclass
+class Service:
+    """One worker's state: the recognizer, the limits and the count of requests it holds."""
+
+    model: str | None
+    max_bytes: int
+    max_pixels: int
+    queue: int
+    recognizer: object | None = None
+    model_ref: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+    in_flight: int = 0
+    limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+
+    def attach(self, recognizer: object) -> None:
+        """Use ``recognizer`` (anything with ``analyze_array`` and ``class_names``)."""
+        self.recognizer = recognizer
+        self.facts = model_facts(self.model, list(getattr(recognizer, "class_names", [])))
+        self.model_ref = {"name": self.facts["name"], "version": self.facts["version"]}
+
+    def analyze(self, data: bytes, declared: str) -> dict:
+        """The JSON answer for one encoded photo; raises ServeError for photos it cannot read."""
+        from ferlab.vision.photo import read_photo
+
+        start = time.perf_counter()
+        try:
+            rgb = read_photo(data, max_pixels=self.max_pixels)
+        except DataError as exc:
+            raise photo_error(str(exc), data, declared) from None
+        faces = self.recognizer.analyze_array(rgb)
+        return {
+            "faces": [face.to_dict() for face in faces],
+            "model": self.model_ref,
+            "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
+            "seconds": round(time.perf_counter() - start, 4),
+        }
+
+
+def create_app(
+    *,
+    model: str | os.PathLike | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    queue: int = DEFAULT_QUEUE,
+    recognizer: object | None = None,
+) -> FastAPI:
+    """The ferlab web app.
+
+    ``model`` is a model file (None: the shipped model), loaded once when the app starts unless a
+    ready ``recognizer`` (an :class:`~ferlab.vision.recognizer.EmotionRecognizer` or anything with
+    ``analyze_array(rgb)`` and ``class_names``) is given. ``max_bytes`` bounds an upload,
+    ``max_pixels`` a photo's width x height, ``queue`` the requests held at once.
+    """
+    model = None if model is None else str(model)
+    validate_arguments(
+        ServeSettings, "create_app", model=model, max_bytes=max_bytes, max_pixels=max_pixels,
+        queue=queue,
+    )  # fmt: skip
+    service = Service(model, max_bytes, max_pixels, queue)
+    if recognizer is not None:
+        service.attach(recognizer)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if service.recognizer is None:
+            service.attach(await anyio.to_thread.run_sync(load_recognizer, model, max_pixels))
+        yield
+
+    app = FastAPI(
+        title="ferlab",
+        version=__version__,
+        description="Emotions of the faces in photos, by ferlab's FER2013 model.",
+        lifespan=lifespan,
+        docs_url=None,  # the Swagger and ReDoc pages load scripts from CDNs; the schema stays
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.add_exception_handler(ServeError, serve_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(Exception, internal_error_handler)
+
+    @app.post(
+        "/v1/analyze",
+        response_model=Analysis,
+        responses=ANALYZE_ERRORS,
+        openapi_extra={"requestBody": ANALYZE_BODY},
+        summary="Faces and emotions in one photo",
+    )
+    async def analyze(request: Request) -> JSONResponse:
+        """Send a photo as the multipart form field ``file`` or as the raw body (``image/*`` or
+        ``application/octet-stream``). A photo without faces gives an empty ``faces`` list."""
+        if service.in_flight >= service.queue:
+            raise ServeError(
+                "overloaded",
+                503,
+                f"the server holds {service.queue} requests already; retry shortly",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        service.in_flight += 1
+        try:
+            data, declared = await read_upload(request, service.max_bytes)
+            result = await anyio.to_thread.run_sync(
+                service.analyze, data, declared, limiter=service.limiter
+            )
+        finally:
+            service.in_flight -= 1
+        return JSONResponse(result)
+
+    @app.get("/v1/model", summary="The model's classes, accuracy, recall and input framing")
+    async def model_info() -> JSONResponse:
+        return JSONResponse(service.facts)
+
+    @app.get("/healthz", response_model=Health, summary="Whether the server is up")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(static_dir() / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app built from the settings that :func:`ferlab.serve.serve` left in the environment
+    (uvicorn calls this in each worker process)."""
+    text = os.environ.get(SETTINGS_VARIABLE)
+    settings = ServeSettings.from_json(text) if text else ServeSettings()
+    return create_app(
+        model=settings.model,
+        max_bytes=settings.max_bytes,
+        max_pixels=settings.max_pixels,
+        queue=settings.queue,
+    )
+
+
+def load_recognizer(model: str | None, max_pixels: int) -> object:
+    """The emotion recognizer for ``model`` (None: the shipped model), one inference thread."""
+    from ferlab.vision.recognizer import EmotionRecognizer
+
+    return EmotionRecognizer(model, max_pixels=max_pixels)
+
+
+def static_dir() -> Path:
+    """The folder of the page's HTML, CSS and JavaScript installed with ferlab."""
+    return Path(str(resources.files("ferlab.serve").joinpath("static")))
+
+
+def model_facts(model: str | None, class_names: list[str]) -> dict:
+    """What ``GET /v1/model`` answers: name, version (the file's SHA-256, 12 digits), classes,
+    input, and for the shipped model its measured accuracy, recall and limits."""
+    from ferlab.assets import model_card, shipped_model_path
+
+    path = Path(model) if model is not None else shipped_model_path()
+    facts: dict = {"name": path.stem, "version": file_digest(path)[:12], "ferlab": __version__}
+    if model is None:
+        card = model_card()
+        facts["name"] = card.get("name", facts["name"])
+        for key in ("classes", "input", "accuracy", "recall", "limits"):
+            facts[key] = card.get(key)
+    else:
+        facts.update(classes=None, input=None, accuracy=None, recall=None, limits=None)
+    if class_names:
+        facts["classes"] = class_names
+    return facts
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex; empty when there is no such file."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+def media_type(content_type: str) -> str:
+    """The lower-case media type of a Content-Type header, without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """The photo's bytes and declared media type, from a multipart form (field ``file``) or the
+    raw body; never reads more than ``max_bytes`` (plus the form's framing)."""
+    declared = media_type(request.headers.get("content-type", ""))
+    if declared == "multipart/form-data":
+        body = await read_body(request, max_bytes + MULTIPART_SLACK)
+        return await file_from_form(request, body, max_bytes)
+    if declared in ("", "application/octet-stream") or declared.startswith("image/"):
+        body = await read_body(request, max_bytes)
+        if not body:
+            raise ServeError("empty_body", 400, "the request has no photo in its body")
+        return body, declared
+    raise ServeError(
+        "not_an_image",
+        415,
+        f"Content-Type {declared} is not an image: send the photo as image/*, "
+        "application/octet-stream, or the multipart form field 'file'",
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read chunk by chunk; ServeError 413 as soon as it passes ``limit`` bytes
+    (at once when Content-Length says so), 408 when it takes over BODY_SECONDS."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large_bytes(int(length), limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with anyio.fail_after(BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large_bytes(size, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ServeError("timeout", 408, f"the upload took over {BODY_SECONDS:g} s") from None
+    except ClientDisconnect:
+        raise ServeError("bad_request", 400, "the client left before sending its photo") from None
+    return b"".join(chunks)
+
+
+def too_large_bytes(size: int, limit: int) -> ServeError:
+    return ServeError(
+        "too_large", 413, f"the upload has {size:,} bytes or more, more than the {limit:,} accepted"
+    )
+
+
+async def file_from_form(request: Request, body: bytes, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes and declared media type of the form field ``file`` in a multipart ``body``."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        async with Request(request.scope, replay).form(max_files=1, max_fields=16) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ServeError(
+                    "empty_body", 400, "the form has no file: send the photo as the field 'file'"
+                )
+            data = await upload.read()
+            declared = media_type(upload.content_type or "")
+    except HTTPException as exc:  # Starlette's answer to a malformed form
+        raise ServeError("bad_request", 400, f"malformed multipart form: {exc.detail}") from None
+    if not data:
+        raise ServeError("empty_body", 400, "the uploaded file is empty")
+    if len(data) > max_bytes:
+        raise too_large_bytes(len(data), max_bytes)
+    return data, declared
+
+
+def photo_error(message: str, data: bytes, declared: str) -> ServeError:
+    """The ServeError for read_photo's DataError ``message`` about ``data`` (sent as ``declared``)."""
+    detail = message.split(": ", 1)[-1]
+    if "pixels, more than the" in message or "decompression bomb" in message:
+        return ServeError("too_large", 413, f"the photo has too many pixels: {detail}")
+    if "not an image, or an unsupported format" not in message:
+        return ServeError("not_an_image", 400, f"the photo cannot be read: {detail}")
+    known = unsupported_format(data, declared)
+    if known:
+        return ServeError(
+            "unsupported_format",
+            415,
+            f"{known} photos are not supported: send JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF",
+        )
+    return ServeError("not_an_image", 400, "the data is not an image ferlab can read")
+
+
+def unsupported_format(data: bytes, declared: str) -> str:
+    """The name of an image format Pillow cannot read that ``data`` is in, or that the client
+    declared (an ``image/*`` type Pillow does not know); empty when there is none."""
+    head = data[:32]
+    for signature, name in UNSUPPORTED_SIGNATURES.items():
+        if signature in head:
+            return name
+    if declared.startswith("image/") and declared not in pillow_media_types():
+        return declared
+    return ""
+
+
+def pillow_media_types() -> set[str]:
+    """The image media types the installed Pillow can decode."""
+    from PIL import Image
+
+    Image.init()
+    return {mime for mime in Image.MIME.values() if mime.startswith("image/")}
+
+
+async def serve_error_handler(request: Request, exc: ServeError) -> JSONResponse:
+    return error_response(exc.code, exc.status, exc.message, exc.headers)
+
+
+async def http_error_handler(request: Request, exc: HTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(
+        codes.get(exc.status_code, "http_error"),
+        exc.status_code,
+        str(exc.detail),
+        dict(exc.headers or {}),
+    )
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response("internal", 500, "the server failed on this request; see its log")
+
+
+def error_response(
+    code: str, status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """``{"error": {"code": code, "message": message}}`` with an HTTP ``status``."""
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
