@@ -441,3 +441,63 @@ def test_cnn_commands_without_torch_print_the_install_hint(tmp_path):
         [sys.executable, "-c", script, "--help"], capture_output=True, text=True, timeout=60
     )
     assert ok.returncode == 0 and "cnn" in ok.stdout
+
+
+def test_distillation_loss_matches_its_formula():
+    from ferlab.deep.training import distillation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    t, alpha = 3.0, 0.7
+    p_teacher = torch.softmax(teacher / t, dim=1)
+    kl = (p_teacher * (p_teacher.log() - torch.log_softmax(student / t, dim=1))).sum(1).mean()
+    hard = -torch.log_softmax(student, dim=1)[torch.arange(5), labels].mean()
+    expected = (1 - alpha) * hard + alpha * t * t * kl
+    got = distillation_loss(student, teacher, labels, temperature=t, alpha=alpha)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert float(distillation_loss(teacher, teacher, labels, temperature=t, alpha=1.0)) < 1e-6
+
+
+def test_distillation_brings_the_student_toward_the_teacher(trained, splits, tmp_path):
+    """A student trained on the teacher's outputs alone (alpha = 1) moves toward them."""
+    from ferlab.deep.training import load_teacher
+
+    teacher_path, _ = trained
+    teacher = load_teacher(str(teacher_path), torch.device("cpu"), CLASSES)
+    config = tiny_config(
+        "solver.epochs=4", f'distill.teacher="{teacher_path}"', "distill.alpha=1.0"
+    )
+    student = make_trainer(config, splits)
+    student.teacher = teacher
+    images = torch.from_numpy(splits.val.images)
+
+    def divergence() -> float:
+        with torch.no_grad():
+            x = center_crop(normalize(images, student.mean, student.std), 40)
+            student.module.eval()
+            s = torch.log_softmax(student.module(x), dim=1)
+            t = torch.log_softmax(student._teacher_logits(x), dim=1)
+            return float((t.exp() * (t - s)).sum(1).mean())
+
+    before = divergence()
+    student.train()
+    after = divergence()
+    assert after < 0.5 * before, (before, after)
+
+
+def test_a_teacher_with_other_classes_is_refused(trained, tmp_path):
+    from ferlab.deep.training import load_teacher
+
+    teacher_path, _ = trained
+    with pytest.raises(ConfigError, match="predicts"):
+        load_teacher(str(teacher_path), torch.device("cpu"), ["x", "y", "z"])
+
+
+def test_a_run_with_a_teacher_trains_and_records_it(trained, splits, tmp_path):
+    teacher_path, _ = trained
+    config = tiny_config("solver.epochs=2", f'distill.teacher="{teacher_path}"')
+    summary = run_cnn_training(config, tmp_path / "student", splits=splits, verbose=False)
+    assert summary["epochs"] == 2
+    recorded = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert recorded["distill"] == {"teacher": str(teacher_path), "temperature": 4.0, "alpha": 0.9}

@@ -164,6 +164,14 @@ class DeviceSettings(Section):
         return value
 
 
+class DistillSettings(Section):
+    """Knowledge distillation from a trained teacher CNN (none unless ``teacher`` is set)."""
+
+    teacher: str | None = Field(None, description="the teacher's .safetensors model file")
+    temperature: float = Field(4.0, gt=0.0, le=100.0, description="softening of both outputs")
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the teacher's term")
+
+
 class CNNSettings(Section):
     """A CNN training config (``ferlab cnn train``)."""
 
@@ -173,6 +181,7 @@ class CNNSettings(Section):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     solver: CNNSolverSettings = Field(default_factory=CNNSolverSettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
+    distill: DistillSettings = Field(default_factory=DistillSettings)
 
 
 class BaselineDataSettings(Section):

@@ -102,8 +102,10 @@ class CNNTrainer:
         meta: dict | None = None,
         verbose: bool = True,
         epoch_callback: EpochCallback | None = None,
+        teacher=None,
     ) -> None:
         self.config = config
+        self.teacher = teacher  # a CNNClassifier whose outputs the student learns, or None
         self.solver = config["solver"]
         self.augment = config["augment"]
         self.device = device
@@ -195,7 +197,15 @@ class CNNTrainer:
             with self._autocast():
                 logits = self.module(self._prepare(x))
             smoothing = self.solver["label_smoothing"]
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            if self.teacher is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            else:
+                distill = self.config["distill"]
+                loss = distillation_loss(
+                    logits.float(), self._teacher_logits(x), y,
+                    temperature=distill["temperature"], alpha=distill["alpha"],
+                    label_smoothing=smoothing,
+                )  # fmt: skip
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -203,6 +213,14 @@ class CNNTrainer:
             correct += (logits.argmax(1) == y).sum()
         seen = self.steps_per_epoch * self.batch_size
         return float(loss_sum) / self.steps_per_epoch, float(correct) / seen, lr
+
+    @torch.no_grad()
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits (N, C) on the student's augmented batch (N, 1, H, W)."""
+        pixels = x * self.std + self.mean  # back to 0..255, then the teacher's own scaling
+        teacher = self.teacher
+        with self._autocast():
+            return teacher.module(self._prepare((pixels - teacher.mean) / teacher.std)).float()
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -343,6 +361,43 @@ class CNNTrainer:
         return self.train()
 
 
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Hinton et al.'s distillation loss from logits (N, C) and labels (N,).
+
+    ``(1 - alpha) * CE(student, labels) + alpha * T**2 * KL(softmax(teacher / T) ||
+    softmax(student / T))``, the T**2 keeping the soft term's gradients on the hard term's scale.
+    """
+    hard = F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=1),
+        F.log_softmax(teacher / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return (1.0 - alpha) * hard + alpha * temperature**2 * soft
+
+
+def load_teacher(path: str, device: torch.device, classes: list[str]):
+    """The teacher CNN, in eval mode on ``device``; its classes must be the student's."""
+    from ferlab.deep.io import load_cnn
+
+    teacher = load_cnn(path).to(device)
+    if teacher.class_names != list(classes):
+        raise ConfigError(
+            f"distill.teacher {path} predicts {teacher.class_names}, the data has {list(classes)}"
+        )
+    teacher.module.eval()
+    return teacher
+
+
 def image_statistics(images: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of the training pixels."""
     pixels = images.astype(np.float64)
@@ -395,6 +450,8 @@ def run_cnn_training(
     meta = model_meta(
         architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
     )
+    teacher_path = config["distill"]["teacher"]
+    teacher = load_teacher(teacher_path, torch_device, splits.class_names) if teacher_path else None
     torch.manual_seed(config["seed"])
     module = build_cnn(architecture)
     data = TensorData.from_arrays(
@@ -411,6 +468,7 @@ def run_cnn_training(
         meta=meta,
         verbose=verbose,
         epoch_callback=epoch_callback,
+        teacher=teacher,
     )
     if verbose:
         params = sum(p.numel() for p in module.parameters())
