@@ -57,20 +57,37 @@ def known_dataset(name: str) -> str:
     return name
 
 
-class DataSettings(Section):
+class DataSource(Section):
+    """Where the data come from and which part trains (every config kind has these)."""
+
     dataset: str = Field("digits", description="data set: fer2013, cifar10 or digits")
     path: str | None = Field(None, description="data location (--data overrides it)")
+    train_limit: Count | None = Field(None, description="a stratified, seeded subset of N")
+    exclude_classes: list[str] = Field(default_factory=list, description="classes left out")
+
+    _known_dataset = field_validator("dataset")(lambda value: known_dataset(value))
+
+
+class HeldOut(Section):
+    """A validation part held out of the training split."""
+
     val_size: int | float = Field(
         0.1, description="fraction in (0, 1) or whole count of training samples held out"
     )
-    train_limit: Count | None = Field(None, description="a stratified, seeded subset of N")
+
+    _fraction_or_count = field_validator("val_size")(lambda value: fraction_or_count(value))
+
+
+class Preprocessed(Section):
+    """An input transform fitted on the training part and stored in the model file."""
+
     preprocessing: Literal["center", "standardize", "per_image"] = Field(
         "standardize", description="input transform stored in the model file"
     )
-    exclude_classes: list[str] = Field(default_factory=list, description="classes left out")
 
-    _fraction_or_count = field_validator("val_size")(lambda value: fraction_or_count(value))
-    _known_dataset = field_validator("dataset")(lambda value: known_dataset(value))
+
+class DataSettings(DataSource, HeldOut, Preprocessed):
+    """The data of a fully connected training config."""
 
 
 class FCModelSettings(Section):
@@ -103,15 +120,10 @@ class TrainSettings(Section):
     solver: FCSolverSettings = Field(default_factory=FCSolverSettings)
 
 
-class CNNDataSettings(Section):
-    dataset: str = "fer2013"
-    path: str | None = None
-    val_size: int | float = 0.1
-    train_limit: Count | None = None
-    exclude_classes: list[str] = Field(default_factory=list)
+class CNNDataSettings(DataSource, HeldOut):
+    """The data of a CNN training config (48x48 faces; the CNN standardises them itself)."""
 
-    _fraction_or_count = field_validator("val_size")(lambda value: fraction_or_count(value))
-    _known_dataset = field_validator("dataset")(lambda value: known_dataset(value))
+    dataset: str = "fer2013"
 
 
 class CNNModelSettings(Section):
@@ -184,14 +196,8 @@ class CNNSettings(Section):
     distill: DistillSettings = Field(default_factory=DistillSettings)
 
 
-class BaselineDataSettings(Section):
-    dataset: str = "digits"
-    path: str | None = None
-    train_limit: Count | None = None
-    preprocessing: Literal["center", "standardize", "per_image"] = "standardize"
-    exclude_classes: list[str] = Field(default_factory=list)
-
-    _known_dataset = field_validator("dataset")(lambda value: known_dataset(value))
+class BaselineDataSettings(DataSource, Preprocessed):
+    """The data of a scikit-learn baseline (cross-validated, so no validation part)."""
 
 
 class BaselineModel(Section):
