@@ -15,7 +15,7 @@ from ferlab.errors import FerlabError
 
 DETECTORS = ("haar", "none")
 # Faces smaller than this fraction of a photo's shorter side are not searched: 72 pixels in a
-# 1280x720 photo. Searching smaller ones costs about a third more time (group photos may need it).
+# 1280x720 photo. Searching down to 5% takes about 1.5 times as long (group photos may need it).
 MIN_FACE = 0.1
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 
