@@ -89,6 +89,8 @@ def register(subparsers) -> None:
         _add_run_arguments(sub)
         sub.add_argument("--trials", type=int, required=True, metavar="N",
                          help="finished trials in total, over all workers and re-runs")  # fmt: skip
+        sub.add_argument("--timeout", type=float, metavar="SECONDS",
+                         help="start no trial after this long; running trials finish")  # fmt: skip
         sub.set_defaults(func=run_search, kind=kind)
 
     sub = commands.add_parser(
@@ -181,7 +183,8 @@ def run_search(args: argparse.Namespace) -> int:
     storage = _storage(args, name)
     with _resume_hint(name, args), _executor(args) as executor:
         study = search(args.kind, space, name, storage, args.trials, executor,
-                       pruner=args.pruner, seed=args.seed, progress=not args.quiet)  # fmt: skip
+                       pruner=args.pruner, seed=args.seed, progress=not args.quiet,
+                       timeout=args.timeout)  # fmt: skip
     _print_outcome(study)
     print(f"report: ferlab search report --study {name}{_where(args)}")
     return 0

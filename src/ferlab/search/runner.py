@@ -148,11 +148,18 @@ def run_trials(
     seed: int = 0,
     trial_fn: TrialFn | None = None,
     progress: bool = True,
+    timeout: float | None = None,
 ) -> optuna.Study:
-    """Run trials until ``n_trials`` have finished (complete or pruned) in the study, globally."""
+    """Run trials until ``n_trials`` have finished (complete or pruned) in the study, globally.
+
+    With ``timeout`` (seconds), no trial is started after that time; running ones finish.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
     if sampler == "tpe":
         study.sampler = optuna.samplers.TPESampler(
-            seed=trial_seed(seed, len(study.get_trials(deepcopy=False))), constant_liar=True
+            seed=trial_seed(seed, len(study.get_trials(deepcopy=False))),
+            multivariate=True,
+            constant_liar=True,
         )
     recovered = recover_orphans(study, storage)
     if recovered:
@@ -167,7 +174,10 @@ def run_trials(
         while True:
             if is_rdb(storage) and len(pending) < executor.slots:
                 optuna.storages.fail_stale_trials(study)
-            while len(pending) < executor.slots and count(study, COUNTED) < n_trials:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            while (
+                not out_of_time and len(pending) < executor.slots and count(study, COUNTED) < n_trials
+            ):
                 trial, config = ask(study, space, sampler, seed)
                 if is_rdb(storage):
                     # Beat once now: if this driver dies before a worker takes the trial, the
@@ -178,7 +188,7 @@ def run_trials(
                 )
                 pending[executor.submit(execute_trial, task, trial_fn)] = trial
             if not pending:
-                if count(study, FINISHED) >= n_trials:
+                if out_of_time or count(study, FINISHED) >= n_trials:
                     break
                 # The rest are RUNNING elsewhere: another driver's, or a killed driver's whose
                 # heartbeats have not yet expired (then they are failed and retried here).

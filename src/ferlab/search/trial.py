@@ -21,6 +21,8 @@ PRUNERS = ("median", "hyperband", "none")
 # Per worker process: the decoded, preprocessed data of the last data set used, and open studies.
 _DATA_CACHE: dict[str, tuple] = {}
 _STUDY_CACHE: dict[tuple, tuple] = {}
+# Two: a search may try two preprocessings of one data set.
+DATA_CACHE_SIZE = 2
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def cached_features(config: dict) -> tuple:
 
     key = _data_key(config)
     if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()  # one data set per worker at a time: FER2013 features are ~250 MB
+        if len(_DATA_CACHE) >= DATA_CACHE_SIZE:  # FER2013 features are ~250 MB each
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         splits = load_splits(config)
         features = make_features(
             splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
