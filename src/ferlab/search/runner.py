@@ -1,9 +1,19 @@
-"""The driver: asks Optuna for trials, keeps the workers busy, records outcomes, counts globally."""
+"""The driver: asks Optuna for trials, keeps the workers busy, records outcomes, counts globally.
+
+The driver's cost per trial does not grow with the study. It reads the whole study once at the
+start, then keeps its own tally of trial states and of the completed trials' curves (for the
+median rule) as it asks and records; only a PostgreSQL study, which other drivers and the
+heartbeat sweep may change too, is read again, every :data:`RESYNC_S` seconds and near the end.
+A random trial is written in one storage write with its parameters and config.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+import warnings
+from collections import Counter
 
 import optuna
 from optuna.trial import TrialState
@@ -12,8 +22,9 @@ from tqdm.auto import tqdm
 from ferlab.errors import FerlabError
 from ferlab.metrics import percent
 from ferlab.progress import show_bars
+from ferlab.search.pruning import CompletedCurves, MedianRule
 from ferlab.search.space import SearchSpace
-from ferlab.search.storage import is_rdb
+from ferlab.search.storage import create_running_trial, is_rdb
 from ferlab.search.trial import TrialFn, TrialOutcome, TrialTask, execute_trial
 
 # Trials that count towards a study's total: finished ones and those running somewhere now.
@@ -23,6 +34,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # failures in a row, showing the last error, instead of failing trials for ever.
 MAX_FAILURES_IN_A_ROW = 10
 WAIT_S = 1.0  # how often to look again while trials run elsewhere
+# How often a PostgreSQL study is read again (other drivers, stale trials failed by heartbeat).
+RESYNC_S = 5.0
 # Our workers send heartbeats themselves (ferlab.search.trial), outside Study.optimize.
 
 
@@ -36,15 +49,62 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def count(study: optuna.Study, states) -> int:
-    """How many of the study's trials are in ``states``."""
+    """How many of the study's trials are in ``states`` (reads the whole study)."""
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _retry(study: optuna.Study, number: int, *, always: bool = False) -> None:
+class Tally:
+    """The driver's running view of a study: each trial's state, counts, curves, the best value."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self.read()
+
+    def read(self) -> None:
+        """Read the whole study (at the start, and now and then for a shared database)."""
+        trials = self.study.get_trials(deepcopy=False)
+        self.states = {t.number: t.state for t in trials}
+        self.counts = Counter(self.states.values())
+        self.curves = CompletedCurves()
+        self.best: float | None = None
+        for t in trials:
+            if t.state == TrialState.COMPLETE:
+                self._completed(t.intermediate_values, t.value)
+        self.next_number = len(trials)
+        self.read_at = time.monotonic()
+
+    def _completed(self, curve: dict[int, float], value: float | None) -> None:
+        self.curves.add(curve)
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+
+    def set(self, number: int, state: TrialState, outcome: TrialOutcome | None = None) -> None:
+        """Record that trial ``number`` is now in ``state``."""
+        old = self.states.get(number)
+        if old is not None:
+            self.counts[old] -= 1
+        self.states[number] = state
+        self.counts[state] += 1
+        self.next_number = max(self.next_number, number + 1)
+        if state == TrialState.COMPLETE and outcome is not None:
+            self._completed(outcome.curve, outcome.value)
+
+    def total(self, states) -> int:
+        return sum(self.counts[s] for s in states)
+
+
+def _retry(study: optuna.Study, trial_id: int, *, always: bool = False) -> None:
     """Queue a failed trial's parameters again (once, unless it was only interrupted)."""
-    frozen = study.get_trials(deepcopy=False)[number]
+    frozen = study._storage.get_trial(trial_id)
     if always or "retry_of" not in frozen.user_attrs:
-        study.enqueue_trial(frozen.params, user_attrs={"retry_of": number})
+        study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail (and queue again once) RUNNING trials whose heartbeats stopped (RDB storages)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def recover_orphans(study: optuna.Study, storage: str) -> int:
@@ -52,7 +112,7 @@ def recover_orphans(study: optuna.Study, storage: str) -> int:
     if is_rdb(storage):
         # Heartbeats tell which RUNNING trials are dead; live ones may belong to another driver.
         before = count(study, (TrialState.FAIL,))
-        optuna.storages.fail_stale_trials(study)
+        fail_stale(study)
         return count(study, (TrialState.FAIL,)) - before
     # A journal study has one driver at a time, so whatever is RUNNING now was orphaned.
     orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -64,40 +124,63 @@ def recover_orphans(study: optuna.Study, storage: str) -> int:
         # A driver killed while sampling leaves partial parameters: only a fully sampled trial
         # (its config recorded) is worth retrying as it was.
         if "config" in frozen.user_attrs:
-            _retry(study, frozen.number, always=True)
+            _retry(study, frozen._trial_id, always=True)
     return len(orphans)
 
 
 def record(
-    study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, *, interrupted: bool = False
-) -> None:
-    """Store a worker's outcome in the study (the driver is the only writer of final states)."""
-    trial.set_user_attr("seconds", round(outcome.seconds, 2))
-    if outcome.message:
-        trial.set_user_attr(
-            "error" if outcome.state == "fail" else "pruned_reason", outcome.message
-        )
+    study: optuna.Study,
+    trial_id: int,
+    outcome: TrialOutcome,
+    *,
+    interrupted: bool = False,
+) -> TrialState | None:
+    """Store a worker's outcome (the driver is the only writer of final states).
+
+    Returns the state written, or None when the trial had already been finished elsewhere.
+    The trial's duration is Optuna's own (``datetime_complete - datetime_start``).
+    """
+    state, value = final_state(outcome)
+    storage = study._storage
     try:
-        if outcome.state == "complete":
-            study.tell(trial, outcome.value)
-        elif outcome.state == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, state=TrialState.FAIL)
-            _retry(study, trial.number, always=interrupted)
+        if outcome.message and not outcome.message.startswith("pruned after"):
+            key = "error" if state == TrialState.FAIL else "pruned_reason"
+            storage.set_trial_user_attr(trial_id, key, outcome.message)
+        # What study.tell() writes, without reading the trial back twice (the driver knows it).
+        storage.set_trial_state_values(trial_id, state, None if value is None else [value])
     except (RuntimeError, ValueError) as exc:
         # Another process (heartbeat sweep) already finished this trial; keep its record.
-        print(f"ferlab: note: trial {trial.number}: {exc}", file=sys.stderr)
+        print(f"ferlab: note: trial id {trial_id}: {exc}", file=sys.stderr)
+        return None
+    if state == TrialState.FAIL:
+        _retry(study, trial_id, always=interrupted)
+    return state
+
+
+def final_state(outcome: TrialOutcome) -> tuple[TrialState, float | None]:
+    """The state and value Optuna's ``tell`` would store for ``outcome``.
+
+    A complete trial needs a finite value (else it failed); a pruned one keeps its last
+    reported value.
+    """
+    if outcome.state == "complete":
+        if outcome.value is not None and math.isfinite(outcome.value):
+            return TrialState.COMPLETE, outcome.value
+        return TrialState.FAIL, None
+    if outcome.state == "pruned":
+        last = outcome.curve[max(outcome.curve)] if outcome.curve else None
+        return TrialState.PRUNED, last if last is not None and math.isfinite(last) else None
+    return TrialState.FAIL, None
 
 
 class Progress:
     """A tqdm bar of finished trials with pruned/failed counts and the best value so far."""
 
-    def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
-        self.study = study
+    def __init__(self, study: optuna.Study, total: int, tally: Tally, enabled: bool) -> None:
+        self.tally = tally
         self.bar = tqdm(
             total=total,
-            initial=min(total, count(study, FINISHED)),
+            initial=min(total, tally.total(FINISHED)),
             desc=study.study_name,
             unit="trial",
             disable=not show_bars(enabled),
@@ -107,33 +190,48 @@ class Progress:
         self.refresh()
 
     def refresh(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        states = [t.state for t in trials]
-        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
-        self.bar.n = min(
-            self.bar.total, states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
-        )
+        counts, best = self.tally.counts, self.tally.best
+        self.bar.n = min(self.bar.total, self.tally.total(FINISHED))
         self.bar.set_postfix(
-            pruned=states.count(TrialState.PRUNED),
-            failed=states.count(TrialState.FAIL),
-            best=percent(max(values)) if values else "-",
+            pruned=counts[TrialState.PRUNED],
+            failed=counts[TrialState.FAIL],
+            best=percent(best) if best is not None else "-",
         )
 
     def close(self) -> None:
         self.bar.close()
 
 
-def ask(study: optuna.Study, space: SearchSpace, sampler: str, seed: int):
-    """A new trial with every parameter sampled here in the driver; returns (trial, config)."""
-    if sampler == "random":
-        study.sampler = optuna.samplers.RandomSampler(
-            seed=trial_seed(seed, len(study.get_trials(deepcopy=False)))
+def ask(study: optuna.Study, space: SearchSpace, sampler: str, seed: int, tally: Tally):
+    """A new trial, every parameter sampled here in the driver; returns (trial id, number, config).
+
+    A random trial is drawn from ``(seed, number)`` and written in one storage write; a TPE
+    trial, or a queued one (a retry), goes through Optuna's ``ask``.
+    """
+    if sampler == "random" and tally.counts[TrialState.WAITING] == 0:
+        params, distributions = space.sample(trial_seed(seed, tally.next_number))
+        config = space.trial_config(space.values_from_params(params))
+        trial_id, number = create_running_trial(
+            study._storage, study._study_id, params, distributions, {"config": config}
         )
+        return trial_id, number, config
+    if sampler == "random":
+        study.sampler = optuna.samplers.RandomSampler(seed=trial_seed(seed, tally.next_number))
     trial = study.ask()
+    if tally.counts[TrialState.WAITING]:
+        tally.read()  # the queue was (probably) popped: learn which trial is still waiting
     values = space.suggest(trial)
     config = space.trial_config(values)
     trial.set_user_attr("config", config)
-    return trial, config
+    if is_rdb_storage(study._storage):
+        # Beat once now: if this driver dies before a worker takes the trial, the trial still
+        # goes stale after the grace period and is retried by the next driver.
+        study._storage.record_heartbeat(trial._trial_id)
+    return trial._trial_id, trial.number, config
+
+
+def is_rdb_storage(storage) -> bool:
+    return isinstance(storage, optuna.storages._CachedStorage | optuna.storages.RDBStorage)
 
 
 def run_trials(
@@ -167,28 +265,33 @@ def run_trials(
             f"ferlab: {recovered} interrupted trial(s) marked failed and queued again",
             file=sys.stderr,
         )
-    bar = Progress(study, n_trials, progress)
+    shared = is_rdb(storage)
+    tally = Tally(study)
+    bar = Progress(study, n_trials, tally, progress)
     pending: dict = {}
     failures, last_error, waiting_noted = 0, "", False
     try:
         while True:
-            if is_rdb(storage) and len(pending) < executor.slots:
-                optuna.storages.fail_stale_trials(study)
+            if shared and (
+                time.monotonic() - tally.read_at >= RESYNC_S
+                # Near the end, other drivers' trials decide whether one more may start.
+                or n_trials - tally.total(COUNTED) <= executor.slots
+            ):
+                fail_stale(study)
+                tally.read()
             out_of_time = deadline is not None and time.monotonic() >= deadline
             while (
-                not out_of_time and len(pending) < executor.slots and count(study, COUNTED) < n_trials
+                not out_of_time
+                and len(pending) < executor.slots
+                and tally.total(COUNTED) < n_trials
             ):
-                trial, config = ask(study, space, sampler, seed)
-                if is_rdb(storage):
-                    # Beat once now: if this driver dies before a worker takes the trial, the
-                    # trial still goes stale after the grace period and is retried by the next.
-                    study._storage.record_heartbeat(trial._trial_id)
-                task = TrialTask(
-                    storage, study.study_name, trial._trial_id, trial.number, config, pruner
-                )
-                pending[executor.submit(execute_trial, task, trial_fn)] = trial
+                trial_id, number, config = ask(study, space, sampler, seed, tally)
+                tally.set(number, TrialState.RUNNING)
+                rule = MedianRule(tally.curves.medians() if pruner == "median" else {})
+                task = TrialTask(storage, study.study_name, trial_id, number, config, pruner, rule)
+                pending[executor.submit(execute_trial, task, trial_fn)] = (trial_id, number)
             if not pending:
-                if out_of_time or count(study, FINISHED) >= n_trials:
+                if out_of_time or tally.total(FINISHED) >= n_trials:
                     break
                 # The rest are RUNNING elsewhere: another driver's, or a killed driver's whose
                 # heartbeats have not yet expired (then they are failed and retried here).
@@ -199,10 +302,14 @@ def run_trials(
                     )
                     waiting_noted = True
                 time.sleep(WAIT_S)
+                tally.read()
                 continue
-            for future in executor.wait_first(pending):
+            # A shared study is looked at again now and then even while every trial runs: stale
+            # trials (a lost worker) are failed and retried, other drivers' trials counted.
+            for future in executor.wait_first(pending, timeout=RESYNC_S if shared else None):
                 outcome = executor.outcome(future)
-                record(study, pending.pop(future), outcome)
+                trial_id, number = pending.pop(future)
+                _record_and_count(study, tally, trial_id, number, outcome)
                 failed = outcome.state == "fail"
                 failures, last_error = (failures + 1, outcome.message) if failed else (0, "")
             bar.refresh()
@@ -214,11 +321,23 @@ def run_trials(
     except BaseException:
         # Interrupted (Ctrl-C or an error): queue the unfinished trials again so nothing is lost.
         executor.cancel(pending)
-        for trial in pending.values():
+        for trial_id, _number in pending.values():
             outcome = TrialOutcome("fail", message="its search was interrupted")
-            record(study, trial, outcome, interrupted=True)
+            record(study, trial_id, outcome, interrupted=True)
         raise
     finally:
         bar.refresh()
         bar.close()
     return study
+
+
+def _record_and_count(
+    study: optuna.Study, tally: Tally, trial_id: int, number: int, outcome: TrialOutcome
+) -> None:
+    state = record(study, trial_id, outcome)
+    if state is None:
+        tally.read()  # finished elsewhere: learn how
+        return
+    tally.set(number, state, outcome)
+    if state == TrialState.FAIL:
+        tally.read()  # rare: learn whether record() queued it again

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from ferlab.config import read_toml
@@ -138,6 +146,29 @@ class Param:
             for i in range(layers)
         ]
 
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution of a non-``layers`` parameter."""
+        if self.type == "int":
+            return IntDistribution(self.low, self.high, step=self.step or 1, log=self.log)
+        if self.type == "float":
+            return FloatDistribution(self.low, self.high, step=self.step)
+        if self.type == "log-float":
+            return FloatDistribution(self.low, self.high, log=True)
+        return CategoricalDistribution(list(self.choices))
+
+    def draw(self, sample: Callable[[str, BaseDistribution], Any]) -> None:
+        """Sample this parameter's Optuna params, each by ``sample(name, distribution)``.
+
+        The same names and distributions as :meth:`suggest`, without a trial object.
+        """
+        if self.type != "layers":
+            sample(self.key, self.distribution())
+            return
+        layers = sample(f"{self.key}.layers", IntDistribution(self.low, self.high))
+        units = IntDistribution(self.units_low, self.units_high)
+        for i in range(layers):
+            sample(f"{self.key}.units{i + 1}", units)
+
     def from_params(self, params: dict) -> Any:
         """This parameter's config value from an Optuna trial's ``params``."""
         if self.type != "layers":
@@ -177,6 +208,22 @@ class SearchSpace:
     def suggest(self, trial) -> dict:
         """Sample every parameter on ``trial``; return ``{config key: value}``."""
         return {key: param.suggest(trial) for key, param in self.params.items()}
+
+    def sample(self, seed: int) -> tuple[dict, dict[str, BaseDistribution]]:
+        """Random Optuna ``(params, distributions)`` of one trial, drawn from ``seed`` alone."""
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+        params: dict = {}
+        distributions: dict[str, BaseDistribution] = {}
+
+        def sample(name: str, distribution: BaseDistribution) -> Any:
+            # The random sampler draws from the distribution alone: no study or trial is read.
+            params[name] = sampler.sample_independent(None, None, name, distribution)
+            distributions[name] = distribution
+            return params[name]
+
+        for param in self.params.values():
+            param.draw(sample)
+        return params, distributions
 
     def values_from_params(self, params: dict) -> dict:
         """``{config key: value}`` from a finished trial's Optuna ``params``."""

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
 
 from ferlab.errors import TrainingDiverged
+from ferlab.search.pruning import MedianRule
 from ferlab.search.storage import is_rdb, open_storage
 
 Report = Callable[[int, float], None]
@@ -35,20 +38,30 @@ class TrialTask:
     number: int
     config: dict
     pruner: str
+    # With the median pruner: the completed trials' medians when this trial was asked.
+    rule: MedianRule = field(default_factory=MedianRule)
 
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """How a trial ended on its worker: ``complete``, ``pruned`` or ``fail``."""
+    """How a trial ended on its worker: ``complete``, ``pruned`` or ``fail``.
+
+    ``curve`` holds the reported ``{epoch: validation accuracy}``.
+    """
 
     state: str
     value: float | None = None
     message: str = ""
     seconds: float = 0.0
+    curve: dict[int, float] = field(default_factory=dict)
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    """The named pruner, sized to the trials' epoch cap."""
+    """The named pruner, sized to the trials' epoch cap, as Optuna sees the study.
+
+    Trials do not ask it for ``median``: they apply :class:`MedianRule` (the same rule) to the
+    medians the driver hands them, which costs nothing per epoch however large the study.
+    """
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     if name == "hyperband":
@@ -103,10 +116,22 @@ def train_trial(config: dict, report: Report) -> float:
     return accuracy(model, features.X_val, features.y_val)
 
 
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
 def _open_study(task: TrialTask):
     key = (task.storage, task.study_name, task.pruner, task.config["solver"]["epochs"])
     if key not in _STUDY_CACHE:
-        storage = open_storage(task.storage)
+        # A Dask worker holds no database connection between writes, so that 200 workers do not
+        # hold 200 connections; a trial run in the driver's process shares its pool.
+        storage = open_storage(task.storage, pooled=not _in_dask_worker())
         pruner = make_pruner(task.pruner, task.config["solver"]["epochs"])
         study = optuna.load_study(study_name=task.study_name, storage=storage, pruner=pruner)
         _STUDY_CACHE[key] = (storage, study)
@@ -123,36 +148,48 @@ def execute_trial(task: TrialTask, trial_fn: TrialFn | None = None) -> TrialOutc
     """Run one trial on this process; the driver records the outcome in the study."""
     started = time.perf_counter()
     storage, study = _open_study(task)
-    frozen = storage.get_trial(task.trial_id)
-    if frozen.state != optuna.trial.TrialState.RUNNING:
-        return TrialOutcome("fail", message=f"trial was {frozen.state.name} before it started")
-    if frozen.intermediate_values:
-        # A scheduler re-ran the task of a lost worker: that attempt is failed and retried afresh.
-        return TrialOutcome("fail", message="the trial's worker was lost mid-trial")
-    trial = optuna.trial.Trial(study, task.trial_id)
+    on_worker = _in_dask_worker()
+    if on_worker:
+        # A Dask task may start late or twice (a lost worker's task is re-run): check first.
+        frozen = storage.get_trial(task.trial_id)
+        if frozen.state != optuna.trial.TrialState.RUNNING:
+            return TrialOutcome("fail", message=f"trial was {frozen.state.name} before it started")
+        if frozen.intermediate_values:
+            return TrialOutcome("fail", message="the trial's worker was lost mid-trial")
+        # Who ran it. (In the driver's process, the trial was created a moment ago.)
+        host = f"{socket.gethostname()}:{os.getpid()}"
+        storage.set_trial_user_attr(task.trial_id, "worker", host)
+    curve: dict[int, float] = {}
+    # Hyperband asks Optuna's pruner, which needs a Trial; the median rule needs only the writes.
+    trial = optuna.trial.Trial(study, task.trial_id) if task.pruner == "hyperband" else None
 
     def report(epoch: int, value: float) -> None:
-        trial.report(value, epoch)
-        if trial.should_prune():
+        curve[epoch] = float(value)
+        if trial is not None:
+            trial.report(curve[epoch], epoch)
+            prune = trial.should_prune()
+        else:
+            storage.set_trial_intermediate_value(task.trial_id, epoch, curve[epoch])
+            prune = task.pruner == "median" and task.rule.should_prune(epoch, curve)
+        if prune:
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
     stop = threading.Event()
     if is_rdb(task.storage):
-        storage.record_heartbeat(task.trial_id)
+        if on_worker:
+            storage.record_heartbeat(task.trial_id)
         threading.Thread(target=_beat, args=(storage, task.trial_id, stop), daemon=True).start()
     try:
-        value = (trial_fn or train_trial)(task.config, report)
-        return TrialOutcome("complete", float(value), seconds=time.perf_counter() - started)
+        value = float((trial_fn or train_trial)(task.config, report))
+        state, message = "complete", ""
     except optuna.TrialPruned as exc:
-        return TrialOutcome("pruned", message=str(exc), seconds=time.perf_counter() - started)
+        value, state, message = None, "pruned", str(exc)
     except TrainingDiverged as exc:
         # Divergence is a finished, hopeless trial (too high a learning rate), not a crash.
-        return TrialOutcome(
-            "pruned", message=f"diverged: {exc}", seconds=time.perf_counter() - started
-        )
+        value, state, message = None, "pruned", f"diverged: {exc}"
     except Exception as exc:  # any error in one trial must not stop the search
-        return TrialOutcome(
-            "fail", message=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
-        )
+        value, state, message = None, "fail", f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
+    seconds = time.perf_counter() - started
+    return TrialOutcome(state, value, message, seconds, curve)

@@ -1,0 +1,185 @@
+"""The driver at scale: pruning, trial creation and study reads that do not grow with the study."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ferlab.search.cluster import InlineExecutor
+from ferlab.search.pruning import CompletedCurves, MedianRule
+from ferlab.search.runner import final_state
+from ferlab.search.space import parse_space
+from ferlab.search.storage import create_running_trial, open_storage
+from ferlab.search.study import search
+from ferlab.search.trial import TrialOutcome
+from test_search import POSTGRES, _postgres_ready, fake_trial, tiny_space
+
+
+def _curve(rng: np.random.Generator, epochs: int) -> dict[int, float]:
+    values = rng.uniform(0.2, 0.6, size=epochs).round(2)  # rounded: ties with the median occur
+    if rng.random() < 0.1:
+        values[rng.integers(epochs)] = np.nan
+    return {step + 1: float(v) for step, v in enumerate(values)}
+
+
+def test_the_median_rule_prunes_exactly_when_optunas_median_pruner_does():
+    rng = np.random.default_rng(0)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    decisions = 0
+    for n_completed in (0, 3, 4, 5, 6, 11, 40):
+        study = optuna.create_study(direction="maximize")
+        curves = CompletedCurves()
+        for _ in range(n_completed):
+            curve = _curve(rng, int(rng.integers(1, 8)))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=0.5, intermediate_values=curve, state=TrialState.COMPLETE
+                )
+            )
+            curves.add(curve)
+        rule = MedianRule(curves.medians())
+        for _ in range(30):
+            full = _curve(rng, 8)
+            for step in range(1, 9):
+                so_far = {s: v for s, v in full.items() if s <= step}
+                running = optuna.trial.create_trial(
+                    state=TrialState.RUNNING, intermediate_values=so_far
+                )
+                expected = pruner.prune(study, running)
+                assert rule.should_prune(step, so_far) == expected, (n_completed, step, so_far)
+                decisions += expected
+    assert decisions > 50  # the comparison covered both answers
+
+
+def test_final_states_follow_optunas_tell():
+    assert final_state(TrialOutcome("complete", 0.4)) == (TrialState.COMPLETE, 0.4)
+    assert final_state(TrialOutcome("complete", math.nan)) == (TrialState.FAIL, None)
+    pruned = TrialOutcome("pruned", curve={1: 0.3, 2: 0.25})
+    assert final_state(pruned) == (TrialState.PRUNED, 0.25)
+    assert final_state(TrialOutcome("pruned")) == (TrialState.PRUNED, None)
+    assert final_state(TrialOutcome("fail", message="boom")) == (TrialState.FAIL, None)
+
+
+def _storages(tmp_path) -> list[str]:
+    storages = [str(tmp_path / "study.journal")]
+    if _postgres_ready() is None:
+        storages.append(POSTGRES)
+    return storages
+
+
+def test_a_random_trial_is_written_in_one_go_and_reads_back_as_optunas_own(tmp_path):
+    space = parse_space(tiny_space())
+    params, distributions = space.sample(7)
+    assert space.sample(7) == (params, distributions)  # drawn from the seed alone
+    assert space.sample(8)[0] != params
+    for name, value in params.items():
+        assert distributions[name]._contains(distributions[name].to_internal_repr(value))
+    for spec in _storages(tmp_path):
+        name = f"ferlab-test-{uuid.uuid4().hex[:8]}"
+        study = optuna.create_study(study_name=name, storage=open_storage(spec))
+        try:
+            template = optuna.trial.create_trial(
+                state=TrialState.RUNNING, params=params, distributions=distributions,
+                user_attrs={"config": {"a": [1, 2]}},
+            )  # fmt: skip
+            optuna_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+            ours_id, number = create_running_trial(
+                study._storage, study._study_id, params, distributions, {"config": {"a": [1, 2]}}
+            )
+            assert number == 1
+            # Read back through a fresh storage, as a worker or a later driver would.
+            fresh = optuna.load_study(study_name=name, storage=open_storage(spec))
+            theirs, ours = (fresh._storage.get_trial(i) for i in (optuna_id, ours_id))
+            assert ours.state == theirs.state == TrialState.RUNNING
+            assert ours.params == theirs.params == params
+            assert ours.distributions == theirs.distributions
+            assert ours.user_attrs == theirs.user_attrs
+            assert ours.datetime_start is not None
+            if "://" in spec:  # the first heartbeat is written with the trial
+                storage = fresh._storage._backend
+                from optuna.storages._rdb import models
+                from optuna.storages._rdb.storage import _create_scoped_session
+
+                with _create_scoped_session(storage.scoped_session) as session:
+                    assert models.TrialHeartbeatModel.where_trial_id(ours_id, session) is not None
+        finally:
+            if "://" in spec:
+                optuna.delete_study(study_name=name, storage=open_storage(spec))
+
+
+def _count_calls(monkeypatch, cls, method: str) -> list[int]:
+    calls = [0]
+    original = getattr(cls, method)
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, counted)
+    return calls
+
+
+def test_the_driver_reads_the_whole_study_as_often_for_80_trials_as_for_20(tmp_path, monkeypatch):
+    space = parse_space(tiny_space())
+    reads = _count_calls(monkeypatch, optuna.storages.JournalStorage, "get_all_trials")
+    counts = {}
+    for n_trials in (20, 80):
+        reads[0] = 0
+        journal = str(tmp_path / f"{n_trials}.journal")
+        study = search("random", space, "scale", journal, n_trials, InlineExecutor(),
+                       trial_fn=fake_trial, progress=False)  # fmt: skip
+        counts[n_trials] = reads[0]
+        states = [t.state for t in study.get_trials()]
+        assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == n_trials
+    assert counts[80] == counts[20] < 10  # once at the start, not once per trial
+
+
+def test_sql_statements_per_trial_stay_few_as_the_study_grows(tmp_path):
+    reason = _postgres_ready()
+    if reason:
+        pytest.skip(reason)
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    statements = [0]
+
+    def count(*_args) -> None:
+        statements[0] += 1
+
+    space = parse_space(tiny_space())
+    name = f"ferlab-test-{uuid.uuid4().hex[:8]}"
+    event.listen(Engine, "before_cursor_execute", count)
+    per_trial = []
+    try:
+        for total in (30, 60):
+            before = statements[0]
+            search("random", space, name, POSTGRES, total, InlineExecutor(),
+                   trial_fn=fake_trial, progress=False)  # fmt: skip
+            per_trial.append((statements[0] - before) / 30)
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+        optuna.delete_study(study_name=name, storage=open_storage(POSTGRES))
+    # Optuna's own ask/suggest/tell path takes over 60 statements per trial (2 epochs here).
+    assert all(n < 25 for n in per_trial), per_trial
+    assert per_trial[1] <= per_trial[0] * 1.2, per_trial
+
+
+def test_a_timeout_stops_starting_trials_and_lets_the_running_one_finish(tmp_path):
+    space = parse_space(tiny_space())
+
+    def slow_trial(config: dict, report) -> float:
+        return fake_trial(config, report, sleep=0.2)
+
+    started = time.monotonic()
+    study = search("random", space, "timed", str(tmp_path / "s.journal"), 1000, InlineExecutor(),
+                   trial_fn=slow_trial, progress=False, timeout=1.0)  # fmt: skip
+    seconds = time.monotonic() - started
+    states = [t.state for t in study.get_trials()]
+    assert 1 <= len(states) < 1000 and TrialState.RUNNING not in states
+    assert seconds < 1.0 + 2 * 0.2 + 1.0  # the budget, one running trial, start-up
