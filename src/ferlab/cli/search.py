@@ -61,6 +61,12 @@ def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="cores per job = worker processes per job (with --cluster)",
     )
     parser.add_argument("--memory", default="4GB", help="memory per job (with --cluster)")
+    parser.add_argument(
+        "--walltime",
+        metavar="HH:MM:SS",
+        help="time limit per job (with --cluster slurm|pbs; default: dask-jobqueue's, 30 "
+        "minutes); workers leave shortly before it and a new job takes over",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
 
 
@@ -160,7 +166,8 @@ def _executor(args: argparse.Namespace):
     from ferlab.search.cluster import open_executor
 
     return open_executor(args.workers, scheduler=args.scheduler, cluster=args.cluster,
-                         jobs=args.jobs, cores=args.cores, memory=args.memory)  # fmt: skip
+                         jobs=args.jobs, cores=args.cores, memory=args.memory,
+                         walltime=args.walltime)  # fmt: skip
 
 
 def _print_outcome(study) -> None:
