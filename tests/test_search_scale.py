@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import uuid
@@ -183,3 +184,32 @@ def test_a_timeout_stops_starting_trials_and_lets_the_running_one_finish(tmp_pat
     states = [t.state for t in study.get_trials()]
     assert 1 <= len(states) < 1000 and TrialState.RUNNING not in states
     assert seconds < 1.0 + 2 * 0.2 + 1.0  # the budget, one running trial, start-up
+
+
+def hang_first_trial(config: dict, report, marker: str) -> float:
+    """Hang (far past the trial timeout) in the first trial that runs; others finish at once."""
+    try:
+        with open(marker, "x"):
+            pass
+        time.sleep(40)
+    except FileExistsError:
+        pass
+    return fake_trial(config, report)
+
+
+def test_a_hung_trial_is_failed_after_the_trial_timeout_and_retried_once(tmp_path):
+    from ferlab.search.cluster import open_executor
+
+    space = parse_space(tiny_space())
+    trial_fn = functools.partial(hang_first_trial, marker=str(tmp_path / "hung"))
+    started = time.monotonic()
+    with open_executor(2) as executor:
+        study = search("random", space, "hang", str(tmp_path / "s.journal"), 6, executor,
+                       trial_fn=trial_fn, progress=False, trial_timeout=5.0)  # fmt: skip
+    assert time.monotonic() - started < 35  # did not wait for the hung trial
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1 and "no result after 5 s" in failed[0].user_attrs["error"]
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == failed[0].params
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6

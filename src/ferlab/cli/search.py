@@ -97,6 +97,8 @@ def register(subparsers) -> None:
                          help="finished trials in total, over all workers and re-runs")  # fmt: skip
         sub.add_argument("--timeout", type=float, metavar="SECONDS",
                          help="start no trial after this long; running trials finish")  # fmt: skip
+        sub.add_argument("--trial-timeout", type=float, metavar="SECONDS",
+                         help="fail (and retry once) a trial with no result after this long")  # fmt: skip
         sub.set_defaults(func=run_search, kind=kind)
 
     sub = commands.add_parser(
@@ -191,7 +193,7 @@ def run_search(args: argparse.Namespace) -> int:
     with _resume_hint(name, args), _executor(args) as executor:
         study = search(args.kind, space, name, storage, args.trials, executor,
                        pruner=args.pruner, seed=args.seed, progress=not args.quiet,
-                       timeout=args.timeout)  # fmt: skip
+                       timeout=args.timeout, trial_timeout=args.trial_timeout)  # fmt: skip
     _print_outcome(study)
     print(f"report: ferlab search report --study {name}{_where(args)}")
     return 0

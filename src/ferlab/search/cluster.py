@@ -50,6 +50,9 @@ class DaskExecutor:
 
     def __init__(self, client, slots: int | None) -> None:
         self.client = client
+        # Workers import the trial code now, not in their first trial: a trial's time limit
+        # (--trial-timeout) runs from its submission and should not pay for imports.
+        client.run(_import_trial_code)
         self._fixed = None if slots is None else max(1, slots)
         self._counted, self._counted_at = 1, float("-inf")
 
@@ -86,6 +89,10 @@ class DaskExecutor:
 
     def cancel(self, futures) -> None:
         self.client.cancel(list(futures))
+
+
+def _import_trial_code() -> None:
+    import ferlab.search.trial  # noqa: F401
 
 
 class ReplaceEndedJobs:

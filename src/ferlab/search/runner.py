@@ -31,7 +31,8 @@ from ferlab.search.trial import TrialFn, TrialOutcome, TrialTask, execute_trial
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A search whose trials keep failing (a setting no trial can train with) stops after this many
-# failures in a row, showing the last error, instead of failing trials for ever.
+# failures in a row, or as many as there are workers if more (a lost machine fails all of its
+# trials at once), showing the last error, instead of failing trials for ever.
 MAX_FAILURES_IN_A_ROW = 10
 WAIT_S = 1.0  # how often to look again while trials run elsewhere
 # How often a PostgreSQL study is read again (other drivers, stale trials failed by heartbeat).
@@ -247,10 +248,13 @@ def run_trials(
     trial_fn: TrialFn | None = None,
     progress: bool = True,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
 ) -> optuna.Study:
     """Run trials until ``n_trials`` have finished (complete or pruned) in the study, globally.
 
     With ``timeout`` (seconds), no trial is started after that time; running ones finish.
+    A trial with no result ``trial_timeout`` seconds after it was submitted (hung) is failed
+    and queued again once, like a crashed one.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     if sampler == "tpe":
@@ -289,7 +293,8 @@ def run_trials(
                 tally.set(number, TrialState.RUNNING)
                 rule = MedianRule(tally.curves.medians() if pruner == "median" else {})
                 task = TrialTask(storage, study.study_name, trial_id, number, config, pruner, rule)
-                pending[executor.submit(execute_trial, task, trial_fn)] = (trial_id, number)
+                future = executor.submit(execute_trial, task, trial_fn)
+                pending[future] = (trial_id, number, time.monotonic())
             if not pending:
                 if out_of_time or tally.total(FINISHED) >= n_trials:
                     break
@@ -304,16 +309,11 @@ def run_trials(
                 time.sleep(WAIT_S)
                 tally.read()
                 continue
-            # A shared study is looked at again now and then even while every trial runs: stale
-            # trials (a lost worker) are failed and retried, other drivers' trials counted.
-            for future in executor.wait_first(pending, timeout=RESYNC_S if shared else None):
-                outcome = executor.outcome(future)
-                trial_id, number = pending.pop(future)
-                _record_and_count(study, tally, trial_id, number, outcome)
+            for outcome in _collect(study, tally, executor, pending, shared, trial_timeout):
                 failed = outcome.state == "fail"
                 failures, last_error = (failures + 1, outcome.message) if failed else (0, "")
             bar.refresh()
-            if failures >= MAX_FAILURES_IN_A_ROW:
+            if failures >= max(MAX_FAILURES_IN_A_ROW, executor.slots):
                 raise SearchFailed(
                     f"stopped the search after {failures} trials in a row failed; "
                     f"the last one: {last_error or 'no message'}"
@@ -321,7 +321,7 @@ def run_trials(
     except BaseException:
         # Interrupted (Ctrl-C or an error): queue the unfinished trials again so nothing is lost.
         executor.cancel(pending)
-        for trial_id, _number in pending.values():
+        for trial_id, _number, _submitted in pending.values():
             outcome = TrialOutcome("fail", message="its search was interrupted")
             record(study, trial_id, outcome, interrupted=True)
         raise
@@ -329,6 +329,32 @@ def run_trials(
         bar.refresh()
         bar.close()
     return study
+
+
+def _collect(study, tally, executor, pending: dict, shared: bool, trial_timeout: float | None):
+    """Wait for the first finished trials, record them; also fail hung ones. Yields outcomes."""
+    waits = []
+    if shared:
+        # A shared study is looked at again now and then even while every trial runs: stale
+        # trials (a lost worker) are failed and retried, other drivers' trials counted.
+        waits.append(RESYNC_S)
+    if trial_timeout is not None:
+        oldest = min(submitted for _, _, submitted in pending.values())
+        waits.append(max(0.0, oldest + trial_timeout - time.monotonic()))
+    for future in executor.wait_first(pending, timeout=min(waits) if waits else None):
+        outcome = executor.outcome(future)
+        trial_id, number, _ = pending.pop(future)
+        _record_and_count(study, tally, trial_id, number, outcome)
+        yield outcome
+    if trial_timeout is None:
+        return
+    now = time.monotonic()
+    for future in [f for f, (_, _, t) in pending.items() if now - t >= trial_timeout]:
+        executor.cancel([future])
+        trial_id, number, _ = pending.pop(future)
+        outcome = TrialOutcome("fail", message=f"no result after {trial_timeout:g} s (hung?)")
+        _record_and_count(study, tally, trial_id, number, outcome)
+        yield outcome
 
 
 def _record_and_count(

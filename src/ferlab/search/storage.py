@@ -62,12 +62,21 @@ def describe(spec: str) -> str:
 
 
 def open_storage(
-    spec: str, *, heartbeat_s: int | None = None, grace_s: int | None = None, pooled: bool = True
+    spec: str,
+    *,
+    heartbeat_s: int | None = None,
+    grace_s: int | None = None,
+    pooled: bool = True,
+    worker: bool = False,
 ):
     """An Optuna storage for ``spec``; RDB storages get heartbeats and retry stale trials once.
 
     An RDB storage keeps at most :data:`POOL_SIZE` connections open; without ``pooled`` it holds
     none between writes (a worker's writes are a few per epoch; 200 workers must not hold 200).
+    A ``worker`` storage (epoch reports, heartbeats) commits without waiting for the database's
+    disk (PostgreSQL's ``synchronous_commit = off``): a database crash may lose its last
+    fraction of a second of reports, never a trial's creation or final state, which the driver
+    writes with full durability.
 
     ``heartbeat_s`` and ``grace_s`` default to :data:`HEARTBEAT_S` and :data:`GRACE_S` (read at
     each call, so that a test can shorten them).
@@ -86,7 +95,7 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 database_url(spec),
-                engine_kwargs=_engine_options(pooled),
+                engine_kwargs=_engine_options(pooled, worker and spec.startswith("postgres")),
                 heartbeat_interval=heartbeat_s,
                 grace_period=grace_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
@@ -158,12 +167,15 @@ def _insert_running_trial(rdb, study_id: int, template) -> tuple[int, int]:
         return trial.trial_id, trial.number
 
 
-def _engine_options(pooled: bool) -> dict:
+def _engine_options(pooled: bool, async_commit: bool) -> dict:
     from sqlalchemy.pool import NullPool
 
+    options: dict = (
+        {"connect_args": {"options": "-c synchronous_commit=off"}} if async_commit else {}
+    )
     if not pooled:
-        return {"poolclass": NullPool}
-    return {"pool_size": POOL_SIZE, "max_overflow": 0, "pool_pre_ping": True}
+        return {**options, "poolclass": NullPool}
+    return {**options, "pool_size": POOL_SIZE, "max_overflow": 0, "pool_pre_ping": True}
 
 
 def check_journal(path: str | Path, *, repair: bool) -> str | None:

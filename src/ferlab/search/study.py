@@ -89,16 +89,20 @@ def search(
     trial_fn: TrialFn | None = None,
     progress: bool = True,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
 ) -> optuna.Study:
     """A random or TPE search: ``n_trials`` finished trials in total in study ``name``.
 
     ``timeout`` (seconds) stops starting trials after that time; the running ones finish.
+    ``trial_timeout`` (seconds) fails a trial with no result that long after it started (hung),
+    and queues it again once.
     """
     if mode not in ("random", "tpe"):
         raise ConfigError(f"unknown search kind {mode!r}")
     _check_options(n_trials, pruner)
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"--timeout must be > 0 seconds, got {timeout}")
+    for option, value in (("--timeout", timeout), ("--trial-timeout", trial_timeout)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{option} must be > 0 seconds, got {value}")
     seed = space.seed if seed is None else seed
     meta = {"mode": mode, "space": space.raw, "n_trials": n_trials, "pruner": pruner, "seed": seed}
     with driver_lock(storage):
@@ -106,7 +110,7 @@ def search(
         return run_trials(
             study, storage, space, n_trials, executor,
             sampler=mode, pruner=pruner, seed=seed, trial_fn=trial_fn, progress=progress,
-            timeout=timeout,
+            timeout=timeout, trial_timeout=trial_timeout,
         )  # fmt: skip
 
 

@@ -24,6 +24,9 @@ PRUNERS = ("median", "hyperband", "none")
 # Per worker process: the decoded, preprocessed data of the last data set used, and open studies.
 _DATA_CACHE: dict[str, tuple] = {}
 _STUDY_CACHE: dict[tuple, tuple] = {}
+# A worker process may run trials in several threads: they open studies and load data one at
+# a time (fifty threads creating fifty storages at once would race on the schema check).
+_CACHE_LOCK = threading.Lock()
 # Two: a search may try two preprocessings of one data set.
 DATA_CACHE_SIZE = 2
 
@@ -82,10 +85,15 @@ def _data_key(config: dict) -> str:
 
 def cached_features(config: dict) -> tuple:
     """``(splits, features)`` for the config's data, loaded once per process and reused."""
+    key = _data_key(config)
+    with _CACHE_LOCK:
+        return _DATA_CACHE.get(key) or _load_features(config, key)
+
+
+def _load_features(config: dict, key: str) -> tuple:
     from ferlab.data.split import load_splits
     from ferlab.experiment import make_features
 
-    key = _data_key(config)
     if key not in _DATA_CACHE:
         if len(_DATA_CACHE) >= DATA_CACHE_SIZE:  # FER2013 features are ~250 MB each
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
@@ -127,11 +135,16 @@ def _in_dask_worker() -> bool:
 
 
 def _open_study(task: TrialTask):
+    with _CACHE_LOCK:
+        return _open_study_locked(task)
+
+
+def _open_study_locked(task: TrialTask):
     key = (task.storage, task.study_name, task.pruner, task.config["solver"]["epochs"])
     if key not in _STUDY_CACHE:
         # A Dask worker holds no database connection between writes, so that 200 workers do not
         # hold 200 connections; a trial run in the driver's process shares its pool.
-        storage = open_storage(task.storage, pooled=not _in_dask_worker())
+        storage = open_storage(task.storage, pooled=not _in_dask_worker(), worker=True)
         pruner = make_pruner(task.pruner, task.config["solver"]["epochs"])
         study = optuna.load_study(study_name=task.study_name, storage=storage, pruner=pruner)
         _STUDY_CACHE[key] = (storage, study)
