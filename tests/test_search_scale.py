@@ -213,3 +213,27 @@ def test_a_hung_trial_is_failed_after_the_trial_timeout_and_retried_once(tmp_pat
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params == failed[0].params
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
+
+
+def test_the_best_so_far_curve_lists_each_trial_that_raised_the_best():
+    import datetime as dt
+
+    from ferlab.search.report import best_so_far
+
+    t0 = dt.datetime(2026, 1, 1, 12, 0)
+    study = optuna.create_study(direction="maximize")
+    # (minutes started, minutes finished, state, value), added out of completion order
+    for start, end, state, value in [
+        (0, 10, TrialState.COMPLETE, 0.40), (0, 4, TrialState.COMPLETE, 0.30),
+        (4, 6, TrialState.PRUNED, 0.20), (6, 12, TrialState.COMPLETE, 0.35),
+        (10, 15, TrialState.FAIL, None), (12, 20, TrialState.COMPLETE, 0.45),
+    ]:  # fmt: skip
+        trial = optuna.trial.create_trial(state=state, value=value)
+        trial.datetime_start = t0 + dt.timedelta(minutes=start)
+        trial.datetime_complete = t0 + dt.timedelta(minutes=end)
+        study.add_trial(trial)
+    assert best_so_far(study) == [
+        {"finished": 1, "minutes": 4.0, "trial": 1, "val_accuracy": 0.30},
+        {"finished": 3, "minutes": 10.0, "trial": 0, "val_accuracy": 0.40},
+        {"finished": 5, "minutes": 20.0, "trial": 5, "val_accuracy": 0.45},
+    ]

@@ -152,6 +152,32 @@ def steps_text(steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def best_so_far(study: optuna.Study) -> list[dict]:
+    """The best validation accuracy as trials finished: one row per trial that raised it.
+
+    Rows: ``{"finished": finished trials so far, "minutes": since the first trial started,
+    "trial": number, "val_accuracy": value}``, in completion order.
+    """
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete
+    ]
+    if not done:
+        return []
+    start = min(t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start)
+    rows, best = [], None
+    for finished, t in enumerate(sorted(done, key=lambda t: t.datetime_complete), start=1):
+        if t.state == TrialState.COMPLETE and (best is None or t.value > best):
+            best = t.value
+            minutes = (t.datetime_complete - start).total_seconds() / 60
+            rows.append(
+                {"finished": finished, "minutes": round(minutes, 2), "trial": t.number,
+                 "val_accuracy": t.value}
+            )  # fmt: skip
+    return rows
+
+
 def write_report(study: optuna.Study, out_dir: str | Path, *, csv_export: bool = False) -> str:
     """Write report.md, best.json, the plots (and trials.csv) into ``out_dir``; return the text."""
     out_dir = Path(out_dir)
@@ -180,6 +206,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, csv_export: bool =
                 "val_accuracy": top.value,
                 "params": top.params,
                 "config": top.user_attrs.get("config"),
+                "best_so_far": best_so_far(study),
             }
             (out_dir / "best.json").write_text(
                 json.dumps(payload, indent=2) + "\n", encoding="utf-8"
