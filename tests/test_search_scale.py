@@ -94,6 +94,16 @@ def test_a_random_trial_is_written_in_one_go_and_reads_back_as_optunas_own(tmp_p
                 study._storage, study._study_id, params, distributions, {"config": {"a": [1, 2]}}
             )
             assert number == 1
+            # Interleaved with Optuna's own creations, numbers still count the earlier trials.
+            more = []
+            for _ in range(2):
+                more.append(
+                    study._storage.create_new_trial(study._study_id, template_trial=template)
+                )
+                more.append(create_running_trial(study._storage, study._study_id, params,
+                                                 distributions, {})[1])  # fmt: skip
+            assert [study._storage.get_trial(more[0]).number, more[1]] == [2, 3]
+            assert [study._storage.get_trial(more[2]).number, more[3]] == [4, 5]
             # Read back through a fresh storage, as a worker or a later driver would.
             fresh = optuna.load_study(study_name=name, storage=open_storage(spec))
             theirs, ours = (fresh._storage.get_trial(i) for i in (optuna_id, ours_id))

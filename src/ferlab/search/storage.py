@@ -145,7 +145,7 @@ def _insert_running_trial(rdb, study_id: int, template) -> tuple[int, int]:
         )
         session.add(trial)
         session.flush()
-        trial.number = trial.count_past_trials(session)
+        trial.number = _count_past_trials(rdb, session, trial)
         for name, distribution in template.distributions.items():
             session.add(
                 models.TrialParamModel(
@@ -165,6 +165,36 @@ def _insert_running_trial(rdb, study_id: int, template) -> tuple[int, int]:
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
         session.flush()
         return trial.trial_id, trial.number
+
+
+# (database URL, study id) -> (trial id, number) of the last trial this process created there.
+_LAST_CREATED: dict[tuple[str, int], tuple[int, int]] = {}
+
+
+def _count_past_trials(rdb, session, trial) -> int:
+    """The study's trials created before ``trial``: its number, as Optuna counts it.
+
+    Optuna counts all of them (a scan growing with the study). Creators hold the study's row
+    lock, so trial ids grow in creation order: counting only the trials created since this
+    process's last one, between the two ids, gives the same number.
+    """
+    from optuna.storages._rdb import models
+    from sqlalchemy import func
+
+    key = (str(rdb.engine.url), trial.study_id)
+    last = _LAST_CREATED.get(key)
+    if last is None:
+        number = trial.count_past_trials(session)
+    else:
+        last_id, last_number = last
+        between = session.query(func.count(models.TrialModel.trial_id)).filter(
+            models.TrialModel.study_id == trial.study_id,
+            models.TrialModel.trial_id > last_id,
+            models.TrialModel.trial_id < trial.trial_id,
+        )
+        number = last_number + 1 + between.scalar()
+    _LAST_CREATED[key] = (trial.trial_id, number)
+    return number
 
 
 def _engine_options(pooled: bool, async_commit: bool) -> dict:
