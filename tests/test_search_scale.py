@@ -247,3 +247,37 @@ def test_the_best_so_far_curve_lists_each_trial_that_raised_the_best():
         {"finished": 3, "minutes": 10.0, "trial": 0, "val_accuracy": 0.40},
         {"finished": 5, "minutes": 20.0, "trial": 5, "val_accuracy": 0.45},
     ]
+
+
+def test_epoch_reports_read_back_as_optunas_and_a_finished_trial_refuses_them(tmp_path):
+    from ferlab.search.storage import report_value
+
+    for spec in _storages(tmp_path):
+        name = f"ferlab-test-{uuid.uuid4().hex[:8]}"
+        study = optuna.create_study(study_name=name, storage=open_storage(spec))
+        try:
+            ours, theirs = study.ask(), study.ask()
+            values = {1: 0.25, 2: math.nan, 3: math.inf, 4: -math.inf, 5: 0.5}
+            for step, value in values.items():
+                report_value(study._storage, ours._trial_id, step, value)
+                theirs.report(value, step)
+            report_value(study._storage, ours._trial_id, 5, 0.75)  # a step reported again
+            fresh = optuna.load_study(study_name=name, storage=open_storage(spec))
+            read = fresh._storage.get_trial(ours._trial_id).intermediate_values
+            expected = {**values, 5: 0.75}
+            assert read.keys() == expected.keys()
+            assert all(read[k] == v or (math.isnan(read[k]) and math.isnan(v))
+                       for k, v in expected.items())  # fmt: skip
+            assert fresh._storage.get_trial(theirs._trial_id).intermediate_values.keys() == {
+                1,
+                2,
+                3,
+                4,
+                5,
+            }
+            study.tell(ours, 0.5)
+            with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+                report_value(study._storage, ours._trial_id, 6, 0.1)
+        finally:
+            if "://" in spec:
+                optuna.delete_study(study_name=name, storage=open_storage(spec))

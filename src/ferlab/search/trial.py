@@ -15,7 +15,7 @@ import optuna
 
 from ferlab.errors import TrainingDiverged
 from ferlab.search.pruning import MedianRule
-from ferlab.search.storage import is_rdb, open_storage
+from ferlab.search.storage import is_rdb, open_storage, report_value
 
 Report = Callable[[int, float], None]
 TrialFn = Callable[[dict, Report], float]
@@ -182,7 +182,7 @@ def execute_trial(task: TrialTask, trial_fn: TrialFn | None = None) -> TrialOutc
             trial.report(curve[epoch], epoch)
             prune = trial.should_prune()
         else:
-            storage.set_trial_intermediate_value(task.trial_id, epoch, curve[epoch])
+            report_value(storage, task.trial_id, epoch, curve[epoch])
             prune = task.pruner == "median" and task.rule.should_prune(epoch, curve)
         if prune:
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
