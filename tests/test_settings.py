@@ -54,6 +54,12 @@ CASES = [
     (CNNSettings, "device.device=gpu", ["device.device", "auto, cpu, cuda or cuda:N", "'gpu'"]),
     (CNNSettings, "device.threads=-1", ["device.threads", "greater than or equal to 0"]),
     (CNNSettings, "augment.flipp=true", ["unknown config key 'augment.flipp'", "'augment.flip'"]),
+    (CNNSettings, "solver.ema=1.0", ["solver.ema", "less than 1", "1.0"]),
+    (CNNSettings, "solver.ema=-0.5", ["solver.ema", "greater than or equal to 0", "-0.5"]),
+    (CNNSettings, "augment.erase=1.5", ["augment.erase", "less than or equal to 1", "1.5"]),
+    (CNNSettings, "augment.mixup=-0.2", ["augment.mixup", "greater than or equal to 0", "-0.2"]),
+    (CNNSettings, "augment.cutmix=true", ["augment.cutmix", "valid number", "True"]),
+    (CNNSettings, "augment.mixpu=0.2", ["unknown config key 'augment.mixpu'", "'augment.mixup'"]),
     # scikit-learn baselines
     (BaselineSettings, "baseline.kind=svm", ["baseline.kind", "'random_forest'", "'svm'"]),
     (BaselineSettings, "data.train_limit=-5", ["data.train_limit", "greater than or equal to 1"]),

@@ -146,6 +146,9 @@ class AugmentSettings(Section):
     flip: bool = True
     rotate: float = Field(10.0, ge=0.0, le=45.0, description="degrees")
     scale: float = Field(0.1, ge=0.0, lt=0.5)
+    erase: float = Field(0.0, ge=0.0, le=1.0, description="random erasing's probability per image")
+    mixup: float = Field(0.0, ge=0.0, description="mixup's Beta(alpha, alpha); 0 is off")
+    cutmix: float = Field(0.0, ge=0.0, description="CutMix's Beta(alpha, alpha); 0 is off")
 
 
 class CNNSolverSettings(Section):
@@ -160,6 +163,7 @@ class CNNSolverSettings(Section):
     label_smoothing: Probability = 0.1
     patience: Count | None = None
     eval_batch_size: Count = 512
+    ema: float = Field(0.0, ge=0.0, lt=1.0, description="weight averaging's decay; 0 is off")
 
 
 class DeviceSettings(Section):

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ferlab.deep.augment import center_crop, normalize, random_warp
+from ferlab.deep.augment import center_crop, mix_batch, normalize, random_erase, random_warp
+from ferlab.deep.ema import WeightAverage
 from ferlab.deep.io import model_meta, save_cnn
 from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.settings import validate_cnn_config
@@ -60,6 +61,42 @@ def lr_factor(progress: float, schedule: str, warmup: float) -> float:
     start = warmup if schedule == "onecycle" else 0.0
     annealed = (progress - start) / max(1e-12, 1.0 - start)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, annealed)))
+
+
+@dataclass(frozen=True)
+class Targets:
+    """A training batch's labels (N,), mixed with weight ``lam`` with its partners' labels (N,).
+
+    Without mixup or CutMix the partners are the labels themselves and ``lam`` is 1.
+    """
+
+    labels: torch.Tensor
+    partners: torch.Tensor
+    lam: float = 1.0
+
+    @classmethod
+    def plain(cls, labels: torch.Tensor) -> Targets:
+        """Unmixed labels."""
+        return cls(labels, labels, 1.0)
+
+    def hits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Correct predictions of logits (N, C), each label counted with its weight in the mix."""
+        predicted = logits.argmax(1)
+        hits = (predicted == self.labels).sum().double()
+        if self.lam == 1.0:
+            return hits
+        return self.lam * hits + (1.0 - self.lam) * (predicted == self.partners).sum().double()
+
+
+def mixed_cross_entropy(
+    logits: torch.Tensor, targets: Targets, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """``lam * CE(logits, labels) + (1 - lam) * CE(logits, partners)`` for logits (N, C)."""
+    loss = F.cross_entropy(logits, targets.labels, label_smoothing=label_smoothing)
+    if targets.lam == 1.0:
+        return loss
+    other = F.cross_entropy(logits, targets.partners, label_smoothing=label_smoothing)
+    return targets.lam * loss + (1.0 - targets.lam) * other
 
 
 @dataclass
@@ -131,7 +168,14 @@ class CNNTrainer:
         self.best_val_acc = -1.0
         self.best_epoch = 0
         self.stopped_early = False
+        ema = float(self.solver["ema"])
+        self.ema = WeightAverage(self.module, ema) if ema > 0 else None
         self.best_state = self._copy_state()
+
+    @property
+    def kept_module(self) -> torch.nn.Module:
+        """The weights validated, kept as the best and saved: the EMA's when solver.ema is on."""
+        return self.module if self.ema is None else self.ema.module
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -147,7 +191,7 @@ class CNNTrainer:
         return torch.optim.SGD(groups, lr=lr, momentum=self.solver["momentum"], nesterov=True)
 
     def _copy_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        return {k: v.detach().clone() for k, v in self.kept_module.state_dict().items()}
 
     def _autocast(self):
         if self.amp:
@@ -168,11 +212,11 @@ class CNNTrainer:
         return x
 
     def _train_epoch(self) -> tuple[float, float, float]:
+        """One pass over the shuffled training data: mean loss, accuracy and the last lr."""
         self.module.train()
-        data, aug = self.data, self.augment
-        order = torch.randperm(len(data.train_labels), generator=self.generator)
+        order = torch.randperm(len(self.data.train_labels), generator=self.generator)
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        correct = torch.zeros((), device=self.device, dtype=torch.float64)
         lr = 0.0
         steps = tqdm(
             range(self.steps_per_epoch),
@@ -184,35 +228,54 @@ class CNNTrainer:
         for step in steps:
             lr = self._set_lr(self.epoch * self.steps_per_epoch + step)
             index = order[step * self.batch_size : (step + 1) * self.batch_size].to(self.device)
-            x = normalize(data.train_images[index], self.mean, self.std)
-            x = random_warp(
-                x,
-                aug["crop"],
-                flip=aug["flip"],
-                rotate=aug["rotate"],
-                scale=aug["scale"],
-                generator=self.generator,
-            )
-            y = data.train_labels[index]
+            x, targets = self._training_batch(index)
             with self._autocast():
                 logits = self.module(self._prepare(x))
-            smoothing = self.solver["label_smoothing"]
-            if self.teacher is None:
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-            else:
-                distill = self.config["distill"]
-                loss = distillation_loss(
-                    logits.float(), self._teacher_logits(x), y,
-                    temperature=distill["temperature"], alpha=distill["alpha"],
-                    label_smoothing=smoothing,
-                )  # fmt: skip
+            loss = self._loss(logits.float(), x, targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.module)
             loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
+            correct += targets.hits(logits)
         seen = self.steps_per_epoch * self.batch_size
         return float(loss_sum) / self.steps_per_epoch, float(correct) / seen, lr
+
+    def _training_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, Targets]:
+        """The augmented images (B, 1, crop, crop) of the samples at ``index`` (B,), and targets.
+
+        Random crop, flip, rotation and scale; then random erasing and mixup or CutMix when on.
+        """
+        aug, data = self.augment, self.data
+        x = normalize(data.train_images[index], self.mean, self.std)
+        x = random_warp(
+            x,
+            aug["crop"],
+            flip=aug["flip"],
+            rotate=aug["rotate"],
+            scale=aug["scale"],
+            generator=self.generator,
+        )
+        if aug["erase"] > 0:
+            x = random_erase(x, aug["erase"], generator=self.generator)
+        y = data.train_labels[index]
+        x, partners, lam = mix_batch(
+            x, mixup=aug["mixup"], cutmix=aug["cutmix"], generator=self.generator
+        )
+        return x, Targets(y, y[partners], lam)
+
+    def _loss(self, logits: torch.Tensor, x: torch.Tensor, targets: Targets) -> torch.Tensor:
+        """The training loss of logits (B, C) on batch ``x``: (mixed) cross-entropy, distilled
+        from the teacher's logits on the same ``x`` when there is a teacher."""
+        smoothing = self.solver["label_smoothing"]
+        if self.teacher is None:
+            return mixed_cross_entropy(logits, targets, smoothing)
+        distill = self.config["distill"]
+        return distillation_loss(
+            logits, self._teacher_logits(x), targets,
+            temperature=distill["temperature"], alpha=distill["alpha"], label_smoothing=smoothing,
+        )  # fmt: skip
 
     @torch.no_grad()
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,9 +286,13 @@ class CNNTrainer:
             return teacher.module(self._prepare((pixels - teacher.mean) / teacher.std)).float()
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy on centre crops."""
-        self.module.eval()
+    def evaluate(
+        self, images: torch.Tensor, labels: torch.Tensor, module: torch.nn.Module | None = None
+    ) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of ``module`` (the trained network by default) on
+        centre crops of uint8 images (N, H, W) with labels (N,)."""
+        module = self.module if module is None else module
+        module.eval()
         loss_sum, correct = 0.0, 0
         size = self.solver["eval_batch_size"]
         for start in range(0, len(labels), size):
@@ -233,7 +300,7 @@ class CNNTrainer:
             x = center_crop(x, self.augment["crop"])
             y = labels[start : start + size]
             with self._autocast():
-                logits = self.module(self._prepare(x)).float()
+                logits = module(self._prepare(x)).float()
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
         return loss_sum / len(labels), correct / len(labels)
@@ -261,7 +328,9 @@ class CNNTrainer:
             raise TrainingDiverged(
                 f"the training loss became {train_loss} in epoch {self.epoch + 1}; lower solver.lr"
             )
-        val_loss, val_acc = self.evaluate(self.data.val_images, self.data.val_labels)
+        val_loss, val_acc = self.evaluate(
+            self.data.val_images, self.data.val_labels, self.kept_module
+        )
         self.epoch += 1
         values = (train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started)
         for key, value in zip(HISTORY_KEYS, values, strict=True):
@@ -271,7 +340,7 @@ class CNNTrainer:
             self.best_val_acc, self.best_epoch = val_acc, self.epoch
             self.best_state = self._copy_state()
             if self.out_dir is not None and self.meta is not None:
-                save_cnn(self.module, self.meta, self.out_dir / MODEL_NAME)
+                save_cnn(self.kept_module, self.meta, self.out_dir / MODEL_NAME)
         patience = self.solver["patience"]
         if patience is not None and self.epoch - self.best_epoch >= patience:
             self.stopped_early = True
@@ -291,6 +360,8 @@ class CNNTrainer:
         """Weights, optimizer state, RNG states and history, in safetensors + JSON (no pickle)."""
         tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
         tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         optimizer_state = self.optimizer.state_dict()
         state_keys: dict[str, dict] = {}
         for index, state in optimizer_state["state"].items():
@@ -312,6 +383,7 @@ class CNNTrainer:
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
+            "ema_updates": None if self.ema is None else self.ema.updates,
             "history": self.history,
             "optimizer": {"param_groups": optimizer_state["param_groups"], "state": state_keys},
             "config": self.config,
@@ -331,6 +403,9 @@ class CNNTrainer:
                 {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
             )
             self.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            if self.ema is not None:
+                ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+                self.ema.load_state_dict(ema_state, meta["ema_updates"])
             state = {
                 int(index): {
                     key: tensors[f"optim.{index}.{key}"] if value is None else value
@@ -345,7 +420,7 @@ class CNNTrainer:
             torch.set_rng_state(tensors["rng.torch"])
             if self.device.type == "cuda" and "rng.cuda" in tensors:
                 torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{path}: checkpoint does not fit this network ({exc})") from None
         self.epoch = int(meta["epoch"])
         self.best_val_acc = float(meta["best_val_acc"])
@@ -364,18 +439,21 @@ class CNNTrainer:
 def distillation_loss(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | Targets,
     *,
     temperature: float,
     alpha: float,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Hinton et al.'s distillation loss from logits (N, C) and labels (N,).
+    """Hinton et al.'s distillation loss from logits (N, C) and labels (N,) or mixed targets.
 
     ``(1 - alpha) * CE(student, labels) + alpha * T**2 * KL(softmax(teacher / T) ||
     softmax(student / T))``, the T**2 keeping the soft term's gradients on the hard term's scale.
+    With mixed :class:`Targets` the CE is :func:`mixed_cross_entropy` and the teacher's logits
+    must be those of the same mixed images.
     """
-    hard = F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+    targets = labels if isinstance(labels, Targets) else Targets.plain(labels)
+    hard = mixed_cross_entropy(student, targets, label_smoothing)
     soft = F.kl_div(
         F.log_softmax(student / temperature, dim=1),
         F.log_softmax(teacher / temperature, dim=1),
