@@ -281,3 +281,53 @@ def test_epoch_reports_read_back_as_optunas_and_a_finished_trial_refuses_them(tm
         finally:
             if "://" in spec:
                 optuna.delete_study(study_name=name, storage=open_storage(spec))
+
+
+def _connections(engine) -> dict[str, int]:
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT application_name, count(*) FROM pg_stat_activity "
+        "WHERE application_name LIKE 'ferlab search %' GROUP BY application_name"
+    )
+    with engine.connect() as connection:
+        return dict(connection.execute(query).all())
+
+
+def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_path):
+    reason = _postgres_ready()
+    if reason:
+        pytest.skip(reason)
+    import threading
+
+    import sqlalchemy
+
+    from ferlab.search.cluster import open_executor
+    from ferlab.search.storage import POOL_SIZE, database_url
+
+    monitor = sqlalchemy.create_engine(database_url(POSTGRES))
+    seen: list[dict[str, int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            seen.append(_connections(monitor))
+
+    space = parse_space(tiny_space())
+    name = f"ferlab-test-{uuid.uuid4().hex[:8]}"
+    trial_fn = functools.partial(fake_trial, sleep=0.1)
+    watcher = threading.Thread(target=watch)
+    try:
+        with open_executor(2) as executor:
+            watcher.start()
+            search("random", space, name, POSTGRES, 8, executor, trial_fn=trial_fn,
+                   progress=False)  # fmt: skip
+    finally:
+        stop.set()
+        watcher.join()
+        optuna.delete_study(study_name=name, storage=open_storage(POSTGRES))
+    driver = max(s.get("ferlab search driver", 0) for s in seen)
+    workers = max(s.get("ferlab search worker", 0) for s in seen)
+    assert 1 <= driver <= POOL_SIZE + 1  # the driver's pool (+ the deletion above, at most)
+    assert 1 <= workers <= 2 * 2  # at most a report and a heartbeat at once per worker
+    assert sum(s.get("ferlab search worker", 0) == 0 for s in seen) > len(seen) // 4  # idle: none

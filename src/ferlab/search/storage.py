@@ -95,7 +95,7 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 database_url(spec),
-                engine_kwargs=_engine_options(pooled, worker and spec.startswith("postgres")),
+                engine_kwargs=_engine_options(pooled, worker, spec.startswith("postgres")),
                 heartbeat_interval=heartbeat_s,
                 grace_period=grace_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
@@ -237,12 +237,15 @@ def _count_past_trials(rdb, session, trial) -> int:
     return number
 
 
-def _engine_options(pooled: bool, async_commit: bool) -> dict:
+def _engine_options(pooled: bool, worker: bool, postgres: bool) -> dict:
     from sqlalchemy.pool import NullPool
 
-    options: dict = (
-        {"connect_args": {"options": "-c synchronous_commit=off"}} if async_commit else {}
-    )
+    options: dict = {}
+    if postgres:  # named, so that pg_stat_activity shows who holds which connection
+        connect = {"application_name": "ferlab search " + ("worker" if worker else "driver")}
+        if worker:
+            connect["options"] = "-c synchronous_commit=off"
+        options["connect_args"] = connect
     if not pooled:
         return {**options, "poolclass": NullPool}
     return {**options, "pool_size": POOL_SIZE, "max_overflow": 0, "pool_pre_ping": True}
