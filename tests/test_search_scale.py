@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import time
 import uuid
@@ -196,12 +197,15 @@ def test_a_timeout_stops_starting_trials_and_lets_the_running_one_finish(tmp_pat
     assert seconds < 1.0 + 2 * 0.2 + 1.0  # the budget, one running trial, start-up
 
 
+HANG_S = 25
+
+
 def hang_first_trial(config: dict, report, marker: str) -> float:
     """Hang (far past the trial timeout) in the first trial that runs; others finish at once."""
     try:
         with open(marker, "x"):
             pass
-        time.sleep(40)
+        time.sleep(HANG_S)
     except FileExistsError:
         pass
     return fake_trial(config, report)
@@ -212,15 +216,17 @@ def test_a_hung_trial_is_failed_after_the_trial_timeout_and_retried_once(tmp_pat
 
     space = parse_space(tiny_space())
     trial_fn = functools.partial(hang_first_trial, marker=str(tmp_path / "hung"))
-    started = time.monotonic()
     with open_executor(2) as executor:
         study = search("random", space, "hang", str(tmp_path / "s.journal"), 6, executor,
                        trial_fn=trial_fn, progress=False, trial_timeout=5.0)  # fmt: skip
-    assert time.monotonic() - started < 35  # did not wait for the hung trial
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1 and "no result after 5 s" in failed[0].user_attrs["error"]
+    # Failed once 5 s had passed, not when the hang ended. (Its worker's thread stays busy
+    # until the trial returns: a thread cannot be stopped, so the retry may wait for it.)
+    held = failed[0].datetime_complete - failed[0].datetime_start
+    assert held.total_seconds() < HANG_S - 5
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == failed[0].number]
-    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retry[0].params == failed[0].params
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
 
@@ -283,6 +289,9 @@ def test_epoch_reports_read_back_as_optunas_and_a_finished_trial_refuses_them(tm
                 optuna.delete_study(study_name=name, storage=open_storage(spec))
 
 
+DRIVER_WORKER = ("ferlab search driver", "ferlab search worker")
+
+
 def _connections(engine) -> dict[str, int]:
     from sqlalchemy import text
 
@@ -317,6 +326,8 @@ def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_
     name = f"ferlab-test-{uuid.uuid4().hex[:8]}"
     trial_fn = functools.partial(fake_trial, sleep=0.1)
     watcher = threading.Thread(target=watch)
+    gc.collect()  # storages of earlier tests in this process may still hold pooled connections
+    before = _connections(monitor)
     try:
         with open_executor(2) as executor:
             watcher.start()
@@ -326,8 +337,10 @@ def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_
         stop.set()
         watcher.join()
         optuna.delete_study(study_name=name, storage=open_storage(POSTGRES))
-    driver = max(s.get("ferlab search driver", 0) for s in seen)
-    workers = max(s.get("ferlab search worker", 0) for s in seen)
-    assert 1 <= driver <= POOL_SIZE + 1  # the driver's pool (+ the deletion above, at most)
+    # Connections opened during the search (others in this process were counted before).
+    opened = [{k: s.get(k, 0) - before.get(k, 0) for k in DRIVER_WORKER} for s in seen]
+    driver = max(s["ferlab search driver"] for s in opened)
+    workers = max(s["ferlab search worker"] for s in opened)
+    assert 1 <= driver <= POOL_SIZE  # the driver's pool
     assert 1 <= workers <= 2 * 2  # at most a report and a heartbeat at once per worker
-    assert sum(s.get("ferlab search worker", 0) == 0 for s in seen) > len(seen) // 4  # idle: none
+    assert sum(s["ferlab search worker"] <= 0 for s in opened) > len(opened) // 4  # idle: none

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3 * 3600)
 def test_14000_trials_over_200_workers_finish_exactly_once_each():
     reason = _postgres_ready()
     if reason:

@@ -8,16 +8,18 @@ import contextlib
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ferlab.errors import ConfigError
-from ferlab.search.trial import TrialOutcome
+from ferlab.search.trial import STARTED_TOPIC, TrialOutcome
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 JOBQUEUE_KINDS = ("htcondor", "slurm", "pbs")
-SLOTS_CHECK_S = 1.0  # how often an executor on an existing cluster counts its worker threads
+SLOTS_CHECK_S = 1.0
+PROBE = "listening?"  # the driver's own event, to learn that its subscription is live  # how often an executor on an existing cluster counts its worker threads
 
 
 class InlineExecutor:
@@ -39,6 +41,10 @@ class InlineExecutor:
     def cancel(self, futures) -> None:
         """Nothing runs in the background."""
 
+    def started_at(self, trial_id: int) -> float | None:
+        """Never: a trial here runs to its end inside ``submit``."""
+        return None
+
 
 class DaskExecutor:
     """Submits trials to a Dask client and reports a lost worker as a failed trial.
@@ -50,11 +56,31 @@ class DaskExecutor:
 
     def __init__(self, client, slots: int | None) -> None:
         self.client = client
-        # Workers import the trial code now, not in their first trial: a trial's time limit
-        # (--trial-timeout) runs from its submission and should not pay for imports.
-        client.run(_import_trial_code)
         self._fixed = None if slots is None else max(1, slots)
         self._counted, self._counted_at = 1, float("-inf")
+        # Workers import the trial code now, not in their first trial.
+        client.run(_import_trial_code)
+        # When each trial really started on a worker (a trial may wait behind others first):
+        # a trial's time limit (--trial-timeout) runs from then.
+        self._started: dict[int, float] = {}
+        self._listening = threading.Event()
+        client.subscribe_topic(STARTED_TOPIC, self._on_started)
+        # Events sent before the scheduler has the subscription are lost: wait until it has.
+        for _ in range(100):
+            client.log_event(STARTED_TOPIC, PROBE)
+            if self._listening.wait(0.2):
+                break
+
+    def _on_started(self, event) -> None:
+        _, trial_id = event
+        if trial_id == PROBE:
+            self._listening.set()
+        else:
+            self._started[trial_id] = time.monotonic()
+
+    def started_at(self, trial_id: int) -> float | None:
+        """When trial ``trial_id`` started on a worker (``time.monotonic``), if it has."""
+        return self._started.get(trial_id)
 
     @property
     def slots(self) -> int:

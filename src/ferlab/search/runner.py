@@ -253,8 +253,8 @@ def run_trials(
     """Run trials until ``n_trials`` have finished (complete or pruned) in the study, globally.
 
     With ``timeout`` (seconds), no trial is started after that time; running ones finish.
-    A trial with no result ``trial_timeout`` seconds after it was submitted (hung) is failed
-    and queued again once, like a crashed one.
+    A trial with no result ``trial_timeout`` seconds after it started on its worker (hung) is
+    failed and queued again once, like a crashed one.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     if sampler == "tpe":
@@ -293,8 +293,7 @@ def run_trials(
                 tally.set(number, TrialState.RUNNING)
                 rule = MedianRule(tally.curves.medians() if pruner == "median" else {})
                 task = TrialTask(storage, study.study_name, trial_id, number, config, pruner, rule)
-                future = executor.submit(execute_trial, task, trial_fn)
-                pending[future] = (trial_id, number, time.monotonic())
+                pending[executor.submit(execute_trial, task, trial_fn)] = (trial_id, number)
             if not pending:
                 if out_of_time or tally.total(FINISHED) >= n_trials:
                     break
@@ -321,7 +320,7 @@ def run_trials(
     except BaseException:
         # Interrupted (Ctrl-C or an error): queue the unfinished trials again so nothing is lost.
         executor.cancel(pending)
-        for trial_id, _number, _submitted in pending.values():
+        for trial_id, _number in pending.values():
             outcome = TrialOutcome("fail", message="its search was interrupted")
             record(study, trial_id, outcome, interrupted=True)
         raise
@@ -332,26 +331,33 @@ def run_trials(
 
 
 def _collect(study, tally, executor, pending: dict, shared: bool, trial_timeout: float | None):
-    """Wait for the first finished trials, record them; also fail hung ones. Yields outcomes."""
-    waits = []
-    if shared:
-        # A shared study is looked at again now and then even while every trial runs: stale
-        # trials (a lost worker) are failed and retried, other drivers' trials counted.
-        waits.append(RESYNC_S)
+    """Wait for the first finished trials, record them; also fail hung ones. Yields outcomes.
+
+    A trial hangs when it has run ``trial_timeout`` seconds since it started on its worker
+    (time spent waiting for a free worker does not count).
+    """
+    waits = [RESYNC_S] if shared else []
+    # A shared study is looked at again now and then even while every trial runs: stale
+    # trials (a lost worker) are failed and retried, other drivers' trials counted.
     if trial_timeout is not None:
-        oldest = min(submitted for _, _, submitted in pending.values())
-        waits.append(max(0.0, oldest + trial_timeout - time.monotonic()))
+        starts = [executor.started_at(trial_id) for trial_id, _ in pending.values()]
+        known = [t for t in starts if t is not None]
+        first_due = min(known) + trial_timeout - time.monotonic() if known else WAIT_S
+        waits.append(max(0.0, min(first_due, WAIT_S * 5)))
     for future in executor.wait_first(pending, timeout=min(waits) if waits else None):
         outcome = executor.outcome(future)
-        trial_id, number, _ = pending.pop(future)
+        trial_id, number = pending.pop(future)
         _record_and_count(study, tally, trial_id, number, outcome)
         yield outcome
     if trial_timeout is None:
         return
     now = time.monotonic()
-    for future in [f for f, (_, _, t) in pending.items() if now - t >= trial_timeout]:
+    for future, (trial_id, number) in list(pending.items()):
+        started = executor.started_at(trial_id)
+        if started is None or now - started < trial_timeout:
+            continue
         executor.cancel([future])
-        trial_id, number, _ = pending.pop(future)
+        del pending[future]
         outcome = TrialOutcome("fail", message=f"no result after {trial_timeout:g} s (hung?)")
         _record_and_count(study, tally, trial_id, number, outcome)
         yield outcome

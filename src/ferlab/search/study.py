@@ -94,8 +94,8 @@ def search(
     """A random or TPE search: ``n_trials`` finished trials in total in study ``name``.
 
     ``timeout`` (seconds) stops starting trials after that time; the running ones finish.
-    ``trial_timeout`` (seconds) fails a trial with no result that long after it started (hung),
-    and queues it again once.
+    ``trial_timeout`` (seconds) fails a trial with no result that long after it started on its
+    worker (hung), and queues it again once.
     """
     if mode not in ("random", "tpe"):
         raise ConfigError(f"unknown search kind {mode!r}")

@@ -20,6 +20,7 @@ from ferlab.search.storage import is_rdb, open_storage, report_value
 Report = Callable[[int, float], None]
 TrialFn = Callable[[dict, Report], float]
 PRUNERS = ("median", "hyperband", "none")
+STARTED_TOPIC = "ferlab-trial-started"  # a Dask event each trial sends as it starts
 
 # Per worker process: the decoded, preprocessed data of the last data set used, and open studies.
 _DATA_CACHE: dict[str, tuple] = {}
@@ -169,6 +170,9 @@ def execute_trial(task: TrialTask, trial_fn: TrialFn | None = None) -> TrialOutc
             return TrialOutcome("fail", message=f"trial was {frozen.state.name} before it started")
         if frozen.intermediate_values:
             return TrialOutcome("fail", message="the trial's worker was lost mid-trial")
+        from distributed import get_worker
+
+        get_worker().log_event(STARTED_TOPIC, task.trial_id)  # its time limit runs from now
         # Who ran it. (In the driver's process, the trial was created a moment ago.)
         host = f"{socket.gethostname()}:{os.getpid()}"
         storage.set_trial_user_attr(task.trial_id, "worker", host)
