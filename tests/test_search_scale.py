@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import os
 import time
 import uuid
 
@@ -289,18 +290,21 @@ def test_epoch_reports_read_back_as_optunas_and_a_finished_trial_refuses_them(tm
                 optuna.delete_study(study_name=name, storage=open_storage(spec))
 
 
-DRIVER_WORKER = ("ferlab search driver", "ferlab search worker")
-
-
-def _connections(engine) -> dict[str, int]:
+def _connections(engine, pids: set[int]) -> dict[str, int]:
+    """Open connections of the processes ``pids`` by role (``driver``, ``worker``)."""
     from sqlalchemy import text
 
     query = text(
-        "SELECT application_name, count(*) FROM pg_stat_activity "
-        "WHERE application_name LIKE 'ferlab search %' GROUP BY application_name"
+        "SELECT application_name FROM pg_stat_activity "
+        "WHERE application_name LIKE 'ferlab search %'"
     )
     with engine.connect() as connection:
-        return dict(connection.execute(query).all())
+        names = [row[0].split() for row in connection.execute(query)]
+    counts = {"driver": 0, "worker": 0}
+    for name in names:
+        if len(name) == 4 and int(name[3]) in pids:  # "ferlab search ROLE PID"
+            counts[name[2]] += 1
+    return counts
 
 
 def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_path):
@@ -317,19 +321,21 @@ def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_
     monitor = sqlalchemy.create_engine(database_url(POSTGRES))
     seen: list[dict[str, int]] = []
     stop = threading.Event()
+    pids = {os.getpid()}
 
     def watch() -> None:
         while not stop.wait(0.05):
-            seen.append(_connections(monitor))
+            seen.append(_connections(monitor, pids))
 
     space = parse_space(tiny_space())
     name = f"ferlab-test-{uuid.uuid4().hex[:8]}"
     trial_fn = functools.partial(fake_trial, sleep=0.1)
     watcher = threading.Thread(target=watch)
     gc.collect()  # storages of earlier tests in this process may still hold pooled connections
-    before = _connections(monitor)
+    before = _connections(monitor, pids)
     try:
         with open_executor(2) as executor:
+            pids |= set(executor.client.run(os.getpid).values())  # this search's workers
             watcher.start()
             search("random", space, name, POSTGRES, 8, executor, trial_fn=trial_fn,
                    progress=False)  # fmt: skip
@@ -338,9 +344,9 @@ def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_
         watcher.join()
         optuna.delete_study(study_name=name, storage=open_storage(POSTGRES))
     # Connections opened during the search (others in this process were counted before).
-    opened = [{k: s.get(k, 0) - before.get(k, 0) for k in DRIVER_WORKER} for s in seen]
-    driver = max(s["ferlab search driver"] for s in opened)
-    workers = max(s["ferlab search worker"] for s in opened)
+    opened = [{k: s[k] - before[k] for k in s} for s in seen]
+    driver = max(s["driver"] for s in opened)
+    workers = max(s["worker"] for s in opened)
     assert 1 <= driver <= POOL_SIZE  # the driver's pool
     assert 1 <= workers <= 2 * 2  # at most a report and a heartbeat at once per worker
-    assert sum(s["ferlab search worker"] <= 0 for s in opened) > len(opened) // 4  # idle: none
+    assert sum(s["worker"] <= 0 for s in opened) > len(opened) // 4  # idle: none

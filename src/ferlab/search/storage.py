@@ -241,8 +241,9 @@ def _engine_options(pooled: bool, worker: bool, postgres: bool) -> dict:
     from sqlalchemy.pool import NullPool
 
     options: dict = {}
-    if postgres:  # named, so that pg_stat_activity shows who holds which connection
-        connect = {"application_name": "ferlab search " + ("worker" if worker else "driver")}
+    if postgres:  # named, so that pg_stat_activity shows which process holds a connection
+        role = "worker" if worker else "driver"
+        connect = {"application_name": f"ferlab search {role} {os.getpid()}"}
         if worker:
             connect["options"] = "-c synchronous_commit=off"
         options["connect_args"] = connect
