@@ -109,21 +109,28 @@ def test_a_few_epochs_lower_the_loss(splits):
     assert len(trainer.history["train_loss"]) == 4
 
 
-def test_resume_continues_bit_identically(tmp_path, splits):
-    config = tiny_config("solver.epochs=3", "model.dropout=0.2", "model.head_dropout=0.3")
+def straight_and_resumed(config: dict, splits, tmp_path, stop_epoch: int):
+    """Two trainers of ``config``: one trained straight through, one interrupted after
+    ``stop_epoch`` (Ctrl-C) and resumed from its checkpoint in a fresh trainer."""
     straight = make_trainer(config, splits)
     straight.train()
 
-    def stop_after_first(epoch, history):
-        if epoch == 1:
+    def stop(epoch, history):
+        if epoch == stop_epoch:
             raise KeyboardInterrupt
 
-    interrupted = make_trainer(config, splits, tmp_path, stop_after_first)
+    interrupted = make_trainer(config, splits, tmp_path, stop)
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
     torch.manual_seed(12345)  # the resumed run must not depend on the global RNG state
     resumed = make_trainer(config, splits, tmp_path)
     resumed.resume(tmp_path / CHECKPOINT_NAME)
+    return straight, resumed
+
+
+def test_resume_continues_bit_identically(tmp_path, splits):
+    config = tiny_config("solver.epochs=3", "model.dropout=0.2", "model.head_dropout=0.3")
+    straight, resumed = straight_and_resumed(config, splits, tmp_path, stop_epoch=1)
 
     assert resumed.history["train_loss"] == straight.history["train_loss"]
     assert resumed.history["val_acc"] == straight.history["val_acc"]

@@ -26,13 +26,18 @@ from ferlab.deep.ema import WeightAverage  # noqa: E402
 from ferlab.deep.settings import CNN_DEFAULTS  # noqa: E402
 from ferlab.deep.tensors import MODEL_FORMAT, read_tensors  # noqa: E402
 from ferlab.deep.training import (  # noqa: E402
-    CHECKPOINT_NAME,
     MODEL_NAME,
     Targets,
     distillation_loss,
     mixed_cross_entropy,
 )
-from test_deep import CLASSES, faces, make_trainer, tiny_config  # noqa: E402
+from test_deep import (  # noqa: E402
+    CLASSES,
+    faces,
+    make_trainer,
+    straight_and_resumed,
+    tiny_config,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -110,19 +115,7 @@ def test_ema_after_k_steps_is_the_closed_form_average_and_buffers_are_copied():
 
 def test_resume_with_ema_equals_an_uninterrupted_run(tmp_path, splits):
     config = tiny_config("solver.epochs=3", "solver.ema=0.9")
-    straight = make_trainer(config, splits)
-    straight.train()
-
-    def stop_after_second(epoch, history):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    interrupted = make_trainer(config, splits, tmp_path, stop_after_second)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.train()
-    torch.manual_seed(12345)  # the resumed run must not depend on the global RNG state
-    resumed = make_trainer(config, splits, tmp_path)
-    resumed.resume(tmp_path / CHECKPOINT_NAME)
+    straight, resumed = straight_and_resumed(config, splits, tmp_path, stop_epoch=2)
 
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         assert resumed.history[key] == straight.history[key], key
