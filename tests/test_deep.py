@@ -468,15 +468,15 @@ def test_distillation_loss_matches_its_formula():
 
 def test_distillation_brings_the_student_toward_the_teacher(trained, splits, tmp_path):
     """A student trained on the teacher's outputs alone (alpha = 1) moves toward them."""
-    from ferlab.deep.training import load_teacher
+    from ferlab.deep.training import load_teachers
 
     teacher_path, _ = trained
-    teacher = load_teacher(str(teacher_path), torch.device("cpu"), CLASSES)
+    teachers = load_teachers(str(teacher_path), torch.device("cpu"), CLASSES)
     config = tiny_config(
         "solver.epochs=4", f'distill.teacher="{teacher_path}"', "distill.alpha=1.0"
     )
     student = make_trainer(config, splits)
-    student.teacher = teacher
+    student.teachers = teachers
     images = torch.from_numpy(splits.val.images)
 
     def divergence() -> float:
@@ -494,11 +494,11 @@ def test_distillation_brings_the_student_toward_the_teacher(trained, splits, tmp
 
 
 def test_a_teacher_with_other_classes_is_refused(trained, tmp_path):
-    from ferlab.deep.training import load_teacher
+    from ferlab.deep.training import load_teachers
 
     teacher_path, _ = trained
     with pytest.raises(ConfigError, match="predicts"):
-        load_teacher(str(teacher_path), torch.device("cpu"), ["x", "y", "z"])
+        load_teachers(str(teacher_path), torch.device("cpu"), ["x", "y", "z"])
 
 
 def test_a_run_with_a_teacher_trains_and_records_it(trained, splits, tmp_path):
@@ -508,3 +508,34 @@ def test_a_run_with_a_teacher_trains_and_records_it(trained, splits, tmp_path):
     assert summary["epochs"] == 2
     recorded = json.loads((tmp_path / "student" / "config.json").read_text())
     assert recorded["distill"] == {"teacher": str(teacher_path), "temperature": 4.0, "alpha": 0.9}
+
+
+def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, splits, tmp_path):
+    """With several teacher files the student learns their mean logits, each member seeing the
+    batch in its own pixel scaling; the run records the list."""
+    from ferlab.deep.training import load_teachers
+
+    first, _ = trained
+    architecture = architecture_from_config(tiny_config()["model"], len(CLASSES))
+    torch.manual_seed(7)
+    second = save_cnn(
+        build_cnn(architecture),
+        model_meta(architecture, CLASSES, 90.0, 30.0, 40),
+        tmp_path / "second.safetensors",
+    )
+    paths = [str(first), str(second)]
+    config = tiny_config("solver.epochs=1", f"distill.teacher={json.dumps(paths)}")
+    trainer = make_trainer(config, splits)
+    trainer.teachers = load_teachers(paths, torch.device("cpu"), CLASSES)
+    x = center_crop(normalize(torch.from_numpy(splits.val.images), trainer.mean, trainer.std), 40)
+    pixels = x * trainer.std + trainer.mean
+    with torch.no_grad():
+        members = [t.module((pixels - t.mean) / t.std) for t in trainer.teachers]
+        torch.testing.assert_close(
+            trainer._teacher_logits(x), (members[0] + members[1]) / 2, atol=1e-5, rtol=0
+        )
+    assert not torch.allclose(members[0], members[1], atol=1e-2)
+
+    run_cnn_training(config, tmp_path / "student", splits=splits, verbose=False)
+    recorded = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert recorded["distill"]["teacher"] == paths

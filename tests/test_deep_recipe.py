@@ -267,7 +267,7 @@ def test_with_a_teacher_and_mixup_the_teacher_sees_the_same_mixed_images(splits)
     class Teacher:  # what the trainer uses of a CNNClassifier
         module, mean, std = teacher_net, trainer.mean, trainer.std
 
-    trainer.teacher = Teacher()
+    trainer.teachers = [Teacher()]
     seen: dict[str, list] = {"student": [], "teacher": []}
     trainer.module.register_forward_pre_hook(lambda m, args: seen["student"].append(args[0]))
     teacher_net.register_forward_pre_hook(lambda m, args: seen["teacher"].append(args[0]))

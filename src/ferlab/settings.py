@@ -181,9 +181,14 @@ class DeviceSettings(Section):
 
 
 class DistillSettings(Section):
-    """Knowledge distillation from a trained teacher CNN (none unless ``teacher`` is set)."""
+    """Knowledge distillation from a trained teacher CNN or an ensemble (none unless ``teacher``
+    is set)."""
 
-    teacher: str | None = Field(None, description="the teacher's .safetensors model file")
+    teacher: str | list[str] | None = Field(
+        None,
+        description="the teacher's .safetensors model file, or several: an ensemble whose "
+        "mean logits the student learns",
+    )
     temperature: float = Field(4.0, gt=0.0, le=100.0, description="softening of both outputs")
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the teacher's term")
 

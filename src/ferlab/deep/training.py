@@ -139,10 +139,10 @@ class CNNTrainer:
         meta: dict | None = None,
         verbose: bool = True,
         epoch_callback: EpochCallback | None = None,
-        teacher=None,
+        teachers=(),
     ) -> None:
         self.config = config
-        self.teacher = teacher  # a CNNClassifier whose outputs the student learns, or None
+        self.teachers = list(teachers)  # CNNClassifiers whose mean logits the student learns
         self.solver = config["solver"]
         self.augment = config["augment"]
         self.device = device
@@ -269,7 +269,7 @@ class CNNTrainer:
         """The training loss of logits (B, C) on batch ``x``: (mixed) cross-entropy, distilled
         from the teacher's logits on the same ``x`` when there is a teacher."""
         smoothing = self.solver["label_smoothing"]
-        if self.teacher is None:
+        if not self.teachers:
             return mixed_cross_entropy(logits, targets, smoothing)
         distill = self.config["distill"]
         return distillation_loss(
@@ -279,11 +279,14 @@ class CNNTrainer:
 
     @torch.no_grad()
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits (N, C) on the student's augmented batch (N, 1, H, W)."""
-        pixels = x * self.std + self.mean  # back to 0..255, then the teacher's own scaling
-        teacher = self.teacher
+        """The teachers' mean logits (N, C) on the student's augmented batch (N, 1, H, W)."""
+        pixels = x * self.std + self.mean  # back to 0..255, then each teacher's own scaling
+        total = 0.0
         with self._autocast():
-            return teacher.module(self._prepare((pixels - teacher.mean) / teacher.std)).float()
+            for teacher in self.teachers:
+                x_teacher = self._prepare((pixels - teacher.mean) / teacher.std)
+                total = total + teacher.module(x_teacher).float()
+        return total / len(self.teachers)
 
     @torch.no_grad()
     def evaluate(
@@ -463,17 +466,22 @@ def distillation_loss(
     return (1.0 - alpha) * hard + alpha * temperature**2 * soft
 
 
-def load_teacher(path: str, device: torch.device, classes: list[str]):
-    """The teacher CNN, in eval mode on ``device``; its classes must be the student's."""
+def load_teachers(paths: str | list[str] | None, device: torch.device, classes: list[str]):
+    """The teacher CNNs of ``distill.teacher`` (none, one file or several), in eval mode on
+    ``device``; each must predict the student's classes."""
     from ferlab.deep.io import load_cnn
 
-    teacher = load_cnn(path).to(device)
-    if teacher.class_names != list(classes):
-        raise ConfigError(
-            f"distill.teacher {path} predicts {teacher.class_names}, the data has {list(classes)}"
-        )
-    teacher.module.eval()
-    return teacher
+    teachers = []
+    for path in [paths] if isinstance(paths, str) else list(paths or []):
+        teacher = load_cnn(path).to(device)
+        if teacher.class_names != list(classes):
+            raise ConfigError(
+                f"distill.teacher {path} predicts {teacher.class_names}, "
+                f"the data has {list(classes)}"
+            )
+        teacher.module.eval()
+        teachers.append(teacher)
+    return teachers
 
 
 def image_statistics(images: np.ndarray) -> tuple[float, float]:
@@ -528,8 +536,7 @@ def run_cnn_training(
     meta = model_meta(
         architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
     )
-    teacher_path = config["distill"]["teacher"]
-    teacher = load_teacher(teacher_path, torch_device, splits.class_names) if teacher_path else None
+    teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
     torch.manual_seed(config["seed"])
     module = build_cnn(architecture)
     data = TensorData.from_arrays(
@@ -546,7 +553,7 @@ def run_cnn_training(
         meta=meta,
         verbose=verbose,
         epoch_callback=epoch_callback,
-        teacher=teacher,
+        teachers=teachers,
     )
     if verbose:
         params = sum(p.numel() for p in module.parameters())
