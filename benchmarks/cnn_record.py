@@ -1,7 +1,11 @@
-"""Record a finished CNN run as JSON: summary, history, and the evaluation on both test splits.
+"""Record finished CNN runs as JSON: summary, history, and the evaluation on both test splits.
 
     python benchmarks/cnn_record.py RUN_DIR --data PATH --out benchmarks/results/cnn_cpu_run.json \
         --command "ferlab cnn train ..."
+
+With several RUN_DIRs (the seeds of one config) the record holds each run, the mean, spread and
+range of every accuracy and per-class recall over the runs, and the accuracy of their ensemble
+(mean probabilities) on both test splits.
 """
 
 from __future__ import annotations
@@ -11,13 +15,94 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ferlab.deep import load_cnn
 from ferlab.evaluation import evaluate_split
+
+SPLITS = ("public", "private")
+
+
+def record_run(run: Path, data: str, ttas: list[str]) -> dict:
+    """One run's config, summary, history, accuracies (split x TTA, with seconds) and reports."""
+    classifier = load_cnn(run / "model.safetensors")
+    record = {
+        "run": run.name,
+        "config": json.loads((run / "config.json").read_text()),
+        "summary": json.loads((run / "summary.json").read_text()),
+        "history": json.loads((run / "history.json").read_text()),
+        "accuracy": {},
+        "reports": {},
+    }
+    for split in SPLITS:
+        for tta in ttas:
+            classifier.tta = tta
+            started = time.perf_counter()
+            report = evaluate_split(classifier, data, split, out_dir=run / f"eval-{split}-{tta}")
+            record["accuracy"][f"{split}_{tta}"] = report.accuracy
+            record["accuracy"][f"{split}_{tta}_seconds"] = round(time.perf_counter() - started, 1)
+            if tta == "none":
+                record["reports"][split] = report.to_dict()
+            print(f"{run.name} {split} {tta}: {report.accuracy:.4f}", flush=True)
+    return record
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation, minimum and maximum of ``values``."""
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "min": float(array.min()),
+            "max": float(array.max()), "n": len(array)}  # fmt: skip
+
+
+def over_runs(records: list[dict]) -> dict:
+    """The spread over runs of validation and test accuracies, training time and recalls."""
+    summaries = [r["summary"] for r in records]
+    result = {
+        "val_accuracy": spread([s["val_accuracy"] for s in summaries]),
+        "train_seconds": spread([s["train_seconds"] for s in summaries]),
+    }
+    for key in records[0]["accuracy"]:
+        if not key.endswith("_seconds"):
+            result[key] = spread([r["accuracy"][key] for r in records])
+    for split in SPLITS:
+        recalls = [r["reports"][split]["measures"]["per_class"]["recall"] for r in records]
+        result[f"{split}_recall"] = {c: spread([rec[c] for rec in recalls]) for c in recalls[0]}
+    return result
+
+
+class MeanProbabilities:
+    """An ensemble behind the classifier interface: the mean of its members' probabilities."""
+
+    input_shape = (48, 48)
+
+    def __init__(self, members: list) -> None:
+        self.members = members
+        self.class_names = members[0].class_names
+        self.training_info = members[0].training_info
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.mean([m.predict_proba(X) for m in self.members], axis=0)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+def record_ensemble(runs: list[Path], data: str) -> dict:
+    """Accuracy and per-class recall of the runs' ensemble on both test splits (no TTA)."""
+    ensemble = MeanProbabilities([load_cnn(run / "model.safetensors") for run in runs])
+    record = {"members": [run.name for run in runs]}
+    for split in SPLITS:
+        report = evaluate_split(ensemble, data, split)
+        record[split] = report.accuracy
+        record[f"{split}_recall"] = report.to_dict()["measures"]["per_class"]["recall"]
+        print(f"ensemble of {len(runs)} {split}: {report.accuracy:.4f}", flush=True)
+    return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--command", default="", help="the training command, to record")
@@ -25,28 +110,18 @@ def main() -> None:
     parser.add_argument("--tta", nargs="+", default=["none", "flip", "tencrop"])
     args = parser.parse_args()
 
-    run = Path(args.run_dir)
-    classifier = load_cnn(run / "model.safetensors")
-    record = {
-        "command": args.command,
-        "note": args.note,
-        "config": json.loads((run / "config.json").read_text()),
-        "summary": json.loads((run / "summary.json").read_text()),
-        "history": json.loads((run / "history.json").read_text()),
-        "accuracy": {},
-        "reports": {},
-    }
-    for split in ("public", "private"):
-        for tta in args.tta:
-            classifier.tta = tta
-            started = time.perf_counter()
-            out_dir = run / f"eval-{split}-{tta}"
-            report = evaluate_split(classifier, args.data, split, out_dir=out_dir)
-            record["accuracy"][f"{split}_{tta}"] = report.accuracy
-            record["accuracy"][f"{split}_{tta}_seconds"] = round(time.perf_counter() - started, 1)
-            if tta == "none":
-                record["reports"][split] = report.to_dict()
-            print(f"{split} {tta}: {report.accuracy:.4f}", flush=True)
+    runs = [Path(d) for d in args.run_dirs]
+    records = [record_run(run, args.data, args.tta) for run in runs]
+    if len(records) == 1:
+        record = {"command": args.command, "note": args.note, **records[0]}
+    else:
+        record = {
+            "command": args.command,
+            "note": args.note,
+            "over_runs": over_runs(records),
+            "ensemble": record_ensemble(runs, args.data),
+            "runs": records,
+        }
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"written to {args.out}")
 
