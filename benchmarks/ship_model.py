@@ -30,11 +30,25 @@ LIMITS = """\
 - Seven labels, one per image; FER2013's authors estimated human accuracy on it at about 65%.
   The model names the expression a face shows, not what the person feels.
 - Disgust has 436 training images of 28,709; with fear, its recall is the lowest of the seven.
-- One training run (seed 0): the spread over seeds is not measured for this model.
+{seeds}
 - The face detector (OpenCV's frontal Haar cascade) misses turned, tilted and small faces (see
   the detection recall under "On real photos"). Use `--detector none` for images that are
   already face crops.
 """
+
+
+def seeds_line(seeds: dict | None, seed: int) -> str:
+    """The limits' line on seeds: the spread measured over the config's seeds, when recorded."""
+    if not seeds:
+        return f"- One training run (seed {seed}): the spread over seeds is not measured for this model."
+    over = seeds["over_runs"]
+    public, private = over["public_none"], over["private_none"]
+    return (
+        f"- One of {public['n']} training runs of the same config (seed {seed}); over them, "
+        f"PublicTest {100 * public['mean']:.2f}% (sd {100 * public['std']:.2f} points)\n"
+        f"  and PrivateTest {100 * private['mean']:.2f}% (sd {100 * private['std']:.2f} points), "
+        "float networks."
+    )
 
 
 def check_sample(public):
@@ -49,6 +63,9 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--command", required=True, help="the training command, to record")
     parser.add_argument("--name", default="fer2013_cnn")
+    parser.add_argument(
+        "--seeds", help="cnn_record.py's record of the config's seeds, for the spread over them"
+    )
     args = parser.parse_args()
 
     from ferlab.data import load_fer2013
@@ -75,6 +92,7 @@ def main() -> None:
     summary = json.loads((run / "summary.json").read_text())
     history = json.loads((run / "history.json").read_text())
     config = json.loads((run / "config.json").read_text())
+    seeds = json.loads(Path(args.seeds).read_text()) if args.seeds else None
 
     accuracy, recall, float_accuracy = {}, {}, {}
     for split in ("public_test", "private_test"):
@@ -126,7 +144,7 @@ def main() -> None:
             "accuracy": round(sample_accuracy, 4),
         },
         "onnx_check": check,
-        "limits": LIMITS,
+        "limits": LIMITS.format(seeds=seeds_line(seeds, config["seed"])),
     }
     for key, name in (("pipeline", "pipeline_accuracy.json"), ("speed", "recognizer_speed.json")):
         record = RECORD.parent / name
