@@ -281,12 +281,12 @@ class CNNTrainer:
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The teachers' mean logits (N, C) on the student's augmented batch (N, 1, H, W)."""
         pixels = x * self.std + self.mean  # back to 0..255, then each teacher's own scaling
-        total = 0.0
         with self._autocast():
-            for teacher in self.teachers:
-                x_teacher = self._prepare((pixels - teacher.mean) / teacher.std)
-                total = total + teacher.module(x_teacher).float()
-        return total / len(self.teachers)
+            logits = [
+                teacher.module(self._prepare((pixels - teacher.mean) / teacher.std)).float()
+                for teacher in self.teachers
+            ]
+        return torch.stack(logits).mean(0)
 
     @torch.no_grad()
     def evaluate(
