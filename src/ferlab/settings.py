@@ -131,6 +131,11 @@ class CNNModelSettings(Section):
     convs: list[Count] = Field([1, 1, 2, 1], min_length=1, description="convolutions per block")
     dropout: Probability = 0.1
     head_dropout: Probability = 0.3
+    init: str | None = Field(
+        None,
+        description="a .safetensors model file to start from: same network and classes, "
+        "trained on the same split (same data settings and seed)",
+    )
 
     @model_validator(mode="after")
     def _one_count_per_width(self) -> CNNModelSettings:

@@ -484,6 +484,27 @@ def load_teachers(paths: str | list[str] | None, device: torch.device, classes: 
     return teachers
 
 
+def load_start(path: str, architecture: dict, classes: list[str], training_info: dict):
+    """The model file of ``model.init``, checked to fit this run: the same network and classes,
+    trained on the same split (otherwise its training samples would sit in this run's
+    validation part and the choice of the best epoch would be biased)."""
+    from ferlab.deep.io import load_cnn
+
+    start = load_cnn(path)
+    if start.meta["architecture"] != architecture:
+        raise ConfigError(f"model.init {path} is a different network from the config's model")
+    if start.class_names != list(classes):
+        raise ConfigError(
+            f"model.init {path} predicts {start.class_names}, the data has {list(classes)}"
+        )
+    if start.training_info != training_info:
+        raise ConfigError(
+            f"model.init {path} was trained on another split ({start.training_info}); "
+            f"this run uses {training_info}"
+        )
+    return start
+
+
 def image_statistics(images: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of the training pixels."""
     pixels = images.astype(np.float64)
@@ -533,12 +554,18 @@ def run_cnn_training(
     architecture = architecture_from_config(config["model"], len(splits.class_names))
     data_info = {**config["data"], "preprocessing": PREPROCESSING}
     training_info = {"data": {k: data_info[k] for k in TRAINING_DATA_KEYS}, "seed": config["seed"]}
+    start = None
+    if config["model"]["init"]:
+        start = load_start(config["model"]["init"], architecture, splits.class_names, training_info)
+        mean, std = start.mean, start.std
     meta = model_meta(
         architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
     )
     teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
     torch.manual_seed(config["seed"])
     module = build_cnn(architecture)
+    if start is not None:
+        module.load_state_dict(start.module.state_dict())
     data = TensorData.from_arrays(
         splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, torch_device
     )
