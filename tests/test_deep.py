@@ -539,3 +539,38 @@ def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, split
     run_cnn_training(config, tmp_path / "student", splits=splits, verbose=False)
     recorded = json.loads((tmp_path / "student" / "config.json").read_text())
     assert recorded["distill"]["teacher"] == paths
+
+
+def test_a_run_from_model_init_starts_from_its_weights(trained, splits, tmp_path):
+    """With a learning rate too small to move anything, a run started from a model file ends
+    where that model was, and a run started from scratch does not."""
+    from ferlab.deep.io import load_cnn
+
+    start_path, _ = trained
+    still = ("solver.epochs=1", "solver.schedule=constant", "solver.lr=1e-9")
+    runs = {}
+    for name, extra in {"init": (f'model.init="{start_path}"',), "scratch": ()}.items():
+        run_cnn_training(tiny_config(*still, *extra), tmp_path / name, splits=splits, verbose=False)
+        runs[name] = load_cnn(tmp_path / name / "model.safetensors")
+    start = load_cnn(start_path)
+
+    def convs(classifier):
+        return [p for n, p in classifier.module.state_dict().items() if n.endswith("weight")]
+
+    for ours, theirs in zip(convs(runs["init"]), convs(start), strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    assert not torch.allclose(convs(runs["scratch"])[0], convs(start)[0], atol=1e-3)
+    assert (runs["init"].mean, runs["init"].std) == (start.mean, start.std)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("seed=1", "another split"), ("model.widths=[8, 16]", "different network")],
+)
+def test_a_model_init_that_does_not_fit_the_run_is_refused(
+    trained, splits, tmp_path, override, message
+):
+    start_path, _ = trained
+    config = tiny_config(override, f'model.init="{start_path}"')
+    with pytest.raises(ConfigError, match=message):
+        run_cnn_training(config, tmp_path / "run", splits=splits, verbose=False)
