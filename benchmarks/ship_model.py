@@ -200,6 +200,8 @@ def markdown(card: dict) -> str:
         for n in names
     )
     t = card["training"]
+    start = t["config"]["model"].get("init")
+    part = f" (its last part; it started from `{Path(start).name}`)" if start else ""
     return f"""# Model card: {card["name"]}
 
 The emotion model that ships inside ferlab (`ferlab/assets/{card["file"]}`, {card["bytes"] / 1e6:.1f} MB,
@@ -215,7 +217,7 @@ Given a face, it gives the probability of each of seven expressions: {", ".join(
 - Data: {t["data"]}.
 - Command: `{t["command"]}`
 - A VGG-style CNN (two 3x3 convolutions per block, widths {t["config"]["model"]["widths"]}),
-  {t["epochs"]} epochs in {t["seconds"] / 60:.0f} minutes on one CPU thread.
+  {t["epochs"]} epochs in {t["seconds"] / 60:.0f} minutes on one CPU thread{part}.
 - Validation accuracy: {100 * t["validation_accuracy"]:.2f}%.
 
 ## Accuracy (on the shipped file, no test-time augmentation)
