@@ -574,3 +574,4 @@ def test_a_model_init_that_does_not_fit_the_run_is_refused(
     config = tiny_config(override, f'model.init="{start_path}"')
     with pytest.raises(ConfigError, match=message):
         run_cnn_training(config, tmp_path / "run", splits=splits, verbose=False)
+    assert not (tmp_path / "run" / "run.json").exists()

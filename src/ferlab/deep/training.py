@@ -549,7 +549,6 @@ def run_cnn_training(
             f"the CNN takes 48x48 grayscale images; {config['data']['dataset']!r} has "
             f"{'x'.join(map(str, splits.image_shape))}"
         )
-    start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
     mean, std = image_statistics(splits.train.images)
     architecture = architecture_from_config(config["model"], len(splits.class_names))
     data_info = {**config["data"], "preprocessing": PREPROCESSING}
@@ -562,6 +561,8 @@ def run_cnn_training(
         architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
     )
     teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
+    # Only once every input file is read: a bad one leaves the run folder empty, not half made.
+    start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
     torch.manual_seed(config["seed"])
     module = build_cnn(architecture)
     if start is not None:
