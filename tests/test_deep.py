@@ -507,7 +507,33 @@ def test_a_run_with_a_teacher_trains_and_records_it(trained, splits, tmp_path):
     summary = run_cnn_training(config, tmp_path / "student", splits=splits, verbose=False)
     assert summary["epochs"] == 2
     recorded = json.loads((tmp_path / "student" / "config.json").read_text())
-    assert recorded["distill"] == {"teacher": str(teacher_path), "temperature": 4.0, "alpha": 0.9}
+    assert recorded["distill"] == {
+        "teacher": str(teacher_path), "temperature": 4.0, "alpha": 0.9, "flip": False
+    }  # fmt: skip
+
+
+def test_a_flip_teacher_averages_its_logits_over_the_batch_and_its_mirror(trained, splits):
+    """With ``distill.flip`` the teacher's logits are the mean over the batch and the batch
+    mirrored left to right; without it, over the batch alone."""
+    from ferlab.deep.training import load_teachers
+
+    teacher_path, _ = trained
+    trainer = make_trainer(
+        tiny_config(f'distill.teacher="{teacher_path}"', "distill.flip=true"), splits
+    )
+    trainer.teachers = load_teachers(str(teacher_path), torch.device("cpu"), CLASSES)
+    (teacher,) = trainer.teachers
+    x = center_crop(normalize(torch.from_numpy(splits.val.images), trainer.mean, trainer.std), 40)
+    pixels = x * trainer.std + trainer.mean
+    with torch.no_grad():
+        plain = teacher.module((pixels - teacher.mean) / teacher.std)
+        mirrored = teacher.module((pixels.flip(-1) - teacher.mean) / teacher.std)
+        torch.testing.assert_close(
+            trainer._teacher_logits(x), (plain + mirrored) / 2, atol=1e-5, rtol=0
+        )
+        assert not torch.allclose(plain, mirrored, atol=1e-3)
+        trainer.config["distill"]["flip"] = False
+        torch.testing.assert_close(trainer._teacher_logits(x), plain, atol=1e-5, rtol=0)
 
 
 def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, splits, tmp_path):

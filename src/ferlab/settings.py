@@ -196,6 +196,11 @@ class DistillSettings(Section):
     )
     temperature: float = Field(4.0, gt=0.0, le=100.0, description="softening of both outputs")
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the teacher's term")
+    flip: bool = Field(
+        False,
+        description="the teachers also see each batch mirrored; the student learns their "
+        "logits averaged over both views",
+    )
 
 
 class CNNSettings(Section):

@@ -279,12 +279,15 @@ class CNNTrainer:
 
     @torch.no_grad()
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The teachers' mean logits (N, C) on the student's augmented batch (N, 1, H, W)."""
+        """The teachers' mean logits (N, C) on the student's augmented batch (N, 1, H, W), and
+        on its mirror image too when ``distill.flip`` is set."""
         pixels = x * self.std + self.mean  # back to 0..255, then each teacher's own scaling
+        views = [pixels, pixels.flip(-1)] if self.config["distill"]["flip"] else [pixels]
         with self._autocast():
             logits = [
-                teacher.module(self._prepare((pixels - teacher.mean) / teacher.std)).float()
+                teacher.module(self._prepare((view - teacher.mean) / teacher.std)).float()
                 for teacher in self.teachers
+                for view in views
             ]
         return torch.stack(logits).mean(0)
 
