@@ -512,6 +512,12 @@ def test_a_run_with_a_teacher_trains_and_records_it(trained, splits, tmp_path):
     }  # fmt: skip
 
 
+def student_batch(trainer, splits):
+    """The validation faces as the student sees them (N, 1, 40, 40), and as 0..255 pixels."""
+    x = center_crop(normalize(torch.from_numpy(splits.val.images), trainer.mean, trainer.std), 40)
+    return x, x * trainer.std + trainer.mean
+
+
 def test_a_flip_teacher_averages_its_logits_over_the_batch_and_its_mirror(trained, splits):
     """With ``distill.flip`` the teacher's logits are the mean over the batch and the batch
     mirrored left to right; without it, over the batch alone."""
@@ -523,8 +529,7 @@ def test_a_flip_teacher_averages_its_logits_over_the_batch_and_its_mirror(traine
     )
     trainer.teachers = load_teachers(str(teacher_path), torch.device("cpu"), CLASSES)
     (teacher,) = trainer.teachers
-    x = center_crop(normalize(torch.from_numpy(splits.val.images), trainer.mean, trainer.std), 40)
-    pixels = x * trainer.std + trainer.mean
+    x, pixels = student_batch(trainer, splits)
     with torch.no_grad():
         plain = teacher.module((pixels - teacher.mean) / teacher.std)
         mirrored = teacher.module((pixels.flip(-1) - teacher.mean) / teacher.std)
@@ -553,8 +558,7 @@ def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, split
     config = tiny_config("solver.epochs=1", f"distill.teacher={json.dumps(paths)}")
     trainer = make_trainer(config, splits)
     trainer.teachers = load_teachers(paths, torch.device("cpu"), CLASSES)
-    x = center_crop(normalize(torch.from_numpy(splits.val.images), trainer.mean, trainer.std), 40)
-    pixels = x * trainer.std + trainer.mean
+    x, pixels = student_batch(trainer, splits)
     with torch.no_grad():
         members = [t.module((pixels - t.mean) / t.std) for t in trainer.teachers]
         torch.testing.assert_close(
