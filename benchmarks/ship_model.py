@@ -133,7 +133,7 @@ def main() -> None:
         },
         "accuracy": accuracy,
         "float_model_accuracy": float_accuracy,
-        "quantization": "int8 static, per-channel weights (ONNX Runtime QDQ), activation ranges "
+        "quantization": "int8 static, per-channel 7-bit weights (ONNX Runtime QDQ), activation ranges "
         f"calibrated on {CALIBRATION} Training faces (seed 0)",
         "recall": recall,
         "check_sample": {

@@ -322,6 +322,27 @@ def test_int8_quantization_keeps_the_interface_and_the_predictions(trained, tmp_
     assert (int8.predict(images) == float_model.predict(images)).mean() >= 0.9
 
 
+def test_int8_weights_use_seven_bits_so_cpus_without_vnni_do_not_saturate(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import numpy_helper
+
+    from ferlab.deep.export import export_onnx
+    from ferlab.onnx_model import quantize_onnx
+
+    path, _ = trained
+    export_onnx(load_cnn(path), tmp_path / "float.onnx")
+    quantize_onnx(tmp_path / "float.onnx", tmp_path / "int8.onnx", faces(64, 7).images)
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert weights
+    assert all(np.abs(w).max() <= 64 for w in weights)  # symmetric 7-bit; 8-bit reaches 127
+    assert max(np.abs(w).max() for w in weights) >= 60  # the 7-bit range is used, not shrunk
+
+
 def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnx
