@@ -20,8 +20,8 @@ import numpy as np
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "assets"
 RECORD = Path(__file__).parent / "results" / "shipped_model.json"
-CHECK_EVERY = 7
-CALIBRATION = 512  # Training faces that set the int8 activation ranges  # the model card's check sample: every 7th PublicTest face in file-name order
+CHECK_EVERY = 7  # the model card's check sample: every 7th PublicTest face in file-name order
+CALIBRATION = 512  # Training faces that set the int8 activation ranges
 
 LIMITS = """\
 - FER2013's faces were gathered by web image search: mostly frontal, 48x48 grayscale, often posed,
@@ -201,7 +201,15 @@ def markdown(card: dict) -> str:
     )
     t = card["training"]
     start = t["config"]["model"].get("init")
-    part = f" (its last part; it started from `{Path(start).name}`)" if start else ""
+    teachers = t["config"].get("distill", {}).get("teacher") or []
+    teachers = [teachers] if isinstance(teachers, str) else teachers
+    taught = (
+        f" and was distilled from {'an ensemble of ' * (len(teachers) > 1)}"
+        + ", ".join(f"`{Path(teacher).name}`" for teacher in teachers)
+        if teachers
+        else ""
+    )
+    part = f" (its last part; it started from `{Path(start).name}`{taught})" if start else ""
     return f"""# Model card: {card["name"]}
 
 The emotion model that ships inside ferlab (`ferlab/assets/{card["file"]}`, {card["bytes"] / 1e6:.1f} MB,
