@@ -164,7 +164,9 @@ class CNNSolverSettings(Section):
     batch_size: Count = 128
     epochs: Count = 30
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup: Probability = 0.15
+    warmup: Probability = Field(
+        0.15, description="onecycle's fraction of steps rising to lr; cosine starts at lr"
+    )
     label_smoothing: Probability = 0.1
     patience: Count | None = None
     eval_batch_size: Count = 512
