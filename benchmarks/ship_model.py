@@ -75,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ferlab.data import load_fer2013
+    from ferlab.data.split import held_out_part
     from ferlab.deep import load_cnn
     from ferlab.deep.export import export_onnx
     from ferlab.metrics import evaluation_report
@@ -100,8 +101,9 @@ def main() -> None:
     config = json.loads((run / "config.json").read_text())
     seeds = json.loads(Path(args.seeds).read_text()) if args.seeds else None
     # A teacher trained on another split has learned from part of this run's validation faces.
+    held_out = held_out_part(cnn.training_info)
     other_split_teachers = sum(
-        load_cnn(path).training_info != cnn.training_info for path in teacher_files(config)
+        held_out_part(load_cnn(path).training_info) != held_out for path in teacher_files(config)
     )
 
     accuracy, recall, float_accuracy = {}, {}, {}
@@ -134,7 +136,7 @@ def main() -> None:
         },
         "training": {
             "data": "FER2013 Training (28,709 faces); 10% held out for validation, stratified, seed "
-            f"{config['seed']}",
+            f"{held_out['split_seed']}",
             "command": args.command,
             "config": config,
             "epochs": len(history["val_acc"]),

@@ -626,3 +626,14 @@ def test_a_model_init_that_does_not_fit_the_run_is_refused(
     with pytest.raises(ConfigError, match=message):
         run_cnn_training(config, tmp_path / "run", splits=splits, verbose=False)
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_model_init_from_another_seed_is_accepted_when_the_split_seed_matches(
+    trained, splits, tmp_path
+):
+    """The start model trained with seed 0; another seed holding out the same part may go on."""
+    start_path, _ = trained
+    config = tiny_config("seed=1", "data.split_seed=0", f'model.init="{start_path}"')
+    run_cnn_training(config, tmp_path / "run", splits=splits, verbose=False)
+    info = load_cnn(tmp_path / "run" / "model.safetensors").training_info
+    assert (info["seed"], info["data"]["split_seed"]) == (1, 0)

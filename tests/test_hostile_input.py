@@ -14,7 +14,7 @@ from PIL import Image
 
 from ferlab.data import load_fer2013
 from ferlab.data.fer2013 import CLASS_NAMES
-from ferlab.data.split import split_images
+from ferlab.data.split import held_out_part, split_images
 from ferlab.errors import DataError
 
 # -- data sets ------------------------------------------------------------------------------
@@ -71,6 +71,28 @@ def test_train_limit_is_a_stratified_seeded_subset():
     assert np.array_equal(splits.train.images, again.train.images)
     other = split_images(data, config, seed=1)
     assert not np.array_equal(splits.train.images, other.train.images)
+
+
+def test_a_split_seed_holds_out_the_same_samples_whatever_the_run_seed():
+    from ferlab.data.digits import load_digits
+
+    data = load_digits()
+    shared = {"dataset": "digits", "val_size": 0.1, "split_seed": 5}
+    first, second = split_images(data, shared, seed=0), split_images(data, shared, seed=1)
+    plain = {"dataset": "digits", "val_size": 0.1}
+    assert np.array_equal(first.val.images, second.val.images)
+    assert np.array_equal(first.val.images, split_images(data, plain, seed=5).val.images)
+    assert not np.array_equal(first.val.images, split_images(data, plain, seed=0).val.images)
+
+
+def test_held_out_parts_compare_old_and_new_model_records():
+    data = {"dataset": "fer2013", "val_size": 0.1}
+    old_file = {"data": data, "seed": 3}  # written before split_seed existed
+    unset = {"data": {**data, "split_seed": None}, "seed": 3}
+    shared = {"data": {**data, "split_seed": 3}, "seed": 9}
+    assert held_out_part(old_file) == held_out_part(unset) == held_out_part(shared)
+    assert held_out_part(old_file) != held_out_part({"data": data, "seed": 4})
+    assert held_out_part(old_file) != held_out_part({"data": {**data, "val_size": 0.2}, "seed": 3})
 
 
 def test_archive_members_outside_the_layout_are_never_read(tmp_path):

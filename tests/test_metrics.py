@@ -181,6 +181,19 @@ def test_evaluate_command_prints_and_saves_the_report(digits_run, tmp_path, caps
     assert code == 2 and "no split 'private'" in capsys.readouterr().err
 
 
+def test_evaluate_split_rebuilds_a_validation_part_held_out_with_a_split_seed(tmp_path):
+    from ferlab.config import load_config
+    from ferlab.experiment import run_training
+    from ferlab.models import load_model
+
+    overrides = ["seed=1", "data.split_seed=4", "solver.epochs=2", "model.hidden_dims=[8]"]
+    summary = run_training(load_config(None, overrides), tmp_path, verbose=False)
+    model = load_model(tmp_path / "model.npz")
+    assert model.training_info["data"]["split_seed"] == 4
+    val = evaluate_split(model, None, "val")
+    assert val.n == summary["n_val"] and val.accuracy == pytest.approx(summary["val_accuracy"])
+
+
 def test_evaluate_split_drops_classes_the_model_was_trained_without(tmp_path):
     from ferlab.config import load_config
     from ferlab.experiment import run_training

@@ -75,6 +75,13 @@ class HeldOut(Section):
         0.1, description="fraction in (0, 1) or whole count of training samples held out"
     )
 
+    split_seed: int | None = Field(
+        None,
+        ge=0,
+        description="seed of the hold-out (default: the run's seed); runs sharing it hold out "
+        "the same samples",
+    )
+
     _fraction_or_count = field_validator("val_size")(lambda value: fraction_or_count(value))
 
 

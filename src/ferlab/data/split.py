@@ -58,7 +58,18 @@ def stratified_subset(index: np.ndarray, labels: np.ndarray, size: int, seed: in
 
 
 # What a model file records about its data so evaluation can rebuild the same validation split.
-TRAINING_DATA_KEYS = ("dataset", "val_size", "train_limit", "preprocessing", "exclude_classes")
+TRAINING_DATA_KEYS = (
+    "dataset", "val_size", "split_seed", "train_limit", "preprocessing", "exclude_classes",
+)  # fmt: skip
+
+
+def held_out_part(training_info: dict) -> dict:
+    """What decides which samples a model held out for validation, from the training information
+    its file records: the data settings and the hold-out's seed (``data.split_seed``, else the
+    run's seed). Models with equal held-out parts held out the same samples."""
+    data = dict(training_info.get("data") or {})
+    split_seed = data.pop("split_seed", None)
+    return {**data, "split_seed": training_info.get("seed") if split_seed is None else split_seed}
 
 
 @dataclass
@@ -73,7 +84,13 @@ class SplitImages:
 
 
 def split_images(data: LabeledImages, data_config: dict, seed: int) -> SplitImages:
-    """Hold a seeded validation part out of the training split; never touch the test splits."""
+    """Hold a seeded validation part out of the training split; never touch the test splits.
+
+    The hold-out (and ``train_limit``'s subset) use ``data_config["split_seed"]`` when it is set,
+    otherwise ``seed``, the run's seed.
+    """
+    if data_config.get("split_seed") is not None:
+        seed = data_config["split_seed"]
     spec = dataset_spec(data_config["dataset"])
     train_all = data.split(spec.train_split)
     if len(train_all) == 0:

@@ -491,6 +491,7 @@ def load_start(path: str, architecture: dict, classes: list[str], training_info:
     """The model file of ``model.init``, checked to fit this run: the same network and classes,
     trained on the same split (otherwise its training samples would sit in this run's
     validation part and the choice of the best epoch would be biased)."""
+    from ferlab.data.split import held_out_part
     from ferlab.deep.io import load_cnn
 
     start = load_cnn(path)
@@ -500,7 +501,7 @@ def load_start(path: str, architecture: dict, classes: list[str], training_info:
         raise ConfigError(
             f"model.init {path} predicts {start.class_names}, the data has {list(classes)}"
         )
-    if start.training_info != training_info:
+    if held_out_part(start.training_info) != held_out_part(training_info):
         raise ConfigError(
             f"model.init {path} was trained on another split ({start.training_info}); "
             f"this run uses {training_info}"
