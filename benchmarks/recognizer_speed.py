@@ -50,6 +50,13 @@ def cpu_description(cpuinfo: str, fallback: str) -> dict:
     }
 
 
+def this_cpu() -> dict:
+    """``cpu_description`` of the machine this runs on."""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return cpu_description(text, platform.processor() or platform.machine())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="FER2013 (e.g. fer2013-images.tar.gz)")
@@ -124,10 +131,7 @@ def main() -> None:
         + (" --cnn MODEL.safetensors" if args.cnn else ""),
         "threads": 1,
         "machine": platform.platform(),
-        "cpu": cpu_description(
-            Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "",
-            platform.processor() or platform.machine(),
-        ),
+        "cpu": this_cpu(),
         "faces_per_second": face_rates,
         "onnx_over_pytorch": round(face_rates["onnxruntime"] / face_rates["pytorch"], 2)
         if "pytorch" in face_rates

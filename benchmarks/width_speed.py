@@ -31,7 +31,7 @@ from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.training import image_statistics
 from ferlab.models import load_model
 from ferlab.onnx_model import quantize_onnx
-from recognizer_speed import cpu_description, faces_per_second
+from recognizer_speed import faces_per_second, this_cpu
 
 RESULT = Path(__file__).parent / "results" / "width_speed.json"
 SHIPPED_WIDTHS = "32,64,128,256"
@@ -144,10 +144,7 @@ def main() -> None:
         "command": "python benchmarks/width_speed.py --data fer2013-images.tar.gz",
         "threads": 1,
         "machine": platform.platform(),
-        "cpu": cpu_description(
-            Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "",
-            platform.processor() or platform.machine(),
-        ),
+        "cpu": this_cpu(),
         "baseline_widths": baseline,
         "faces": len(faces),
         "networks": results,
