@@ -256,6 +256,9 @@ def test_the_best_so_far_curve_lists_each_trial_that_raised_the_best():
     ]
 
 
+# Trials are told outside Study.optimize on a heartbeat storage, as ferlab's workers do on purpose
+# (the CLI silences the same warning).
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 def test_epoch_reports_read_back_as_optunas_and_a_finished_trial_refuses_them(tmp_path):
     from ferlab.search.storage import report_value
 
