@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ferlab.data import load_fer2013
+from ferlab.data.fer2013 import CLASS_NAMES
 from ferlab.deep.classifier import CNNClassifier
 from ferlab.deep.export import export_onnx
 from ferlab.deep.model import architecture_from_config, build_cnn
@@ -36,7 +37,6 @@ from recognizer_speed import faces_per_second, this_cpu
 RESULT = Path(__file__).parent / "results" / "width_speed.json"
 SHIPPED_WIDTHS = "32,64,128,256"
 CROP = 40
-CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 
 def random_network(widths: list[int]) -> torch.nn.Module:
@@ -44,12 +44,12 @@ def random_network(widths: list[int]) -> torch.nn.Module:
     model_config = {"widths": widths, "convs": [2] * len(widths), "dropout": 0.0,
                     "head_dropout": 0.3}  # fmt: skip
     torch.manual_seed(0)
-    return build_cnn(architecture_from_config(model_config, len(CLASSES)))
+    return build_cnn(architecture_from_config(model_config, len(CLASS_NAMES)))
 
 
 def int8_model(module, mean: float, std: float, calibration: np.ndarray, folder: Path):
     """``module`` exported to ONNX and quantised like the shipped file: (loaded model, bytes)."""
-    classifier = CNNClassifier(module, CLASSES, mean, std, CROP)
+    classifier = CNNClassifier(module, CLASS_NAMES, mean, std, CROP)
     float_path, int8_path = folder / "float.onnx", folder / "int8.onnx"
     export_onnx(classifier, float_path)
     quantize_onnx(float_path, int8_path, calibration)
@@ -61,7 +61,7 @@ def step_seconds(module, steps: int) -> float:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(128, 1, CROP, CROP, generator=generator)
     x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, len(CLASSES), (128,), generator=generator)
+    y = torch.randint(0, len(CLASS_NAMES), (128,), generator=generator)
     module = module.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
     times = []
