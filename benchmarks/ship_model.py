@@ -53,8 +53,9 @@ def seeds_line(seeds: dict | None, seed: int) -> str:
 
 def teacher_files(config: dict) -> list[str]:
     """The model files the run's ``distill.teacher`` names (none, one or several)."""
-    teachers = config.get("distill", {}).get("teacher") or []
-    return [teachers] if isinstance(teachers, str) else list(teachers)
+    from ferlab.deep.training import teacher_paths
+
+    return teacher_paths(config.get("distill", {}).get("teacher"))
 
 
 def check_sample(public):

@@ -469,13 +469,18 @@ def distillation_loss(
     return (1.0 - alpha) * hard + alpha * temperature**2 * soft
 
 
+def teacher_paths(teacher: str | list[str] | None) -> list[str]:
+    """The model files ``distill.teacher`` names: none, one or several."""
+    return [teacher] if isinstance(teacher, str) else list(teacher or [])
+
+
 def load_teachers(paths: str | list[str] | None, device: torch.device, classes: list[str]):
     """The teacher CNNs of ``distill.teacher`` (none, one file or several), in eval mode on
     ``device``; each must predict the student's classes."""
     from ferlab.deep.io import load_cnn
 
     teachers = []
-    for path in [paths] if isinstance(paths, str) else list(paths or []):
+    for path in teacher_paths(paths):
         teacher = load_cnn(path).to(device)
         if teacher.class_names != list(classes):
             raise ConfigError(
