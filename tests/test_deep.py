@@ -109,6 +109,24 @@ def test_a_few_epochs_lower_the_loss(splits):
     assert len(trainer.history["train_loss"]) == 4
 
 
+def test_cpu_bf16_trains_in_bfloat16_reproducibly(splits):
+    def trained_weights(*extra):
+        trainer = make_trainer(tiny_config("solver.epochs=2", *extra), splits)
+        with torch.autocast("cpu", enabled=False):  # the trainer must turn it on itself
+            trainer.train()
+        return trainer, trainer.module.state_dict()
+
+    trainer, bf16 = trained_weights("device.cpu_bf16=true")
+    x = torch.zeros(2, 1, 40, 40)
+    with trainer._autocast():
+        assert trainer.module(trainer._prepare(x)).dtype == torch.bfloat16
+    _, again = trained_weights("device.cpu_bf16=true")
+    _, float32 = trained_weights()
+    assert all(torch.equal(bf16[name], again[name]) for name in bf16)
+    assert not all(torch.equal(bf16[name], float32[name]) for name in bf16)
+    assert all(value.dtype != torch.bfloat16 for value in bf16.values())  # weights stay float
+
+
 def straight_and_resumed(config: dict, splits, tmp_path, stop_epoch: int):
     """Two trainers of ``config``: one trained straight through, one interrupted after
     ``stop_epoch`` (Ctrl-C) and resumed from its checkpoint in a fresh trainer."""

@@ -183,7 +183,12 @@ class CNNSolverSettings(Section):
 class DeviceSettings(Section):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int = Field(0, ge=0, description="0: PyTorch's default")
-    amp: bool = True
+    amp: bool = Field(True, description="bfloat16 autocast on a CUDA device")
+    cpu_bf16: bool = Field(
+        False,
+        description="bfloat16 autocast on the CPU too: about 3x faster training on CPUs with "
+        "AMX (Intel Xeon 4th gen and later), slower on most others",
+    )
     channels_last: bool = True
 
     @field_validator("device")

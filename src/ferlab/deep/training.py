@@ -52,6 +52,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def autocast_device(settings: dict, device: torch.device) -> str | None:
+    """The device type to run bfloat16 autocast on under the ``device`` settings, or None."""
+    if device.type == "cuda" and settings["amp"]:
+        return "cuda"
+    if device.type == "cpu" and settings["cpu_bf16"]:
+        return "cpu"
+    return None
+
+
 def lr_factor(progress: float, schedule: str, warmup: float) -> float:
     """The learning rate's multiplier after ``progress`` (0..1) of all training steps."""
     if schedule == "constant":
@@ -147,7 +156,7 @@ class CNNTrainer:
         self.augment = config["augment"]
         self.device = device
         self.channels_last = bool(config["device"]["channels_last"])
-        self.amp = bool(config["device"]["amp"]) and device.type == "cuda"
+        self.autocast_device = autocast_device(config["device"], device)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.module = module.to(device=device, memory_format=memory_format)
         self.data = data
@@ -194,8 +203,8 @@ class CNNTrainer:
         return {k: v.detach().clone() for k, v in self.kept_module.state_dict().items()}
 
     def _autocast(self):
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.autocast_device is not None:
+            return torch.autocast(self.autocast_device, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _set_lr(self, step: int) -> float:
