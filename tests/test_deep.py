@@ -20,7 +20,7 @@ from ferlab.data.split import SplitImages  # noqa: E402
 from ferlab.deep import load_cnn  # noqa: E402
 from ferlab.deep.augment import center_crop, normalize, random_warp  # noqa: E402
 from ferlab.deep.io import model_meta, save_cnn  # noqa: E402
-from ferlab.deep.model import architecture_from_config, build_cnn  # noqa: E402
+from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened  # noqa: E402
 from ferlab.deep.settings import load_cnn_config  # noqa: E402
 from ferlab.deep.training import (  # noqa: E402
     CHECKPOINT_NAME,
@@ -634,7 +634,12 @@ def test_a_run_from_model_init_starts_from_its_weights(trained, splits, tmp_path
 
 @pytest.mark.parametrize(
     "override, message",
-    [("seed=1", "another split"), ("model.widths=[8, 16]", "different network")],
+    [
+        ("seed=1", "another split"),
+        ("model.widths=[2, 16]", "different network"),  # one block narrower
+        ("model.convs=[2, 1]", "different network"),
+        ("model.head_dropout=0.5", "different network"),
+    ],
 )
 def test_a_model_init_that_does_not_fit_the_run_is_refused(
     trained, splits, tmp_path, override, message
@@ -644,6 +649,38 @@ def test_a_model_init_that_does_not_fit_the_run_is_refused(
     with pytest.raises(ConfigError, match=message):
         run_cnn_training(config, tmp_path / "run", splits=splits, verbose=False)
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_widened_network_computes_what_the_narrower_one_did(trained, splits):
+    """Widened to [6, 12] channels, the start model gives the same outputs; its head's added
+    columns are not exact copies, so training can pull the copies apart; the same widths give
+    an exact copy."""
+    start = load_cnn(trained[0])
+    x = torch.from_numpy(splits.val.images[:, None, 4:44, 4:44].astype(np.float32) - 60) / 50
+    outputs = {}
+    for widths in ([4, 8], [6, 12]):
+        module = build_cnn({**start.meta["architecture"], "widths": widths})
+        copy_widened(start.module, module, torch.Generator().manual_seed(0))
+        outputs[tuple(widths)] = module.eval()(x)
+        if widths == [4, 8]:
+            for name, value in start.module.state_dict().items():
+                assert torch.equal(module.state_dict()[name], value), name
+    start.module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(outputs[(6, 12)], start.module(x), atol=1e-5, rtol=0)
+    head = module.head.weight.detach()
+    assert len({tuple(column.round(decimals=5).tolist()) for column in head.T}) == 12
+
+
+def test_a_wider_run_starts_from_the_narrower_model_init(trained, splits, tmp_path):
+    start_path, _ = trained
+    still = ("solver.epochs=1", "solver.schedule=constant", "solver.lr=1e-9")
+    config = tiny_config(*still, "model.widths=[6, 12]", f'model.init="{start_path}"')
+    run_cnn_training(config, tmp_path / "wide", splits=splits, verbose=False)
+    wide, start = load_cnn(tmp_path / "wide" / "model.safetensors"), load_cnn(start_path)
+    first, start_first = wide.module.features[0].weight, start.module.features[0].weight
+    assert first.shape[0] == 6
+    torch.testing.assert_close(first[:4], start_first, atol=1e-6, rtol=0)
 
 
 def test_a_model_init_from_another_seed_is_accepted_when_the_split_seed_matches(

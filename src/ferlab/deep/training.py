@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ferlab.deep.augment import center_crop, mix_batch, normalize, random_erase, random_warp
 from ferlab.deep.ema import WeightAverage
 from ferlab.deep.io import model_meta, save_cnn
-from ferlab.deep.model import architecture_from_config, build_cnn
+from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened, widens
 from ferlab.deep.settings import validate_cnn_config
 from ferlab.deep.tensors import CHECKPOINT_FORMAT, FORMAT_VERSION, read_tensors, write_tensors
 from ferlab.errors import ConfigError, DataError, TrainingDiverged
@@ -502,15 +502,19 @@ def load_teachers(paths: str | list[str] | None, device: torch.device, classes: 
 
 
 def load_start(path: str, architecture: dict, classes: list[str], training_info: dict):
-    """The model file of ``model.init``, checked to fit this run: the same network and classes,
-    trained on the same split (otherwise its training samples would sit in this run's
-    validation part and the choice of the best epoch would be biased)."""
+    """The model file of ``model.init``, checked to fit this run: the same network (or a
+    narrower one of the same depth, to be widened) and classes, trained on the same split
+    (otherwise its training samples would sit in this run's validation part and the choice of
+    the best epoch would be biased)."""
     from ferlab.data.split import held_out_part
     from ferlab.deep.io import load_cnn
 
     start = load_cnn(path)
-    if start.meta["architecture"] != architecture:
-        raise ConfigError(f"model.init {path} is a different network from the config's model")
+    if not widens(start.meta["architecture"], architecture):
+        raise ConfigError(
+            f"model.init {path} is a different network from the config's model "
+            f"(a start may only be narrower: the same blocks with fewer channels)"
+        )
     if start.class_names != list(classes):
         raise ConfigError(
             f"model.init {path} predicts {start.class_names}, the data has {list(classes)}"
@@ -584,7 +588,8 @@ def run_cnn_training(
     torch.manual_seed(config["seed"])
     module = build_cnn(architecture)
     if start is not None:
-        module.load_state_dict(start.module.state_dict())
+        copies = torch.Generator().manual_seed(config["seed"])
+        copy_widened(start.module, module, copies)
     data = TensorData.from_arrays(
         splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, torch_device
     )
