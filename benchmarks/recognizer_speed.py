@@ -35,8 +35,9 @@ def faces_per_second(predict, faces, repeats) -> float:
 
 
 def cpu_description(cpuinfo: str, fallback: str) -> dict:
-    """The CPU's model name and its int8 dot-product extensions (ONNX Runtime's int8 kernels are
-    several times faster with VNNI), read from the text of ``/proc/cpuinfo``."""
+    """The CPU's model name, its int8 dot-product extensions (ONNX Runtime's int8 kernels are
+    several times faster with VNNI) and its bfloat16 ones (PyTorch's bfloat16 training with
+    AMX), read from the text of ``/proc/cpuinfo``."""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, colon, value = line.partition(":")
@@ -47,6 +48,7 @@ def cpu_description(cpuinfo: str, fallback: str) -> dict:
     return {
         "model": model or fallback,
         "int8_extensions": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
+        "bf16_extensions": sorted(flags & {"avx512_bf16", "amx_bf16"}),
     }
 
 
