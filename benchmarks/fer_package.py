@@ -143,8 +143,8 @@ def main() -> None:
         print(f"{name}: {rate:,.0f} faces/s ({rate / fer_rate:.2f}x fer), "
               f"PublicTest {gain:+.2f} points over fer")  # fmt: skip
     record = {
-        "command": "python benchmarks/fer_package.py --data fer2013-images.tar.gz "
-        + " ".join(f"--cnn {p}" for p in args.cnn),
+        "command": "python benchmarks/fer_package.py --data fer2013-images.tar.gz"
+        + (f" --cnn {' '.join(args.cnn)}" if args.cnn else ""),
         "threads": 1,
         "machine": platform.platform(),
         "cpu": this_cpu(),
