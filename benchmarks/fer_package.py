@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlab.metrics import class_measures, confusion_matrix
 from recognizer_speed import faces_per_second, this_cpu
+from ship_model import calibration_faces
 
 RESULT = Path(__file__).parent / "results" / "fer_package.json"
 FER_MODEL = "data/emotion_model_quantized.tflite"
@@ -72,12 +74,14 @@ def accuracy_and_recall(predict_proba, part, batch: int = 256) -> dict:
     predicted = np.concatenate(
         [predict_proba(part.images[s : s + batch]).argmax(1) for s in range(0, len(part), batch)]
     )
-    hits = predicted == part.labels
-    recall = {
-        name: round(100 * float(hits[part.labels == k].mean()), 2)
-        for k, name in enumerate(part.class_names)
+    matrix = confusion_matrix(part.labels, predicted, len(part.class_names))
+    recall = class_measures(matrix)["recall"]
+    return {
+        "accuracy": round(100 * float(np.trace(matrix) / matrix.sum()), 2),
+        "recall": {
+            name: round(100 * float(r), 2) for name, r in zip(part.class_names, recall, strict=True)
+        },
     }
-    return {"accuracy": round(100 * float(hits.mean()), 2), "recall": recall}
 
 
 def main() -> None:
@@ -100,9 +104,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     data = load_fer2013(args.data)
-    training = data.split("training")
+    calibration = calibration_faces(data.split("training"))
     tests = {name: data.split(name) for name in ("public_test", "private_test")}
-    calibration = training.images[np.random.default_rng(0).choice(len(training), 512, False)]
     faces = tests["public_test"].images[: args.faces]
 
     fer_path = fer_model_file()

@@ -33,6 +33,7 @@ from ferlab.deep.training import image_statistics
 from ferlab.models import load_model
 from ferlab.onnx_model import quantize_onnx
 from recognizer_speed import faces_per_second, this_cpu
+from ship_model import calibration_faces
 
 RESULT = Path(__file__).parent / "results" / "width_speed.json"
 SHIPPED_WIDTHS = "32,64,128,256"
@@ -93,7 +94,7 @@ def main() -> None:
     data = load_fer2013(args.data)
     training = data.split("training")
     faces = data.split("public_test").images[: args.faces]
-    calibration = training.images[np.random.default_rng(0).choice(len(training), 512, False)]
+    calibration = calibration_faces(training)
     mean, std = image_statistics(training.images)
 
     networks = {}
