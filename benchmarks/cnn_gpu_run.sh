@@ -13,20 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/cnn-gpu-out}
 DEVICE=${DEVICE:-auto}
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-if [[ -z "${DATA:-}" ]]; then
-  for candidate in shared/data/fer2013-images.tar.gz /work/shared/data/fer2013-images.tar.gz; do
-    if [[ -e "$candidate" ]]; then DATA=$candidate; break; fi
-  done
-fi
-[[ -n "${DATA:-}" && -e "$DATA" ]] || { echo "cnn_gpu_run.sh: set DATA to FER2013" >&2; exit 2; }
+source benchmarks/run_env.sh
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-export FERLAB_CACHE_DIR="$WORK/cache" PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-ferlab() { "$PYTHON" -c 'import sys; from ferlab.cli import main; sys.exit(main())' "$@"; }
+export FERLAB_CACHE_DIR="$WORK/cache"
 
 started=$(date +%s)
 cp -r "$DATA" "$WORK/"

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The short CPU recipe of the shipped CNN, end to end, three seeds side by side on the 2 cores:
+#   part 1  configs/fer2013_cnn_cpu_ema_erase.toml     40 epochs from scratch
+#   part 2  configs/fer2013_cnn_cpu_restart.toml       36 epochs from part 1's model
+#   part 3  configs/fer2013_cnn_cpu_short_distill.toml  8 epochs from part 2's model, taught by
+#           the ensemble of all three seeds' part-2 models
+# Seed 0's part-3 model is the one to ship (benchmarks/ship_model.py).
+#
+#   OUT=/tmp/recipe DATA=/path/fer2013-images.tar.gz benchmarks/cnn_cpu_recipe.sh \
+#     [--set KEY=VALUE ...]
+#
+# Extra arguments go to every `ferlab cnn train`, e.g. --set device.cpu_bf16=true on a CPU with
+# bfloat16 instructions (AVX-512 BF16 or AMX), or a tiny check:
+#   --set solver.epochs=1 --set data.train_limit=512
+# Interrupted, it continues where it stopped when run again with the same OUT: a finished part
+# (its summary.json) is kept, an unfinished one resumes from its checkpoint. Writes
+# OUT/recipe.json: each run's accuracies and training seconds, and the recipe's wall clock.
+# Environment: OUT (default ./cnn-cpu-recipe), DATA (FER2013 tar.gz or folder; default
+# shared/data/ or /work/shared/data/), PYTHON (default: .venv/bin/python if present, else
+# python3), SEEDS (default "0 1 2").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/cnn-cpu-recipe}
+SEEDS=${SEEDS:-0 1 2}
+source benchmarks/run_env.sh
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+# train PART CONFIG SEED [--set ...]: one part of one seed, skipped when finished, resumed from
+# its checkpoint when interrupted; its output in OUT/PART_sSEED, its log in OUT/PART_sSEED.log.
+train() {
+  local part=$1 config=$2 seed=$3 run="$OUT/$1_s$3"
+  shift 3
+  if [[ -e "$run/summary.json" ]]; then return 0; fi
+  local from=(--force)
+  if [[ -e "$run/checkpoint.safetensors" ]]; then from=(--resume "$run/checkpoint.safetensors"); fi
+  echo "$part seed $seed: start $(date +%s)" >> "$OUT/times.txt"
+  ferlab cnn train "configs/$config" --data "$DATA" --out "$run" "${from[@]}" \
+    --set "seed=$seed" "$@" >> "$run.log" 2>&1 ||
+    { echo "cnn_cpu_recipe.sh: $part seed $seed failed, see $run.log" >&2; return 1; }
+  echo "$part seed $seed: end $(date +%s)" >> "$OUT/times.txt"
+}
+
+# side_by_side PART: run "train" for every seed at once and fail if any failed.
+side_by_side() {
+  local pids=() failed=0
+  for seed in $SEEDS; do
+    "$@" "$seed" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  return $failed
+}
+
+part1_and_2() {
+  local seed=$1
+  train part1 fer2013_cnn_cpu_ema_erase.toml "$seed" "${EXTRA[@]}" &&
+    train part2 fer2013_cnn_cpu_restart.toml "$seed" "${EXTRA[@]}" \
+      --set "model.init=$OUT/part1_s$seed/model.safetensors"
+}
+
+part3() {
+  local seed=$1 teachers="" s
+  for s in $SEEDS; do teachers+="${teachers:+,}\"$OUT/part2_s$s/model.safetensors\""; done
+  train part3 fer2013_cnn_cpu_short_distill.toml "$seed" "${EXTRA[@]}" \
+    --set "model.init=$OUT/part2_s$seed/model.safetensors" --set "distill.teacher=[$teachers]"
+}
+
+EXTRA=("$@")
+started=$(date +%s)
+echo "recipe: start $started" >> "$OUT/times.txt"
+side_by_side part1_and_2
+side_by_side part3
+finished=$(date +%s)
+echo "recipe: end $finished" >> "$OUT/times.txt"
+"$PYTHON" - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+# Lines "WHAT: start|end SECONDS". A recipe run again after an interruption has several
+# sessions, each from a "recipe: start" to its last line; the wall clock adds them up.
+sessions = []
+for line in (out / "times.txt").read_text().splitlines():
+    what, event, seconds = line.rsplit(" ", 2)
+    if what == "recipe:" and event == "start":
+        sessions.append([int(seconds), int(seconds)])
+    elif sessions:
+        sessions[-1][1] = int(seconds)
+record = {
+    "what": "the short CPU recipe, run by benchmarks/cnn_cpu_recipe.sh",
+    "wall_seconds": sum(end - start for start, end in sessions),
+    "sessions": len(sessions),
+    "parts": {},
+}
+for run in sorted(p for p in out.glob("part*_s*") if p.is_dir()):
+    summary = json.loads((run / "summary.json").read_text())
+    keys = ("val_accuracy", "epochs", "train_seconds", "public_test_accuracy", "private_test_accuracy")
+    record["parts"][run.name] = {key: summary.get(key) for key in keys}
+(out / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
+print(f"recipe: {record['wall_seconds'] / 3600:.2f} h of wall clock; {out / 'recipe.json'}")
+PY
