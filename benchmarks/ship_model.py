@@ -180,6 +180,12 @@ def main() -> None:
     )
 
 
+def file_name(path: str) -> str:
+    """A model file's name for the card; a run's model.safetensors with its run folder's name."""
+    parts = Path(path).parts
+    return "/".join(parts[-2:]) if parts[-1] == "model.safetensors" else parts[-1]
+
+
 def pct(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
 
@@ -224,7 +230,7 @@ def markdown(card: dict) -> str:
     teachers = teacher_files(t["config"])
     taught = (
         f" and was distilled from {'an ensemble of ' * (len(teachers) > 1)}"
-        + ", ".join(f"`{Path(teacher).name}`" for teacher in teachers)
+        + ", ".join(f"`{file_name(teacher)}`" for teacher in teachers)
         if teachers
         else ""
     )
@@ -235,7 +241,7 @@ def markdown(card: dict) -> str:
         if other_splits
         else ""
     )
-    part = f" (its last part; it started from `{Path(start).name}`{taught})" if start else ""
+    part = f" (its last part; it started from `{file_name(start)}`{taught})" if start else ""
     return f"""# Model card: {card["name"]}
 
 The emotion model that ships inside ferlab (`ferlab/assets/{card["file"]}`, {card["bytes"] / 1e6:.1f} MB,
