@@ -41,7 +41,7 @@ train() {
   echo "$part seed $seed: end $(date +%s)" >> "$OUT/times.txt"
 }
 
-# side_by_side PART: run "train" for every seed at once and fail if any failed.
+# side_by_side FUNCTION: run FUNCTION SEED for every seed at once; fail if any of them failed.
 side_by_side() {
   local pids=() failed=0
   for seed in $SEEDS; do
