@@ -580,6 +580,36 @@ def test_a_flip_teacher_averages_its_logits_over_the_batch_and_its_mirror(traine
         torch.testing.assert_close(trainer._teacher_logits(x), plain, atol=1e-5, rtol=0)
 
 
+def test_float32_cpu_teachers_run_through_onnx_runtime_with_pytorchs_logits(trained, splits):
+    """On the CPU in float32 the teachers run as ONNX Runtime sessions, exported on first use,
+    for any batch size, giving PyTorch's logits; in bfloat16 PyTorch runs them."""
+    from ferlab.deep.training import OnnxNetwork, load_teachers
+
+    teacher_path, _ = trained
+    config = tiny_config(f'distill.teacher="{teacher_path}"')
+    trainer = make_trainer(config, splits)
+    trainer.teachers = load_teachers(str(teacher_path), torch.device("cpu"), CLASSES)
+    (teacher,) = trainer.teachers
+    x, pixels = student_batch(trainer, splits)
+    with torch.no_grad():
+        for rows in (slice(0, 8), slice(8, 13), slice(None)):
+            expected = teacher.module((pixels[rows] - teacher.mean) / teacher.std)
+            torch.testing.assert_close(
+                trainer._teacher_logits(x[rows]), expected, atol=1e-5, rtol=0
+            )
+    assert trainer.teacher_runtime == "onnxruntime"
+    assert isinstance(trainer._networks[0], OnnxNetwork)
+
+    bf16 = make_trainer(
+        tiny_config(f'distill.teacher="{teacher_path}"', "device.cpu_bf16=true"), splits
+    )
+    bf16.teachers = trainer.teachers
+    with torch.no_grad():
+        assert bf16._teacher_logits(x).shape == (len(x), len(CLASSES))
+    assert bf16.teacher_runtime == "torch"
+    assert not isinstance(bf16._networks[0], OnnxNetwork)
+
+
 def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, splits, tmp_path):
     """With several teacher files the student learns their mean logits, each member seeing the
     batch in its own pixel scaling; the run records the list."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -29,6 +30,31 @@ class _Exported(torch.nn.Module):
     def forward(self, pixels):
         x = ((pixels - self.mean) / self.std).unsqueeze(1)
         return torch.softmax(self.network(center_crop(x, self.crop)), dim=1)
+
+
+def network_session(module: torch.nn.Module, example: torch.Tensor, *, threads: int):
+    """An onnxruntime CPU session that runs ``module`` (eval mode, float32) as exported in
+    memory on inputs shaped like ``example`` (N, C, H, W), for any N: input ``x``, output ``y``."""
+    import onnxruntime
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            (example.float().contiguous(),),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            opset_version=17,
+        )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    return onnxruntime.InferenceSession(
+        buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+    )
 
 
 def export_onnx(

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ferlab.deep.augment import center_crop, mix_batch, normalize, random_erase, random_warp
 from ferlab.deep.ema import WeightAverage
+from ferlab.deep.export import network_session
 from ferlab.deep.io import model_meta, save_cnn
 from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened, widens
 from ferlab.deep.settings import validate_cnn_config
@@ -157,6 +158,13 @@ class CNNTrainer:
         self.device = device
         self.channels_last = bool(config["device"]["channels_last"])
         self.autocast_device = autocast_device(config["device"], device)
+        # Teachers in float32 on the CPU run through ONNX Runtime: the same logits to float
+        # rounding (about 1e-6) at about 0.6x PyTorch's time per pass, and teachers take two
+        # thirds of a distillation step (benchmarks/teacher_speed.py). Otherwise PyTorch.
+        cpu_float32 = device.type == "cpu" and self.autocast_device is None
+        self.teacher_runtime = "onnxruntime" if cpu_float32 else "torch"
+        self._networks_of: list | None = None  # the runtime and teachers _networks runs
+        self._networks: list[Callable] = []
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.module = module.to(device=device, memory_format=memory_format)
         self.data = data
@@ -292,13 +300,32 @@ class CNNTrainer:
         on its mirror image too when ``distill.flip`` is set."""
         pixels = x * self.std + self.mean  # back to 0..255, then each teacher's own scaling
         views = [pixels, pixels.flip(-1)] if self.config["distill"]["flip"] else [pixels]
+        networks = self._teacher_networks(x)
         with self._autocast():
             logits = [
-                teacher.module(self._prepare((view - teacher.mean) / teacher.std)).float()
-                for teacher in self.teachers
+                network((view - teacher.mean) / teacher.std).float()
+                for teacher, network in zip(self.teachers, networks, strict=True)
                 for view in views
             ]
         return torch.stack(logits).mean(0)
+
+    def _teacher_networks(self, example: torch.Tensor) -> list[Callable]:
+        """Each teacher's network as a function of its scaled batch (N, 1, H, W) -> logits, run
+        by ``self.teacher_runtime``; ONNX Runtime sessions are exported on first use."""
+        members = [self.teacher_runtime, *(id(teacher.module) for teacher in self.teachers)]
+        if self._networks_of != members:
+            self._networks_of = members
+            if self.teacher_runtime == "onnxruntime":
+                threads = torch.get_num_threads()
+                self._networks = [
+                    OnnxNetwork(network_session(t.module, example, threads=threads))
+                    for t in self.teachers
+                ]
+            else:
+                self._networks = [
+                    lambda x, module=t.module: module(self._prepare(x)) for t in self.teachers
+                ]
+        return self._networks
 
     @torch.no_grad()
     def evaluate(
@@ -476,6 +503,17 @@ def distillation_loss(
         reduction="batchmean",
     )
     return (1.0 - alpha) * hard + alpha * temperature**2 * soft
+
+
+class OnnxNetwork:
+    """A network run by an onnxruntime session (:func:`ferlab.deep.export.network_session`),
+    called like the module on a CPU float32 batch and returning a tensor."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"x": x.float().contiguous().numpy()})[0])
 
 
 def teacher_paths(teacher: str | list[str] | None) -> list[str]:
