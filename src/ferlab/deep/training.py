@@ -159,8 +159,8 @@ class CNNTrainer:
         self.channels_last = bool(config["device"]["channels_last"])
         self.autocast_device = autocast_device(config["device"], device)
         # Teachers in float32 on the CPU run through ONNX Runtime: the same logits to float
-        # rounding (about 1e-6) at about 0.6x PyTorch's time per pass, and teachers take two
-        # thirds of a distillation step (benchmarks/teacher_speed.py). Otherwise PyTorch.
+        # rounding (about 1e-6) in about half PyTorch's time, and teachers take most of a
+        # distillation step (benchmarks/teacher_speed.py). Otherwise PyTorch runs them.
         cpu_float32 = device.type == "cpu" and self.autocast_device is None
         self.teacher_runtime = "onnxruntime" if cpu_float32 else "torch"
         self._networks_of: list | None = None  # the runtime and teachers _networks runs

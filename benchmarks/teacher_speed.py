@@ -1,0 +1,104 @@
+"""What the distillation teachers cost, run by PyTorch against ONNX Runtime, in float32 on the CPU.
+
+The shipped CNN's last recipe part (``configs/fer2013_cnn_cpu_short_distill.toml``: three
+teachers, each on the batch and its mirror image) trains ``--steps`` real steps on FER2013
+through ferlab's trainer on one thread, its teachers run by PyTorch and by ONNX Runtime (the
+trainer's default in float32 on the CPU), side by side in interleaved rounds (the machine is
+shared and noisy), with the same part without teachers as the floor. Also checks that both
+runtimes give the same teacher logits. Writes ``benchmarks/results/teacher_speed.json``.
+
+    python benchmarks/teacher_speed.py --data ../shared/data/fer2013-images.tar.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from ferlab.deep.augment import center_crop, normalize
+from ferlab.deep.settings import load_cnn_config
+from ferlab.experiment import load_splits
+from recipe_time import part_trainer, time_part
+from recognizer_speed import this_cpu
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = ROOT / "benchmarks" / "results" / "teacher_speed.json"
+CONFIG = "fer2013_cnn_cpu_short_distill.toml"
+VARIANTS = ("no teachers", "teachers in PyTorch", "teachers in ONNX Runtime")
+
+
+def trainers(config: dict, splits) -> dict:
+    """A trainer per variant, from the same seeded weights."""
+    plain = part_trainer({**config, "distill": {**config["distill"], "teacher": []}}, splits, False)
+    torch_teachers = part_trainer(config, splits, False)
+    torch_teachers.teacher_runtime = "torch"
+    onnx_teachers = part_trainer(config, splits, False)
+    assert onnx_teachers.teacher_runtime == "onnxruntime"
+    return dict(zip(VARIANTS, (plain, torch_teachers, onnx_teachers), strict=True))
+
+
+def largest_logit_difference(first, second) -> float:
+    """The largest difference between two trainers' teacher logits on 256 validation faces."""
+    images = first.data.val_images[:256]
+    x = center_crop(normalize(images, first.mean, first.std), first.augment["crop"])
+    with torch.no_grad():
+        return float((first._teacher_logits(x) - second._teacher_logits(x)).abs().max())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="FER2013 location")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=str(RESULT))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    config = load_cnn_config(ROOT / "configs" / CONFIG, data_path=args.data)
+    splits = load_splits(config)
+    runs = trainers(config, splits)
+    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    for round_number in range(args.rounds):
+        for variant, trainer in runs.items():
+            times[variant].append(time_part(trainer, args.warmup, args.steps)[0])
+        print(f"round {round_number + 1}/{args.rounds} done", flush=True)
+
+    step = {variant: statistics.median(times[variant]) for variant in VARIANTS}
+    floor = step["no teachers"]
+    teachers = {variant: step[variant] - floor for variant in VARIANTS[1:]}
+    for variant in VARIANTS:
+        print(f"{variant:26s} {step[variant]:.3f} s per step")
+    speedup = step["teachers in PyTorch"] / step["teachers in ONNX Runtime"]
+    teacher_speedup = teachers["teachers in PyTorch"] / teachers["teachers in ONNX Runtime"]
+    difference = largest_logit_difference(runs[VARIANTS[1]], runs[VARIANTS[2]])
+    print(
+        f"distillation step {speedup:.2f}x faster with ONNX Runtime teachers (their own time "
+        f"{teacher_speedup:.2f}x); largest teacher logit difference {difference:.1e}"
+    )
+    record = {
+        "what": "seconds per distillation training step of the short_distill part (3 teachers, "
+        "flip), teachers run by PyTorch against ONNX Runtime, float32, one thread",
+        "command": "python benchmarks/teacher_speed.py --data fer2013-images.tar.gz",
+        "cpu": this_cpu(),
+        "torch": torch.__version__,
+        "config": CONFIG,
+        "batch_size": config["solver"]["batch_size"],
+        "timed_steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "seconds_per_step": {variant: round(step[variant], 4) for variant in VARIANTS},
+        "teacher_seconds_per_step": {k: round(v, 4) for k, v in teachers.items()},
+        "step_speedup": round(speedup, 2),
+        "teacher_speedup": round(teacher_speedup, 2),
+        "largest_teacher_logit_difference": difference,
+    }
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
