@@ -268,6 +268,9 @@ def test_with_a_teacher_and_mixup_the_teacher_sees_the_same_mixed_images(splits)
         module, mean, std = teacher_net, trainer.mean, trainer.std
 
     trainer.teachers = [Teacher()]
+    # The spy is a PyTorch hook; ONNX Runtime teachers get the same input and give PyTorch's
+    # logits (test_float32_cpu_teachers_run_through_onnx_runtime_with_pytorchs_logits).
+    trainer.teacher_runtime = "torch"
     seen: dict[str, list] = {"student": [], "teacher": []}
     trainer.module.register_forward_pre_hook(lambda m, args: seen["student"].append(args[0]))
     teacher_net.register_forward_pre_hook(lambda m, args: seen["teacher"].append(args[0]))
