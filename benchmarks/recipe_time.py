@@ -71,14 +71,19 @@ def time_part(trainer: CNNTrainer, warmup: int, steps: int) -> tuple[float, floa
     return step, time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_timing_arguments(doc: str, result: Path) -> argparse.Namespace:
+    """The command line of a benchmark that times training steps in rounds, parsed."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", required=True, help="FER2013 location")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default=str(RESULT))
-    args = parser.parse_args()
+    parser.add_argument("--out", default=str(result))
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = step_timing_arguments(__doc__, RESULT)
     torch.set_num_threads(1)
 
     configs = {

@@ -12,7 +12,6 @@ runtimes give the same teacher logits. Writes ``benchmarks/results/teacher_speed
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from ferlab.deep.augment import center_crop, normalize
 from ferlab.deep.settings import load_cnn_config
 from ferlab.experiment import load_splits
-from recipe_time import part_trainer, time_part
+from recipe_time import part_trainer, step_timing_arguments, time_part
 from recognizer_speed import this_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +49,7 @@ def largest_logit_difference(first, second) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="FER2013 location")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default=str(RESULT))
-    args = parser.parse_args()
+    args = step_timing_arguments(__doc__, RESULT)
     torch.set_num_threads(1)
 
     config = load_cnn_config(ROOT / "configs" / CONFIG, data_path=args.data)
