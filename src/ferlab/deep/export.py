@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from ferlab import __version__
 from ferlab.deep.augment import center_crop
 from ferlab.deep.classifier import CNNClassifier
 from ferlab.errors import FerlabError
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 TOLERANCE = 1e-4
 
@@ -32,7 +36,9 @@ class _Exported(torch.nn.Module):
         return torch.softmax(self.network(center_crop(x, self.crop)), dim=1)
 
 
-def network_session(module: torch.nn.Module, example: torch.Tensor, *, threads: int):
+def network_session(
+    module: torch.nn.Module, example: torch.Tensor, *, threads: int
+) -> onnxruntime.InferenceSession:
     """An onnxruntime CPU session that runs ``module`` (eval mode, float32) as exported in
     memory on inputs shaped like ``example`` (N, C, H, W), for any N: input ``x``, output ``y``."""
     import onnxruntime
