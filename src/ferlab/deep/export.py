@@ -36,6 +36,23 @@ class _Exported(torch.nn.Module):
         return torch.softmax(self.network(center_crop(x, self.crop)), dim=1)
 
 
+def _write_graph(module: torch.nn.Module, example: torch.Tensor, target, names: tuple) -> None:
+    """Export ``module`` run on ``example`` to ``target`` (a path or a binary file) as ONNX,
+    opset 17, with one input and one output, named by ``names``, whose first axis is free."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            target,
+            dynamo=False,
+            input_names=[names[0]],
+            output_names=[names[1]],
+            dynamic_axes={name: {0: "batch"} for name in names},
+            opset_version=17,
+        )
+
+
 def network_session(
     module: torch.nn.Module, example: torch.Tensor, *, threads: int
 ) -> onnxruntime.InferenceSession:
@@ -44,18 +61,8 @@ def network_session(
     import onnxruntime
 
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            (example.float().contiguous(),),
-            buffer,
-            dynamo=False,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-            opset_version=17,
-        )
+    with torch.no_grad():
+        _write_graph(module.eval(), example.float().contiguous(), buffer, ("x", "y"))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
     return onnxruntime.InferenceSession(
@@ -87,19 +94,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     classifier.to("cpu")
     wrapper = _Exported(classifier).eval()
-    example = torch.zeros(2, 48, 48)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(path),
-            dynamo=False,
-            input_names=["pixels"],
-            output_names=["probabilities"],
-            dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=17,
-        )
+    _write_graph(wrapper, torch.zeros(2, 48, 48), str(path), ("pixels", "probabilities"))
     model = onnx.load(str(path))
     for key, value in {
         "ferlab_class_names": json.dumps(classifier.class_names),
