@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ferlab.data import load_fer2013
-    from ferlab.data.split import held_out_part
+    from ferlab.data.split import held_out_part, same_held_out_part
     from ferlab.deep import load_cnn
     from ferlab.deep.export import export_onnx
     from ferlab.metrics import evaluation_report
@@ -109,7 +109,8 @@ def main() -> None:
     # A teacher trained on another split has learned from part of this run's validation faces.
     held_out = held_out_part(cnn.training_info)
     other_split_teachers = sum(
-        held_out_part(load_cnn(path).training_info) != held_out for path in teacher_files(config)
+        not same_held_out_part(load_cnn(path).training_info, cnn.training_info)
+        for path in teacher_files(config)
     )
 
     accuracy, recall, float_accuracy = {}, {}, {}

@@ -551,6 +551,28 @@ def test_a_run_with_a_teacher_trains_and_records_it(trained, splits, tmp_path):
     }  # fmt: skip
 
 
+def test_teachers_from_another_split_are_counted_and_the_run_warns(
+    trained, splits, tmp_path, capsys
+):
+    """The teacher held out seed 0's part; a seed-1 student validates on faces it learned from,
+    unless it holds out the same part (data.split_seed = 0)."""
+    teacher_path, _ = trained
+    teacher = (f'distill.teacher=["{teacher_path}", "{teacher_path}"]', "solver.epochs=1")
+    for extra, expected in ((("seed=1",), 2), (("seed=1", "data.split_seed=0"), 0)):
+        capsys.readouterr()
+        summary = run_cnn_training(
+            tiny_config(*teacher, *extra), tmp_path / str(expected), splits=splits
+        )
+        assert summary["teachers_on_other_splits"] == expected
+        warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+        assert len(warnings) == (1 if expected else 0), warnings
+        if expected:
+            assert warnings[0].startswith("warning: 2 of 2 teachers trained on another split")
+            assert "data.split_seed" in warnings[0]
+    plain = run_cnn_training(tiny_config("solver.epochs=1"), tmp_path / "plain", splits=splits)
+    assert "teachers_on_other_splits" not in plain
+
+
 def student_batch(trainer, splits):
     """The validation faces as the student sees them (N, 1, 40, 40), and as 0..255 pixels."""
     x = center_crop(normalize(torch.from_numpy(splits.val.images), trainer.mean, trainer.std), 40)

@@ -72,6 +72,13 @@ def held_out_part(training_info: dict) -> dict:
     return {**data, "split_seed": training_info.get("seed") if split_seed is None else split_seed}
 
 
+def same_held_out_part(training_info: dict, other_info: dict) -> bool:
+    """Whether two models held out the same validation samples. One that did not has trained on
+    most of the other's validation part: it must not start a run that picks its best epoch
+    there, and as a teacher it makes that run's validation accuracy optimistic."""
+    return held_out_part(training_info) == held_out_part(other_info)
+
+
 @dataclass
 class SplitImages:
     """Raw uint8 images split into training, validation and the data set's test splits."""

@@ -544,7 +544,7 @@ def load_start(path: str, architecture: dict, classes: list[str], training_info:
     narrower one of the same depth, to be widened) and classes, trained on the same split
     (otherwise its training samples would sit in this run's validation part and the choice of
     the best epoch would be biased)."""
-    from ferlab.data.split import held_out_part
+    from ferlab.data.split import same_held_out_part
     from ferlab.deep.io import load_cnn
 
     start = load_cnn(path)
@@ -557,7 +557,7 @@ def load_start(path: str, architecture: dict, classes: list[str], training_info:
         raise ConfigError(
             f"model.init {path} predicts {start.class_names}, the data has {list(classes)}"
         )
-    if held_out_part(start.training_info) != held_out_part(training_info):
+    if not same_held_out_part(start.training_info, training_info):
         raise ConfigError(
             f"model.init {path} was trained on another split ({start.training_info}); "
             f"this run uses {training_info}"
@@ -590,7 +590,7 @@ def run_cnn_training(
     epoch_callback: EpochCallback | None = None,
 ) -> dict:
     """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
-    from ferlab.data.split import TRAINING_DATA_KEYS, load_splits
+    from ferlab.data.split import TRAINING_DATA_KEYS, load_splits, same_held_out_part
     from ferlab.experiment import start_run, write_json
     from ferlab.plots import plot_history
 
@@ -621,6 +621,9 @@ def run_cnn_training(
         architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
     )
     teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
+    other_split_teachers = sum(
+        not same_held_out_part(teacher.training_info, training_info) for teacher in teachers
+    )
     # Only once every input file is read: a bad one leaves the run folder empty, not half made.
     start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
     torch.manual_seed(config["seed"])
@@ -652,6 +655,14 @@ def run_cnn_training(
             f"({params:,} parameters) on {torch_device}",
             file=sys.stderr,
         )
+        if other_split_teachers:
+            print(
+                f"warning: {other_split_teachers} of {len(teachers)} teachers trained on another "
+                "split, which holds most of this run's validation part, so its validation "
+                "accuracy will be optimistic; give every run the same data.split_seed to keep "
+                "the validation part unseen",
+                file=sys.stderr,
+            )
     history = trainer.resume(resume) if resume else trainer.train()
     save_cnn(trainer.module, meta, out_dir / MODEL_NAME)
     write_json(out_dir / "history.json", history)
@@ -670,6 +681,8 @@ def run_cnn_training(
         "device": str(torch_device),
         "threads": torch.get_num_threads() if torch_device.type == "cpu" else None,
     }
+    if teachers:
+        summary["teachers_on_other_splits"] = other_split_teachers
     from ferlab.deep.io import load_cnn
 
     classifier = load_cnn(out_dir / MODEL_NAME).to(torch_device)
