@@ -12,6 +12,10 @@
 # Extra arguments go to every `ferlab cnn train`, e.g. --set device.cpu_bf16=true on a CPU with
 # bfloat16 instructions (AVX-512 BF16 or AMX), or a tiny check:
 #   --set solver.epochs=1 --set data.train_limit=512
+# Each seed holds out its own validation part, so in part 3 two of the three teachers have trained
+# on most of a student's validation part and its validation accuracy is optimistic (about 0.8
+# points: benchmarks/validation_leak.py); `ferlab cnn train` warns of it. --set data.split_seed=0
+# gives every seed the same part, which no teacher then sees.
 # Interrupted, it continues where it stopped when run again with the same OUT: a finished part
 # (its summary.json) is kept, an unfinished one resumes from its checkpoint. Writes
 # OUT/recipe.json: each run's accuracies and training seconds, and the recipe's wall clock.
