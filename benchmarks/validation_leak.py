@@ -82,9 +82,7 @@ def validation_gap(record: dict) -> dict:
         if not all(Path(t).exists() for t in teachers):
             other.append(None)
             continue
-        data = run["config"]["data"]
-        split_seed = data.get("split_seed")
-        own = run["config"]["seed"] if split_seed is None else split_seed
+        own = held_out_part(run["config"])["split_seed"]
         other.append(
             sum(held_out_part(load_cnn(t).training_info)["split_seed"] != own for t in teachers)
         )
