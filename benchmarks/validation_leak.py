@@ -67,6 +67,7 @@ def validation_gap(record: dict) -> dict:
     all the records hold out a tenth, so the parts differ where their seeds do)."""
     from ferlab.data.split import held_out_part
     from ferlab.deep import load_cnn
+    from ferlab.deep.training import teacher_paths
 
     gaps, other = [], []
     for run in record["runs"]:
@@ -77,8 +78,7 @@ def validation_gap(record: dict) -> dict:
         if "teachers_on_other_splits" in s:
             other.append(s["teachers_on_other_splits"])
             continue
-        teachers = (run["config"].get("distill") or {}).get("teacher") or []
-        teachers = [teachers] if isinstance(teachers, str) else teachers
+        teachers = teacher_paths((run["config"].get("distill") or {}).get("teacher"))
         if not all(Path(t).exists() for t in teachers):
             other.append(None)
             continue
