@@ -21,7 +21,10 @@
 # OUT/recipe.json: each run's accuracies and training seconds, and the recipe's wall clock.
 # Environment: OUT (default ./cnn-cpu-recipe), DATA (FER2013 tar.gz or folder; default
 # shared/data/ or /work/shared/data/), PYTHON (default: .venv/bin/python if present, else
-# python3), SEEDS (default "0 1 2").
+# python3), SEEDS (default "0 1 2"), PART2_FROM (part-2 model files, {seed} standing for the seed,
+# to run part 3 only, e.g. on another machine from models kept with a record:
+#   PART2_FROM='benchmarks/results/models/fer2013_cnn_cpu_split0_restart_seed{seed}.safetensors'
+# together with the --set those models were trained with, data.split_seed included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/cnn-cpu-recipe}
@@ -62,17 +65,28 @@ part1_and_2() {
       --set "model.init=$OUT/part1_s$seed/model.safetensors"
 }
 
+# part2_model SEED: the part-2 model file of SEED, from PART2_FROM when given.
+part2_model() {
+  if [[ -n "${PART2_FROM:-}" ]]; then echo "${PART2_FROM//\{seed\}/$1}"; else echo "$OUT/part2_s$1/model.safetensors"; fi
+}
+
 part3() {
   local seed=$1 teachers="" s
-  for s in $SEEDS; do teachers+="${teachers:+,}\"$OUT/part2_s$s/model.safetensors\""; done
+  for s in $SEEDS; do teachers+="${teachers:+,}\"$(part2_model "$s")\""; done
   train part3 fer2013_cnn_cpu_short_distill.toml "$seed" "${EXTRA[@]}" \
-    --set "model.init=$OUT/part2_s$seed/model.safetensors" --set "distill.teacher=[$teachers]"
+    --set "model.init=$(part2_model "$seed")" --set "distill.teacher=[$teachers]"
 }
 
 EXTRA=("$@")
 started=$(date +%s)
 echo "recipe: start $started" >> "$OUT/times.txt"
-side_by_side part1_and_2
+if [[ -n "${PART2_FROM:-}" ]]; then
+  for seed in $SEEDS; do
+    [[ -f "$(part2_model "$seed")" ]] || { echo "cnn_cpu_recipe.sh: no file $(part2_model "$seed")" >&2; exit 2; }
+  done
+else
+  side_by_side part1_and_2
+fi
 side_by_side part3
 finished=$(date +%s)
 echo "recipe: end $finished" >> "$OUT/times.txt"
