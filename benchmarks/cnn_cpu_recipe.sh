@@ -22,7 +22,7 @@
 # Environment: OUT (default ./cnn-cpu-recipe), DATA (FER2013 tar.gz or folder; default
 # shared/data/ or /work/shared/data/), PYTHON (default: .venv/bin/python if present, else
 # python3), SEEDS (default "0 1 2"), PART2_FROM (part-2 model files, {seed} standing for the seed,
-# to run part 3 only, e.g. on another machine from models kept with a record:
+# relative to the repository root or absolute, to run part 3 only, e.g. on another machine from models kept with a record:
 #   PART2_FROM='benchmarks/results/models/fer2013_cnn_cpu_split0_restart_seed{seed}.safetensors'
 # together with the --set those models were trained with, data.split_seed included).
 set -euo pipefail
@@ -67,7 +67,11 @@ part1_and_2() {
 
 # part2_model SEED: the part-2 model file of SEED, from PART2_FROM when given.
 part2_model() {
-  if [[ -n "${PART2_FROM:-}" ]]; then echo "${PART2_FROM//\{seed\}/$1}"; else echo "$OUT/part2_s$1/model.safetensors"; fi
+  if [[ -n "${PART2_FROM:-}" ]]; then
+    echo "${PART2_FROM//\{seed\}/$1}"
+  else
+    echo "$OUT/part2_s$1/model.safetensors"
+  fi
 }
 
 part3() {
