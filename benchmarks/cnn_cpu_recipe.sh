@@ -22,7 +22,8 @@
 # Environment: OUT (default ./cnn-cpu-recipe), DATA (FER2013 tar.gz or folder; default
 # shared/data/ or /work/shared/data/), PYTHON (default: .venv/bin/python if present, else
 # python3), SEEDS (default "0 1 2"), PART2_FROM (part-2 model files, {seed} standing for the seed,
-# relative to the repository root or absolute, to run part 3 only, e.g. on another machine from models kept with a record:
+# relative to the repository root or absolute: run part 3 only, e.g. on another machine from the
+# models kept with a record:
 #   PART2_FROM='benchmarks/results/models/fer2013_cnn_cpu_split0_restart_seed{seed}.safetensors'
 # together with the --set those models were trained with, data.split_seed included).
 set -euo pipefail
