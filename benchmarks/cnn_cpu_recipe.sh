@@ -87,7 +87,8 @@ started=$(date +%s)
 echo "recipe: start $started" >> "$OUT/times.txt"
 if [[ -n "${PART2_FROM:-}" ]]; then
   for seed in $SEEDS; do
-    [[ -f "$(part2_model "$seed")" ]] || { echo "cnn_cpu_recipe.sh: no file $(part2_model "$seed")" >&2; exit 2; }
+    model=$(part2_model "$seed")
+    [[ -f "$model" ]] || { echo "cnn_cpu_recipe.sh: no file $model" >&2; exit 2; }
   done
 else
   side_by_side part1_and_2
