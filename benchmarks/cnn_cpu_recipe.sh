@@ -25,11 +25,18 @@
 # relative to the repository root or absolute: run part 3 only, e.g. on another machine from the
 # models kept with a record:
 #   PART2_FROM='benchmarks/results/models/fer2013_cnn_cpu_split0_restart_seed{seed}.safetensors'
-# together with the --set those models were trained with, data.split_seed included).
+# together with the --set those models were trained with, data.split_seed included),
+# TEACHER_SEEDS (default SEEDS: the seeds whose part-2 models teach part 3, e.g. "0 1 2 3 4" for
+# five teachers and three students), UNTIL (default part3; part2 stops after the teachers, e.g.
+# to train more of them: SEEDS="3 4" UNTIL=part2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/cnn-cpu-recipe}
 SEEDS=${SEEDS:-0 1 2}
+TEACHER_SEEDS=${TEACHER_SEEDS:-$SEEDS}
+UNTIL=${UNTIL:-part3}
+[[ $UNTIL == part2 || $UNTIL == part3 ]] ||
+  { echo "cnn_cpu_recipe.sh: UNTIL is part2 or part3, not $UNTIL" >&2; exit 2; }
 source benchmarks/run_env.sh
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -77,7 +84,7 @@ part2_model() {
 
 part3() {
   local seed=$1 teachers="" s
-  for s in $SEEDS; do teachers+="${teachers:+,}\"$(part2_model "$s")\""; done
+  for s in $TEACHER_SEEDS; do teachers+="${teachers:+,}\"$(part2_model "$s")\""; done
   train part3 fer2013_cnn_cpu_short_distill.toml "$seed" "${EXTRA[@]}" \
     --set "model.init=$(part2_model "$seed")" --set "distill.teacher=[$teachers]"
 }
@@ -86,14 +93,14 @@ EXTRA=("$@")
 started=$(date +%s)
 echo "recipe: start $started" >> "$OUT/times.txt"
 if [[ -n "${PART2_FROM:-}" ]]; then
-  for seed in $SEEDS; do
+  for seed in $TEACHER_SEEDS $SEEDS; do
     model=$(part2_model "$seed")
     [[ -f "$model" ]] || { echo "cnn_cpu_recipe.sh: no file $model" >&2; exit 2; }
   done
 else
   side_by_side part1_and_2
 fi
-side_by_side part3
+if [[ $UNTIL == part3 ]]; then side_by_side part3; fi
 finished=$(date +%s)
 echo "recipe: end $finished" >> "$OUT/times.txt"
 "$PYTHON" - "$OUT" <<'PY'
