@@ -5,7 +5,8 @@
 
 With several RUN_DIRs (the seeds of one config) the record holds each run, the mean, spread and
 range of every accuracy and per-class recall over the runs, and the accuracy of their ensemble
-(mean probabilities) on both test splits.
+(mean probabilities) on both test splits; --ensemble-with adds kept model files of further seeds to
+that ensemble (e.g. the committed part-2 models of seeds 0-2 beside new runs of seeds 3 and 4).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +90,17 @@ class MeanProbabilities:
         return self.predict_proba(X).argmax(axis=1)
 
 
-def record_ensemble(runs: list[Path], data: str) -> dict:
-    """Accuracy and per-class recall of the runs' ensemble on both test splits (no TTA)."""
-    ensemble = MeanProbabilities([load_cnn(run / "model.safetensors") for run in runs])
-    record = {"members": [run.name for run in runs]}
+def record_ensemble(runs: list[Path], data: str, extra_models: Sequence[str] = ()) -> dict:
+    """Accuracy and per-class recall of the ensemble of the runs and ``extra_models`` (model
+    files) on both test splits (no TTA)."""
+    files = [run / "model.safetensors" for run in runs] + [Path(f) for f in extra_models]
+    ensemble = MeanProbabilities([load_cnn(file) for file in files])
+    record = {"members": [run.name for run in runs] + list(extra_models)}
     for split in SPLITS:
         report = evaluate_split(ensemble, data, split)
         record[split] = report.accuracy
         record[f"{split}_recall"] = report.to_dict()["measures"]["per_class"]["recall"]
-        print(f"ensemble of {len(runs)} {split}: {report.accuracy:.4f}", flush=True)
+        print(f"ensemble of {len(files)} {split}: {report.accuracy:.4f}", flush=True)
     return record
 
 
@@ -107,19 +111,21 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--command", default="", help="the training command, to record")
     parser.add_argument("--note", default="")
+    parser.add_argument("--ensemble-with", nargs="+", default=[], metavar="MODEL",
+                        help="further model files in the ensemble")  # fmt: skip
     parser.add_argument("--tta", nargs="+", default=["none", "flip", "tencrop"])
     args = parser.parse_args()
 
     runs = [Path(d) for d in args.run_dirs]
     records = [record_run(run, args.data, args.tta) for run in runs]
-    if len(records) == 1:
+    if len(records) == 1 and not args.ensemble_with:
         record = {"command": args.command, "note": args.note, **records[0]}
     else:
         record = {
             "command": args.command,
             "note": args.note,
             "over_runs": over_runs(records),
-            "ensemble": record_ensemble(runs, args.data),
+            "ensemble": record_ensemble(runs, args.data, args.ensemble_with),
             "runs": records,
         }
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
