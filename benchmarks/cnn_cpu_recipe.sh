@@ -27,8 +27,9 @@
 #   PART2_FROM='benchmarks/results/models/fer2013_cnn_cpu_split0_restart_seed{seed}.safetensors'
 # together with the --set those models were trained with, data.split_seed included),
 # TEACHER_SEEDS (default SEEDS: the seeds whose part-2 models teach part 3, e.g. "0 1 2 3 4" for
-# five teachers and three students), UNTIL (default part3; part2 stops after the teachers, e.g.
-# to train more of them: SEEDS="3 4" UNTIL=part2).
+# five teachers and three students; a teacher seed outside SEEDS takes its model from PART2_FROM
+# or from an earlier run with the same OUT), UNTIL (default part3; part2 stops after the
+# teachers, e.g. to train more of them: SEEDS="3 4" UNTIL=part2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/cnn-cpu-recipe}
@@ -37,6 +38,8 @@ TEACHER_SEEDS=${TEACHER_SEEDS:-$SEEDS}
 UNTIL=${UNTIL:-part3}
 [[ $UNTIL == part2 || $UNTIL == part3 ]] ||
   { echo "cnn_cpu_recipe.sh: UNTIL is part2 or part3, not $UNTIL" >&2; exit 2; }
+[[ $UNTIL == part3 || -z "${PART2_FROM:-}" ]] ||
+  { echo "cnn_cpu_recipe.sh: PART2_FROM runs part 3 only; UNTIL=part2 would do nothing" >&2; exit 2; }
 source benchmarks/run_env.sh
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -89,17 +92,19 @@ part3() {
     --set "model.init=$(part2_model "$seed")" --set "distill.teacher=[$teachers]"
 }
 
+# Every part-2 model that part 3 needs and this run does not train must exist before hours of
+# training start: all of them with PART2_FROM, else the teachers outside SEEDS.
+if [[ $UNTIL == part3 ]]; then
+  for seed in $TEACHER_SEEDS $SEEDS; do
+    if [[ -z "${PART2_FROM:-}" && " $SEEDS " == *" $seed "* ]]; then continue; fi
+    model=$(part2_model "$seed")
+    [[ -f "$model" ]] || { echo "cnn_cpu_recipe.sh: no part-2 model $model" >&2; exit 2; }
+  done
+fi
 EXTRA=("$@")
 started=$(date +%s)
 echo "recipe: start $started" >> "$OUT/times.txt"
-if [[ -n "${PART2_FROM:-}" ]]; then
-  for seed in $TEACHER_SEEDS $SEEDS; do
-    model=$(part2_model "$seed")
-    [[ -f "$model" ]] || { echo "cnn_cpu_recipe.sh: no file $model" >&2; exit 2; }
-  done
-else
-  side_by_side part1_and_2
-fi
+if [[ -z "${PART2_FROM:-}" ]]; then side_by_side part1_and_2; fi
 if [[ $UNTIL == part3 ]]; then side_by_side part3; fi
 finished=$(date +%s)
 echo "recipe: end $finished" >> "$OUT/times.txt"
