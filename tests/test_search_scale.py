@@ -293,21 +293,23 @@ def test_epoch_reports_read_back_as_optunas_and_a_finished_trial_refuses_them(tm
                 optuna.delete_study(study_name=name, storage=open_storage(spec))
 
 
-def _connections(engine, pids: set[int]) -> dict[str, int]:
-    """Open connections of the processes ``pids`` by role (``driver``, ``worker``)."""
+def _connections(engine, pids: set[int]) -> dict[str, set[tuple]]:
+    """Open connections of the processes ``pids`` by role (``driver``, ``worker``), each named by
+    its server process and start time, so that one closed and another opened are told apart."""
     from sqlalchemy import text
 
     query = text(
-        "SELECT application_name FROM pg_stat_activity "
+        "SELECT pid, backend_start, application_name FROM pg_stat_activity "
         "WHERE application_name LIKE 'ferlab search %'"
     )
     with engine.connect() as connection:
-        names = [row[0].split() for row in connection.execute(query)]
-    counts = {"driver": 0, "worker": 0}
-    for name in names:
-        if len(name) == 4 and int(name[3]) in pids:  # "ferlab search ROLE PID"
-            counts[name[2]] += 1
-    return counts
+        rows = list(connection.execute(query))
+    found: dict[str, set[tuple]] = {"driver": set(), "worker": set()}
+    for backend, started, name in rows:
+        words = name.split()  # "ferlab search ROLE PID"
+        if len(words) == 4 and int(words[3]) in pids:
+            found[words[2]].add((backend, started))
+    return found
 
 
 def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_path):
@@ -322,13 +324,14 @@ def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_
     from ferlab.search.storage import POOL_SIZE, database_url
 
     monitor = sqlalchemy.create_engine(database_url(POSTGRES))
-    seen: list[dict[str, int]] = []
+    opened: list[dict[str, int]] = []  # connections opened since `before`, by role, per look
     stop = threading.Event()
     pids = {os.getpid()}
 
     def watch() -> None:
         while not stop.wait(0.05):
-            seen.append(_connections(monitor, pids))
+            now = _connections(monitor, pids)
+            opened.append({role: len(now[role] - before[role]) for role in now})
 
     space = parse_space(tiny_space())
     name = f"ferlab-test-{uuid.uuid4().hex[:8]}"
@@ -346,8 +349,8 @@ def test_database_connections_stay_bounded_by_the_pool_whatever_the_workers(tmp_
         stop.set()
         watcher.join()
         optuna.delete_study(study_name=name, storage=open_storage(POSTGRES))
-    # Connections opened during the search (others in this process were counted before).
-    opened = [{k: s[k] - before[k] for k in s} for s in seen]
+    # Counted by identity, not number: connections of earlier tests in this process, open before
+    # the search, may close during it.
     driver = max(s["driver"] for s in opened)
     workers = max(s["worker"] for s in opened)
     assert 1 <= driver <= POOL_SIZE  # the driver's pool
