@@ -39,7 +39,7 @@ UNTIL=${UNTIL:-part3}
 [[ $UNTIL == part2 || $UNTIL == part3 ]] ||
   { echo "cnn_cpu_recipe.sh: UNTIL is part2 or part3, not $UNTIL" >&2; exit 2; }
 [[ $UNTIL == part3 || -z "${PART2_FROM:-}" ]] ||
-  { echo "cnn_cpu_recipe.sh: PART2_FROM runs part 3 only; UNTIL=part2 would do nothing" >&2; exit 2; }
+  { echo "cnn_cpu_recipe.sh: PART2_FROM runs part 3 only, not UNTIL=part2" >&2; exit 2; }
 source benchmarks/run_env.sh
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
