@@ -630,7 +630,10 @@ def test_float32_cpu_teachers_run_through_onnx_runtime_with_pytorchs_logits(trai
         assert bf16._teacher_logits(x).shape == (len(x), len(CLASSES))
     assert bf16.teacher_runtime == "torch"
     assert not isinstance(bf16._networks[0], OnnxNetwork)
-
+    # PyTorch teachers take the student's channels_last format (twice as fast in bfloat16).
+    convs = [m for m in teacher.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not convs[-1].weight.is_contiguous()
 
 def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, splits, tmp_path):
     """With several teacher files the student learns their mean logits, each member seeing the

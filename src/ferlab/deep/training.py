@@ -322,9 +322,13 @@ class CNNTrainer:
                     for t in self.teachers
                 ]
             else:
-                self._networks = [
-                    lambda x, module=t.module: module(self._prepare(x)) for t in self.teachers
-                ]
+                # Teachers take the student's memory format: channels_last inputs through
+                # contiguous weights run about half as fast under bfloat16 on the CPU.
+                memory_format = (
+                    torch.channels_last if self.channels_last else torch.contiguous_format
+                )
+                modules = [t.module.to(memory_format=memory_format) for t in self.teachers]
+                self._networks = [lambda x, m=m: m(self._prepare(x)) for m in modules]
         return self._networks
 
     @torch.no_grad()
