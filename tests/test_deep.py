@@ -67,7 +67,7 @@ def tiny_config(*extra):
     return load_cnn_config(None, [*TINY, *extra])
 
 
-def make_trainer(config, splits, out_dir=None, callback=None):
+def make_trainer(config, splits, out_dir=None, callback=None, teachers=()):
     torch.manual_seed(config["seed"])
     module = build_cnn(architecture_from_config(config["model"], len(CLASSES)))
     data = TensorData.from_arrays(
@@ -87,6 +87,7 @@ def make_trainer(config, splits, out_dir=None, callback=None):
         meta=meta,
         verbose=False,
         epoch_callback=callback,
+        teachers=teachers,
     )
 
 
@@ -127,21 +128,21 @@ def test_cpu_bf16_trains_in_bfloat16_reproducibly(splits):
     assert all(value.dtype != torch.bfloat16 for value in bf16.values())  # weights stay float
 
 
-def straight_and_resumed(config: dict, splits, tmp_path, stop_epoch: int):
+def straight_and_resumed(config: dict, splits, tmp_path, stop_epoch: int, teachers=()):
     """Two trainers of ``config``: one trained straight through, one interrupted after
     ``stop_epoch`` (Ctrl-C) and resumed from its checkpoint in a fresh trainer."""
-    straight = make_trainer(config, splits)
+    straight = make_trainer(config, splits, teachers=teachers)
     straight.train()
 
     def stop(epoch, history):
         if epoch == stop_epoch:
             raise KeyboardInterrupt
 
-    interrupted = make_trainer(config, splits, tmp_path, stop)
+    interrupted = make_trainer(config, splits, tmp_path, stop, teachers=teachers)
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
     torch.manual_seed(12345)  # the resumed run must not depend on the global RNG state
-    resumed = make_trainer(config, splits, tmp_path)
+    resumed = make_trainer(config, splits, tmp_path, teachers=teachers)
     resumed.resume(tmp_path / CHECKPOINT_NAME)
     return straight, resumed
 
@@ -547,7 +548,7 @@ def test_a_run_with_a_teacher_trains_and_records_it(trained, splits, tmp_path):
     assert summary["epochs"] == 2
     recorded = json.loads((tmp_path / "student" / "config.json").read_text())
     assert recorded["distill"] == {
-        "teacher": str(teacher_path), "temperature": 4.0, "alpha": 0.9, "flip": False
+        "teacher": str(teacher_path), "temperature": 4.0, "alpha": 0.9, "flip": False, "views": 0
     }  # fmt: skip
 
 
@@ -634,6 +635,7 @@ def test_float32_cpu_teachers_run_through_onnx_runtime_with_pytorchs_logits(trai
     convs = [m for m in teacher.module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     assert not convs[-1].weight.is_contiguous()
+
 
 def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, splits, tmp_path):
     """With several teacher files the student learns their mean logits, each member seeing the

@@ -18,7 +18,9 @@ from ferlab.data.split import SplitImages  # noqa: E402
 from ferlab.deep.augment import (  # noqa: E402
     ERASE_AREA,
     ERASE_ASPECT,
+    center_crop,
     mix_batch,
+    normalize,
     random_erase,
     sample_beta,
 )
@@ -29,8 +31,11 @@ from ferlab.deep.training import (  # noqa: E402
     MODEL_NAME,
     Targets,
     distillation_loss,
+    load_teachers,
     mixed_cross_entropy,
+    run_cnn_training,
 )
+from ferlab.errors import ConfigError  # noqa: E402
 from test_deep import (  # noqa: E402
     CLASSES,
     faces,
@@ -278,9 +283,9 @@ def test_with_a_teacher_and_mixup_the_teacher_sees_the_same_mixed_images(splits)
     batch = trainer._training_batch
 
     def spied(index):
-        x, targets = batch(index)
+        x, targets, soft = batch(index)
         lams.append(targets.lam)
-        return x, targets
+        return x, targets, soft
 
     trainer._training_batch = spied
     trainer._train_epoch()
@@ -320,3 +325,118 @@ def test_the_recipe_repeats_with_the_same_seed(splits):
         not torch.equal(v, other.module.state_dict()[k])
         for k, v in first.module.state_dict().items()
     )
+
+
+# ---- distillation from teacher views (distill.views) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory) -> str:
+    """A tiny trained model file, to teach."""
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    tiny = SplitImages(faces(64, 0), faces(32, 1), {}, CLASSES, (48, 48))
+    run_cnn_training(tiny_config(), run, splits=tiny, verbose=False)
+    return str(run / MODEL_NAME)
+
+
+def view_trainer(teacher_path, splits, *extra):
+    config = tiny_config(f'distill.teacher="{teacher_path}"', "distill.flip=true", *extra)
+    teachers = load_teachers(teacher_path, torch.device("cpu"), CLASSES)
+    return make_trainer(config, splits, teachers=teachers)
+
+
+def test_teacher_views_hold_the_teachers_logits_on_each_view(teacher_path, splits):
+    """Each view is an augmented copy of every training image (float16), with the teachers'
+    flip-averaged logits on it; the views differ, and the same seed draws the same views."""
+    trainer = view_trainer(teacher_path, splits)
+    views = trainer._make_teacher_views(3)
+    n = len(splits.train)
+    assert views.images.shape == (3, n, 1, 40, 40) and views.images.dtype == torch.float16
+    assert views.logits.shape == (3, n, len(CLASSES))
+    with torch.no_grad():
+        for view in range(3):
+            x = views.images[view].float()
+            torch.testing.assert_close(
+                views.logits[view], trainer._teacher_logits(x), atol=0.02, rtol=0
+            )
+            torch.testing.assert_close(  # the mirror image has the same flip-averaged logits
+                views.logits[view], trainer._teacher_logits(x.flip(-1)), atol=0.02, rtol=0
+            )
+    assert not torch.allclose(views.images[0], views.images[1], atol=0.1)
+    again = view_trainer(teacher_path, splits)._make_teacher_views(3)
+    assert torch.equal(views.images, again.images) and torch.equal(views.logits, again.logits)
+
+
+def test_with_teacher_views_each_epoch_trains_on_the_next_view_and_no_teacher_runs(
+    teacher_path, splits
+):
+    """Epoch e trains on view e mod V, each image as drawn or mirrored, against that view's
+    logits; the teachers run only while the views are made."""
+    trainer = view_trainer(teacher_path, splits, "solver.epochs=3", "augment.erase=0")
+    trainer.teacher_runtime = "torch"  # so that a hook sees every teacher call
+    teacher_calls = []
+    trainer.teachers[0].module.register_forward_pre_hook(lambda m, a: teacher_calls.append(1))
+    views = trainer.teacher_views = trainer._make_teacher_views(2)
+    made = len(teacher_calls)
+    assert made == 2 * 2 * math.ceil(len(splits.train) / trainer.batch_size)  # views x flip
+    batches = []
+    real_batch = trainer._training_batch
+
+    def spied(index):
+        x, targets, soft = real_batch(index)
+        batches.append((trainer.epoch, index, x, soft))
+        return x, targets, soft
+
+    trainer._training_batch = spied
+    trainer.train()
+    assert len(teacher_calls) == made
+    mirrored = 0
+    for epoch, index, x, soft in batches:
+        view = views.images[epoch % 2][index].float()
+        as_drawn = (x == view).flatten(1).all(1)
+        as_mirror = (x == view.flip(-1)).flatten(1).all(1)
+        assert (as_drawn | as_mirror).all()
+        mirrored += int((as_mirror & ~as_drawn).sum())
+        assert torch.equal(soft, views.logits[epoch % 2][index])
+    assert 0 < mirrored < sum(len(b[1]) for b in batches)
+    assert {b[0] for b in batches} == {0, 1, 2}
+
+
+def test_a_student_learns_the_teacher_from_its_views(teacher_path, splits):
+    """Trained on the teacher's logits alone (alpha = 1) from 2 views, the student's outputs
+    move toward the teacher's on faces it never saw."""
+    trainer = view_trainer(
+        teacher_path, splits, "solver.epochs=4", "distill.alpha=1.0", "distill.views=2"
+    )
+    x = torch.from_numpy(splits.val.images)
+    x = center_crop(normalize(x, trainer.mean, trainer.std), 40)
+
+    def divergence() -> float:
+        with torch.no_grad():
+            trainer.module.eval()
+            s = torch.log_softmax(trainer.module(x), dim=1)
+            t = torch.log_softmax(trainer._teacher_logits(x), dim=1)
+            return float((t.exp() * (t - s)).sum(1).mean())
+
+    before = divergence()
+    trainer.train()
+    assert trainer.teacher_views is not None and len(trainer.teacher_views.images) == 2
+    assert divergence() < 0.5 * before
+
+
+def test_resume_with_teacher_views_continues_bit_identically(teacher_path, splits, tmp_path):
+    """The resumed run draws the same views from the run's seed and trains on the same ones."""
+    config = tiny_config(
+        f'distill.teacher="{teacher_path}"', "distill.views=2", "solver.epochs=3",
+        "augment.erase=0.5",
+    )  # fmt: skip
+    teachers = load_teachers(teacher_path, torch.device("cpu"), CLASSES)
+    straight, resumed = straight_and_resumed(config, splits, tmp_path, 2, teachers=teachers)
+    assert resumed.history["train_loss"] == straight.history["train_loss"]
+    assert_same_state(state_copy(resumed.module), state_copy(straight.module))
+
+
+def test_teacher_views_refuse_mixed_batches():
+    for mix in ("augment.mixup=0.2", "augment.cutmix=1.0"):
+        with pytest.raises(ConfigError, match="distill.views keeps the teachers' logits"):
+            tiny_config("distill.views=2", mix)

@@ -215,6 +215,13 @@ class DistillSettings(Section):
         description="the teachers also see each batch mirrored; the student learns their "
         "logits averaged over both views",
     )
+    views: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="0: the teachers run on every batch; N: they run once, on N augmented "
+        "views of each training image, and each epoch trains on the next view",
+    )
 
 
 class CNNSettings(Section):
@@ -227,6 +234,15 @@ class CNNSettings(Section):
     solver: CNNSolverSettings = Field(default_factory=CNNSolverSettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
+
+    @model_validator(mode="after")
+    def _views_are_not_mixed(self) -> CNNSettings:
+        if self.distill.views and (self.augment.mixup or self.augment.cutmix):
+            raise ValueError(
+                "distill.views keeps the teachers' logits of unmixed views; "
+                "set augment.mixup and augment.cutmix to 0"
+            )
+        return self
 
 
 class BaselineDataSettings(DataSource, Preprocessed):

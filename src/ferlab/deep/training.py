@@ -36,6 +36,9 @@ MODEL_NAME = "model.safetensors"
 # The CNN's own preprocessing, recorded with the data settings: pixels standardised by one mean/std.
 PREPROCESSING = "cnn-standardize"
 EpochCallback = Callable[[int, dict], None]
+# distill.views draws its views from a generator of its own, seeded with the run's seed plus this
+# offset: a resumed run draws the same views, and they share no stream with the batches' draws.
+VIEW_SEED_OFFSET = 2**32
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,6 +110,17 @@ def mixed_cross_entropy(
         return loss
     other = F.cross_entropy(logits, targets.partners, label_smoothing=label_smoothing)
     return targets.lam * loss + (1.0 - targets.lam) * other
+
+
+@dataclass
+class TeacherViews:
+    """Augmented views of the training images and the teachers' logits on them (distill.views).
+
+    ``images``: float16 (V, N, 1, crop, crop), standardised; ``logits``: float32 (V, N, C).
+    """
+
+    images: torch.Tensor
+    logits: torch.Tensor
 
 
 @dataclass
@@ -188,6 +202,7 @@ class CNNTrainer:
         ema = float(self.solver["ema"])
         self.ema = WeightAverage(self.module, ema) if ema > 0 else None
         self.best_state = self._copy_state()
+        self.teacher_views: TeacherViews | None = None
 
     @property
     def kept_module(self) -> torch.nn.Module:
@@ -245,10 +260,10 @@ class CNNTrainer:
         for step in steps:
             lr = self._set_lr(self.epoch * self.steps_per_epoch + step)
             index = order[step * self.batch_size : (step + 1) * self.batch_size].to(self.device)
-            x, targets = self._training_batch(index)
+            x, targets, soft = self._training_batch(index)
             with self._autocast():
                 logits = self.module(self._prepare(x))
-            loss = self._loss(logits.float(), x, targets)
+            loss = self._loss(logits.float(), x, targets, soft)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -259,38 +274,95 @@ class CNNTrainer:
         seen = self.steps_per_epoch * self.batch_size
         return float(loss_sum) / self.steps_per_epoch, float(correct) / seen, lr
 
-    def _training_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, Targets]:
-        """The augmented images (B, 1, crop, crop) of the samples at ``index`` (B,), and targets.
+    def _training_batch(
+        self, index: torch.Tensor
+    ) -> tuple[torch.Tensor, Targets, torch.Tensor | None]:
+        """The augmented images (B, 1, crop, crop) of the samples at ``index`` (B,), their
+        targets, and the teachers' logits (B, C) when they come from :class:`TeacherViews`.
 
-        Random crop, flip, rotation and scale; then random erasing and mixup or CutMix when on.
+        Random crop, flip, rotation and scale (or this epoch's teacher view); then random
+        erasing and mixup or CutMix when on.
         """
         aug, data = self.augment, self.data
-        x = normalize(data.train_images[index], self.mean, self.std)
-        x = random_warp(
-            x,
-            aug["crop"],
-            flip=aug["flip"],
-            rotate=aug["rotate"],
-            scale=aug["scale"],
-            generator=self.generator,
-        )
+        soft = None
+        if self.teacher_views is not None:
+            x, soft = self._teacher_view(index)
+        else:
+            x = random_warp(
+                normalize(data.train_images[index], self.mean, self.std),
+                aug["crop"],
+                flip=aug["flip"],
+                rotate=aug["rotate"],
+                scale=aug["scale"],
+                generator=self.generator,
+            )
         if aug["erase"] > 0:
             x = random_erase(x, aug["erase"], generator=self.generator)
         y = data.train_labels[index]
         x, partners, lam = mix_batch(
             x, mixup=aug["mixup"], cutmix=aug["cutmix"], generator=self.generator
         )
-        return x, Targets(y, y[partners], lam)
+        return x, Targets(y, y[partners], lam), soft
 
-    def _loss(self, logits: torch.Tensor, x: torch.Tensor, targets: Targets) -> torch.Tensor:
+    def _teacher_view(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's teacher view (B, 1, crop, crop) of the samples at ``index`` (B,), and the
+        teachers' logits (B, C) on it. Flip-averaged logits (distill.flip) are the same for a view
+        and its mirror image, so then each view is also mirrored at random."""
+        views = self.teacher_views
+        assert views is not None
+        view = self.epoch % len(views.images)
+        x, soft = views.images[view][index].float(), views.logits[view][index]
+        if self.augment["flip"] and self.config["distill"]["flip"]:
+            mirror = torch.rand(len(index), generator=self.generator) < 0.5
+            x = torch.where(mirror.to(x.device)[:, None, None, None], x.flip(-1), x)
+        return x, soft
+
+    @torch.no_grad()
+    def _make_teacher_views(self, count: int) -> TeacherViews:
+        """``count`` augmented views of every training image (random crop, flip, rotation and
+        scale, drawn from the run's seed) and the teachers' mean logits on each."""
+        aug, images = self.augment, self.data.train_images
+        generator = torch.Generator().manual_seed(int(self.config["seed"]) + VIEW_SEED_OFFSET)
+        size = self.batch_size
+        starts = [(view, start) for view in range(count) for start in range(0, len(images), size)]
+        crop = aug["crop"]
+        views = torch.empty((count, len(images), 1, crop, crop), dtype=torch.float16)
+        logits = torch.empty((count, len(images), len(self.teachers[0].class_names)))
+        progress = tqdm(
+            starts, desc="teacher views", leave=False, disable=not show_bars(self.verbose),
+            file=sys.stderr,
+        )  # fmt: skip
+        for view, start in progress:
+            x = random_warp(
+                normalize(images[start : start + size], self.mean, self.std),
+                crop,
+                flip=aug["flip"],
+                rotate=aug["rotate"],
+                scale=aug["scale"],
+                generator=generator,
+            )
+            views[view, start : start + size] = x.half().cpu()
+            logits[view, start : start + size] = self._teacher_logits(x).cpu()
+        return TeacherViews(views.to(self.device), logits.to(self.device))
+
+    def _loss(
+        self,
+        logits: torch.Tensor,
+        x: torch.Tensor,
+        targets: Targets,
+        soft: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The training loss of logits (B, C) on batch ``x``: (mixed) cross-entropy, distilled
-        from the teacher's logits on the same ``x`` when there is a teacher."""
+        from the teachers' logits ``soft`` (B, C), or their logits on the same ``x`` when not
+        given, when there are teachers."""
         smoothing = self.solver["label_smoothing"]
         if not self.teachers:
             return mixed_cross_entropy(logits, targets, smoothing)
         distill = self.config["distill"]
+        if soft is None:
+            soft = self._teacher_logits(x)
         return distillation_loss(
-            logits, self._teacher_logits(x), targets,
+            logits, soft, targets,
             temperature=distill["temperature"], alpha=distill["alpha"], label_smoothing=smoothing,
         )  # fmt: skip
 
@@ -353,8 +425,18 @@ class CNNTrainer:
 
     def train(self) -> dict[str, list]:
         """Train until ``epochs`` or early stopping; keep the best weights; return the history."""
+        views = int(self.config["distill"]["views"])
+        if self.teachers and views and self.teacher_views is None and not self._finished:
+            started = time.perf_counter()
+            self.teacher_views = self._make_teacher_views(views)
+            if self.verbose:
+                print(
+                    f"teachers' logits on {views} views of each training image: "
+                    f"{time.perf_counter() - started:.1f}s",
+                    file=sys.stderr,
+                )
         try:
-            while self.epoch < self.solver["epochs"] and not self.stopped_early:
+            while not self._finished:
                 self._train_one_epoch()
         except KeyboardInterrupt:
             if self.out_dir is not None and self.epoch:
@@ -366,6 +448,10 @@ class CNNTrainer:
             raise
         self.module.load_state_dict(self.best_state)
         return self.history
+
+    @property
+    def _finished(self) -> bool:
+        return self.epoch >= self.solver["epochs"] or self.stopped_early
 
     def _train_one_epoch(self) -> None:
         started = time.perf_counter()
