@@ -506,6 +506,16 @@ def test_distillation_loss_matches_its_formula():
     assert float(distillation_loss(teacher, teacher, labels, temperature=t, alpha=1.0)) < 1e-6
 
 
+def teacher_divergence(student, splits) -> float:
+    """KL(teachers || student) on the validation faces' centre crops, averaged over faces."""
+    x = center_crop(normalize(torch.from_numpy(splits.val.images), student.mean, student.std), 40)
+    with torch.no_grad():
+        student.module.eval()
+        s = torch.log_softmax(student.module(x), dim=1)
+        t = torch.log_softmax(student._teacher_logits(x), dim=1)
+        return float((t.exp() * (t - s)).sum(1).mean())
+
+
 def test_distillation_brings_the_student_toward_the_teacher(trained, splits, tmp_path):
     """A student trained on the teacher's outputs alone (alpha = 1) moves toward them."""
     from ferlab.deep.training import load_teachers
@@ -517,19 +527,9 @@ def test_distillation_brings_the_student_toward_the_teacher(trained, splits, tmp
     )
     student = make_trainer(config, splits)
     student.teachers = teachers
-    images = torch.from_numpy(splits.val.images)
-
-    def divergence() -> float:
-        with torch.no_grad():
-            x = center_crop(normalize(images, student.mean, student.std), 40)
-            student.module.eval()
-            s = torch.log_softmax(student.module(x), dim=1)
-            t = torch.log_softmax(student._teacher_logits(x), dim=1)
-            return float((t.exp() * (t - s)).sum(1).mean())
-
-    before = divergence()
+    before = teacher_divergence(student, splits)
     student.train()
-    after = divergence()
+    after = teacher_divergence(student, splits)
     assert after < 0.5 * before, (before, after)
 
 

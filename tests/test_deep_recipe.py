@@ -18,9 +18,7 @@ from ferlab.data.split import SplitImages  # noqa: E402
 from ferlab.deep.augment import (  # noqa: E402
     ERASE_AREA,
     ERASE_ASPECT,
-    center_crop,
     mix_batch,
-    normalize,
     random_erase,
     sample_beta,
 )
@@ -41,6 +39,7 @@ from test_deep import (  # noqa: E402
     faces,
     make_trainer,
     straight_and_resumed,
+    teacher_divergence,
     tiny_config,
 )
 
@@ -408,20 +407,10 @@ def test_a_student_learns_the_teacher_from_its_views(teacher_path, splits):
     trainer = view_trainer(
         teacher_path, splits, "solver.epochs=4", "distill.alpha=1.0", "distill.views=2"
     )
-    x = torch.from_numpy(splits.val.images)
-    x = center_crop(normalize(x, trainer.mean, trainer.std), 40)
-
-    def divergence() -> float:
-        with torch.no_grad():
-            trainer.module.eval()
-            s = torch.log_softmax(trainer.module(x), dim=1)
-            t = torch.log_softmax(trainer._teacher_logits(x), dim=1)
-            return float((t.exp() * (t - s)).sum(1).mean())
-
-    before = divergence()
+    before = teacher_divergence(trainer, splits)
     trainer.train()
     assert trainer.teacher_views is not None and len(trainer.teacher_views.images) == 2
-    assert divergence() < 0.5 * before
+    assert teacher_divergence(trainer, splits) < 0.5 * before
 
 
 def test_resume_with_teacher_views_continues_bit_identically(teacher_path, splits, tmp_path):
