@@ -24,8 +24,9 @@ from ferlab.deep.augment import (  # noqa: E402
 )
 from ferlab.deep.ema import WeightAverage  # noqa: E402
 from ferlab.deep.settings import CNN_DEFAULTS  # noqa: E402
-from ferlab.deep.tensors import MODEL_FORMAT, read_tensors  # noqa: E402
+from ferlab.deep.tensors import CHECKPOINT_FORMAT, MODEL_FORMAT, read_tensors  # noqa: E402
 from ferlab.deep.training import (  # noqa: E402
+    CHECKPOINT_NAME,
     MODEL_NAME,
     Targets,
     distillation_loss,
@@ -33,7 +34,7 @@ from ferlab.deep.training import (  # noqa: E402
     mixed_cross_entropy,
     run_cnn_training,
 )
-from ferlab.errors import ConfigError  # noqa: E402
+from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
 from test_deep import (  # noqa: E402
     CLASSES,
     faces,
@@ -423,6 +424,53 @@ def test_resume_with_teacher_views_continues_bit_identically(teacher_path, split
     straight, resumed = straight_and_resumed(config, splits, tmp_path, 2, teachers=teachers)
     assert resumed.history["train_loss"] == straight.history["train_loss"]
     assert_same_state(state_copy(resumed.module), state_copy(straight.module))
+
+
+def interrupted_view_run(teacher_path, splits, tmp_path, *extra):
+    """A run on 2 teacher views stopped (Ctrl-C) after its first epoch, its checkpoint in
+    ``tmp_path``; and the config it ran."""
+    config = tiny_config(
+        f'distill.teacher="{teacher_path}"', "distill.views=2", "solver.epochs=2", *extra
+    )
+    teachers = load_teachers(teacher_path, torch.device("cpu"), CLASSES)
+
+    def stop(epoch, history):
+        raise KeyboardInterrupt
+
+    interrupted = make_trainer(config, splits, tmp_path, stop, teachers=teachers)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    return interrupted, config
+
+
+def test_a_resumed_run_takes_the_teachers_logits_on_its_views_from_the_checkpoint(
+    teacher_path, splits, tmp_path
+):
+    """Resuming does not run the teachers again (hours on a CPU): the checkpoint holds their
+    logits, and the views drawn again from the seed are the ones they were computed on."""
+    interrupted, config = interrupted_view_run(teacher_path, splits, tmp_path)
+    _, stored = read_tensors(tmp_path / CHECKPOINT_NAME, CHECKPOINT_FORMAT)
+    assert torch.equal(stored["views.logits"], interrupted.teacher_views.logits)
+    teachers = load_teachers(teacher_path, torch.device("cpu"), CLASSES)
+    resumed = make_trainer(config, splits, tmp_path, teachers=teachers)
+    resumed.teacher_runtime = "torch"  # so that a hook sees every teacher call
+    teacher_calls = []
+    teachers[0].module.register_forward_pre_hook(lambda m, a: teacher_calls.append(1))
+    resumed.resume(tmp_path / CHECKPOINT_NAME)
+    assert teacher_calls == [] and resumed.epoch == 2
+    assert torch.equal(resumed.teacher_views.images, interrupted.teacher_views.images)
+    assert torch.equal(resumed.teacher_views.logits, interrupted.teacher_views.logits)
+
+
+def test_a_checkpoint_whose_teacher_logits_do_not_fit_the_views_is_refused(
+    teacher_path, splits, tmp_path
+):
+    _, config = interrupted_view_run(teacher_path, splits, tmp_path)
+    config["distill"]["views"] = 3
+    teachers = load_teachers(teacher_path, torch.device("cpu"), CLASSES)
+    resumed = make_trainer(config, splits, tmp_path, teachers=teachers)
+    with pytest.raises(ModelFileError, match=r"teacher logits \(2, 64, 3\) do not fit 3 views"):
+        resumed.resume(tmp_path / CHECKPOINT_NAME)
 
 
 def test_teacher_views_refuse_mixed_batches():

@@ -203,6 +203,7 @@ class CNNTrainer:
         self.ema = WeightAverage(self.module, ema) if ema > 0 else None
         self.best_state = self._copy_state()
         self.teacher_views: TeacherViews | None = None
+        self._checkpoint_view_logits: torch.Tensor | None = None
 
     @property
     def kept_module(self) -> torch.nn.Module:
@@ -318,31 +319,44 @@ class CNNTrainer:
         return x, soft
 
     @torch.no_grad()
-    def _make_teacher_views(self, count: int) -> TeacherViews:
+    def _make_teacher_views(self, count: int, logits: torch.Tensor | None = None) -> TeacherViews:
         """``count`` augmented views of every training image (random crop, flip, rotation and
-        scale, drawn from the run's seed) and the teachers' mean logits on each."""
+        scale, drawn from the run's seed) and the teachers' mean logits on each. Given the
+        ``logits`` (V, N, C) of the same run (from its checkpoint), the teachers do not run: the
+        views are drawn again, and they are the same."""
         aug, images = self.augment, self.data.train_images
         generator = torch.Generator().manual_seed(int(self.config["seed"]) + VIEW_SEED_OFFSET)
         size = self.batch_size
-        starts = [(view, start) for view in range(count) for start in range(0, len(images), size)]
         crop = aug["crop"]
         views = torch.empty((count, len(images), 1, crop, crop), dtype=torch.float16)
-        logits = torch.empty((count, len(images), len(self.teachers[0].class_names)))
-        progress = tqdm(
-            starts, desc="teacher views", leave=False, disable=not show_bars(self.verbose),
-            file=sys.stderr,
+        known = logits is not None
+        if logits is None:
+            logits = torch.empty((count, len(images), len(self.teachers[0].class_names)))
+        started = time.perf_counter()
+        bar = tqdm(
+            total=count * math.ceil(len(images) / size), desc="teacher views", leave=False,
+            disable=not show_bars(self.verbose), file=sys.stderr,
         )  # fmt: skip
-        for view, start in progress:
-            x = random_warp(
-                normalize(images[start : start + size], self.mean, self.std),
-                crop,
-                flip=aug["flip"],
-                rotate=aug["rotate"],
-                scale=aug["scale"],
-                generator=generator,
-            )
-            views[view, start : start + size] = x.half().cpu()
-            logits[view, start : start + size] = self._teacher_logits(x).cpu()
+        for view in range(count):
+            for start in range(0, len(images), size):
+                x = random_warp(
+                    normalize(images[start : start + size], self.mean, self.std),
+                    crop,
+                    flip=aug["flip"],
+                    rotate=aug["rotate"],
+                    scale=aug["scale"],
+                    generator=generator,
+                )
+                views[view, start : start + size] = x.half().cpu()
+                if not known:
+                    logits[view, start : start + size] = self._teacher_logits(x).cpu()
+                bar.update()
+            if self.verbose and bar.disable and not known:  # a log file still shows progress
+                print(
+                    f"teacher views: {view + 1}/{count} ({time.perf_counter() - started:.0f}s)",
+                    file=sys.stderr,
+                )
+        bar.close()
         return TeacherViews(views.to(self.device), logits.to(self.device))
 
     def _loss(
@@ -428,10 +442,13 @@ class CNNTrainer:
         views = int(self.config["distill"]["views"])
         if self.teachers and views and self.teacher_views is None and not self._finished:
             started = time.perf_counter()
-            self.teacher_views = self._make_teacher_views(views)
+            stored = self._checkpoint_view_logits
+            self.teacher_views = self._make_teacher_views(views, stored)
+            self._checkpoint_view_logits = None
             if self.verbose:
+                source = "from the checkpoint" if stored is not None else "computed"
                 print(
-                    f"teachers' logits on {views} views of each training image: "
+                    f"{views} views of each training image, the teachers' logits {source}: "
                     f"{time.perf_counter() - started:.1f}s",
                     file=sys.stderr,
                 )
@@ -504,6 +521,9 @@ class CNNTrainer:
                     state_keys[str(index)][key] = None
                 else:
                     state_keys[str(index)][key] = value
+        if self.teacher_views is not None:
+            # The teachers' work, hours on a CPU; the views themselves are drawn again on resume.
+            tensors["views.logits"] = self.teacher_views.logits.cpu()
         tensors["rng.data"] = self.generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
@@ -554,11 +574,29 @@ class CNNTrainer:
                 torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{path}: checkpoint does not fit this network ({exc})") from None
+        self._checkpoint_view_logits = self._stored_view_logits(tensors.get("views.logits"), path)
         self.epoch = int(meta["epoch"])
         self.best_val_acc = float(meta["best_val_acc"])
         self.best_epoch = int(meta["best_epoch"])
         self.stopped_early = bool(meta["stopped_early"])
         self.history = {key: list(meta["history"][key]) for key in HISTORY_KEYS}
+
+    def _stored_view_logits(self, logits: torch.Tensor | None, path) -> torch.Tensor | None:
+        """A checkpoint's teacher logits on the views (V, N, C), checked to fit this run."""
+        from ferlab.errors import ModelFileError
+
+        views = int(self.config["distill"]["views"])
+        if logits is None or not (self.teachers and views):
+            return None
+        expected = (views, len(self.data.train_labels), len(self.teachers[0].class_names))
+        if tuple(logits.shape) != expected or logits.dtype != torch.float32:
+            raise ModelFileError(
+                f"{path}: the stored teacher logits {tuple(logits.shape)} do not fit "
+                f"{views} views of {expected[1]} training images"
+            )
+        if not torch.isfinite(logits).all():
+            raise ModelFileError(f"{path}: non-finite stored teacher logits")
+        return logits
 
     def resume(self, path: str | Path) -> dict[str, list]:
         """Continue training from a checkpoint."""
