@@ -128,11 +128,9 @@ def test_cpu_bf16_trains_in_bfloat16_reproducibly(splits):
     assert all(value.dtype != torch.bfloat16 for value in bf16.values())  # weights stay float
 
 
-def straight_and_resumed(config: dict, splits, tmp_path, stop_epoch: int, teachers=()):
-    """Two trainers of ``config``: one trained straight through, one interrupted after
-    ``stop_epoch`` (Ctrl-C) and resumed from its checkpoint in a fresh trainer."""
-    straight = make_trainer(config, splits, teachers=teachers)
-    straight.train()
+def interrupted_trainer(config: dict, splits, tmp_path, stop_epoch: int, teachers=()):
+    """A trainer of ``config`` interrupted (Ctrl-C) after ``stop_epoch``, its checkpoint in
+    ``tmp_path``."""
 
     def stop(epoch, history):
         if epoch == stop_epoch:
@@ -141,6 +139,15 @@ def straight_and_resumed(config: dict, splits, tmp_path, stop_epoch: int, teache
     interrupted = make_trainer(config, splits, tmp_path, stop, teachers=teachers)
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
+    return interrupted
+
+
+def straight_and_resumed(config: dict, splits, tmp_path, stop_epoch: int, teachers=()):
+    """Two trainers of ``config``: one trained straight through, one interrupted after
+    ``stop_epoch`` (Ctrl-C) and resumed from its checkpoint in a fresh trainer."""
+    straight = make_trainer(config, splits, teachers=teachers)
+    straight.train()
+    interrupted_trainer(config, splits, tmp_path, stop_epoch, teachers)
     torch.manual_seed(12345)  # the resumed run must not depend on the global RNG state
     resumed = make_trainer(config, splits, tmp_path, teachers=teachers)
     resumed.resume(tmp_path / CHECKPOINT_NAME)

@@ -38,6 +38,7 @@ from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
 from test_deep import (  # noqa: E402
     CLASSES,
     faces,
+    interrupted_trainer,
     make_trainer,
     straight_and_resumed,
     teacher_divergence,
@@ -433,14 +434,7 @@ def interrupted_view_run(teacher_path, splits, tmp_path, *extra):
         f'distill.teacher="{teacher_path}"', "distill.views=2", "solver.epochs=2", *extra
     )
     teachers = load_teachers(teacher_path, torch.device("cpu"), CLASSES)
-
-    def stop(epoch, history):
-        raise KeyboardInterrupt
-
-    interrupted = make_trainer(config, splits, tmp_path, stop, teachers=teachers)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.train()
-    return interrupted, config
+    return interrupted_trainer(config, splits, tmp_path, 1, teachers), config
 
 
 def test_a_resumed_run_takes_the_teachers_logits_on_its_views_from_the_checkpoint(

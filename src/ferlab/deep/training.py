@@ -23,7 +23,7 @@ from ferlab.deep.io import model_meta, save_cnn
 from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened, widens
 from ferlab.deep.settings import validate_cnn_config
 from ferlab.deep.tensors import CHECKPOINT_FORMAT, FORMAT_VERSION, read_tensors, write_tensors
-from ferlab.errors import ConfigError, DataError, TrainingDiverged
+from ferlab.errors import ConfigError, DataError, ModelFileError, TrainingDiverged
 from ferlab.metrics import percent
 from ferlab.progress import show_bars
 
@@ -545,8 +545,6 @@ class CNNTrainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore everything :meth:`save_checkpoint` wrote."""
-        from ferlab.errors import ModelFileError
-
         meta, tensors = read_tensors(path, CHECKPOINT_FORMAT)
         if meta["config"]["model"] != self.config["model"]:
             raise ModelFileError(f"{path}: checkpoint of a different network than this config's")
@@ -583,8 +581,6 @@ class CNNTrainer:
 
     def _stored_view_logits(self, logits: torch.Tensor | None, path) -> torch.Tensor | None:
         """A checkpoint's teacher logits on the views (V, N, C), checked to fit this run."""
-        from ferlab.errors import ModelFileError
-
         views = int(self.config["distill"]["views"])
         if logits is None or not (self.teachers and views):
             return None
