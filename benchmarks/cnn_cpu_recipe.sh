@@ -29,13 +29,18 @@
 # TEACHER_SEEDS (default SEEDS: the seeds whose part-2 models teach part 3, e.g. "0 1 2 3 4" for
 # five teachers and three students; a teacher seed outside SEEDS takes its model from PART2_FROM
 # or from an earlier run with the same OUT), UNTIL (default part3; part2 stops after the
-# teachers, e.g. to train more of them: SEEDS="3 4" UNTIL=part2).
+# teachers, e.g. to train more of them: SEEDS="3 4" UNTIL=part2), PART3_CONFIG (default
+# fer2013_cnn_cpu_short_distill.toml; fer2013_cnn_cpu_view_part3.toml trains part 3 for 16 epochs
+# on its teachers' logits computed once on 8 views, e.g. with TEACHER_SEEDS="0 1 2 3 4").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/cnn-cpu-recipe}
 SEEDS=${SEEDS:-0 1 2}
 TEACHER_SEEDS=${TEACHER_SEEDS:-$SEEDS}
 UNTIL=${UNTIL:-part3}
+PART3_CONFIG=${PART3_CONFIG:-fer2013_cnn_cpu_short_distill.toml}
+[[ -f configs/$PART3_CONFIG ]] ||
+  { echo "cnn_cpu_recipe.sh: no config configs/$PART3_CONFIG" >&2; exit 2; }
 [[ $UNTIL == part2 || $UNTIL == part3 ]] ||
   { echo "cnn_cpu_recipe.sh: UNTIL is part2 or part3, not $UNTIL" >&2; exit 2; }
 [[ $UNTIL == part3 || -z "${PART2_FROM:-}" ]] ||
@@ -88,7 +93,7 @@ part2_model() {
 part3() {
   local seed=$1 teachers="" s
   for s in $TEACHER_SEEDS; do teachers+="${teachers:+,}\"$(part2_model "$s")\""; done
-  train part3 fer2013_cnn_cpu_short_distill.toml "$seed" "${EXTRA[@]}" \
+  train part3 "$PART3_CONFIG" "$seed" "${EXTRA[@]}" \
     --set "model.init=$(part2_model "$seed")" --set "distill.teacher=[$teachers]"
 }
 
