@@ -415,6 +415,14 @@ def test_a_student_learns_the_teacher_from_its_views(teacher_path, splits):
     assert teacher_divergence(trainer, splits) < 0.5 * before
 
 
+def test_a_run_on_teacher_views_reports_the_time_spent_making_them(teacher_path, splits, tmp_path):
+    config = tiny_config(f'distill.teacher="{teacher_path}"', "distill.views=2")
+    summary = run_cnn_training(config, tmp_path / "run", splits=splits, verbose=False)
+    assert 0 < summary["views_seconds"] <= summary["seconds"] - summary["train_seconds"]
+    plain = run_cnn_training(tiny_config(), tmp_path / "plain", splits=splits, verbose=False)
+    assert "views_seconds" not in plain
+
+
 def test_resume_with_teacher_views_continues_bit_identically(teacher_path, splits, tmp_path):
     """The resumed run draws the same views from the run's seed and trains on the same ones."""
     config = tiny_config(

@@ -203,6 +203,7 @@ class CNNTrainer:
         self.ema = WeightAverage(self.module, ema) if ema > 0 else None
         self.best_state = self._copy_state()
         self.teacher_views: TeacherViews | None = None
+        self.views_seconds: float | None = None  # making the views, in this session
         self._checkpoint_view_logits: torch.Tensor | None = None
 
     @property
@@ -445,11 +446,12 @@ class CNNTrainer:
             stored = self._checkpoint_view_logits
             self.teacher_views = self._make_teacher_views(views, stored)
             self._checkpoint_view_logits = None
+            self.views_seconds = time.perf_counter() - started
             if self.verbose:
                 source = "from the checkpoint" if stored is not None else "computed"
                 print(
                     f"{views} views of each training image, the teachers' logits {source}: "
-                    f"{time.perf_counter() - started:.1f}s",
+                    f"{self.views_seconds:.1f}s",
                     file=sys.stderr,
                 )
         try:
@@ -807,6 +809,8 @@ def run_cnn_training(
     }
     if teachers:
         summary["teachers_on_other_splits"] = other_split_teachers
+    if trainer.views_seconds is not None:
+        summary["views_seconds"] = round(trainer.views_seconds, 2)
     from ferlab.deep.io import load_cnn
 
     classifier = load_cnn(out_dir / MODEL_NAME).to(torch_device)
