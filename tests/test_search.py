@@ -272,6 +272,45 @@ def test_postgres_storage_two_workers(tmp_path):
         optuna.delete_study(study_name=name, storage=open_study_storage(POSTGRES))
 
 
+def test_workers_opening_a_fresh_database_at_once_all_get_the_storage():
+    """Each opener tries to create Optuna's tables; those that lose the race try again."""
+    reason = _postgres_ready()
+    if reason:
+        pytest.skip(reason)
+    import threading
+
+    import sqlalchemy
+
+    from ferlab.search.storage import database_url, open_storage
+
+    fresh = f"ferlab_fresh_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(database_url(POSTGRES), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {fresh}"))
+    url = POSTGRES.rsplit("/", 1)[0] + "/" + fresh
+    start, errors, studies = threading.Barrier(4), [], []
+
+    def open_and_count():
+        start.wait()
+        try:
+            storage = open_storage(url, pooled=False)
+            studies.append(len(storage.get_all_studies()))
+        except Exception as exc:
+            errors.append(str(exc))
+
+    try:
+        openers = [threading.Thread(target=open_and_count) for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f"DROP DATABASE {fresh} WITH (FORCE)"))
+        admin.dispose()
+    assert errors == [] and studies == [0, 0, 0, 0]
+
+
 def test_rerun_with_another_space_is_refused(tmp_path):
     from ferlab.errors import ConfigError
 

@@ -22,6 +22,9 @@ HEARTBEAT_S = 20
 GRACE_S = 60
 MAX_RETRY = 1
 POOL_SIZE = 2  # database connections a driver keeps open
+# Processes that open a fresh database at once all try to create Optuna's tables; all but one
+# fail on PostgreSQL's catalog constraints, and succeed when they try again after the first.
+SCHEMA_ATTEMPTS = 6
 _HELD_LOCKS: dict[str, int] = {}  # journal path -> nesting depth of driver_lock in this process
 
 
@@ -78,6 +81,10 @@ def open_storage(
     fraction of a second of reports, never a trial's creation or final state, which the driver
     writes with full durability.
 
+    Many processes may open a fresh database at once (a search's workers starting together):
+    the one that creates Optuna's tables wins, the others try again, up to
+    :data:`SCHEMA_ATTEMPTS` times in about 3 s.
+
     ``heartbeat_s`` and ``grace_s`` default to :data:`HEARTBEAT_S` and :data:`GRACE_S` (read at
     each call, so that a test can shorten them).
     """
@@ -90,21 +97,34 @@ def open_storage(
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                database_url(spec),
-                engine_kwargs=_engine_options(pooled, worker, spec.startswith("postgres")),
-                heartbeat_interval=heartbeat_s,
-                grace_period=grace_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRY
-                ),
-            )
-    except Exception as exc:  # SQLAlchemy raises many kinds; all mean the URL does not work
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot open storage {describe(spec)}: {first_line}") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 1
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    database_url(spec),
+                    engine_kwargs=_engine_options(pooled, worker, spec.startswith("postgres")),
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=grace_s,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY
+                    ),
+                )
+        except (IntegrityError, ProgrammingError) as exc:  # another process making the tables
+            if attempt == SCHEMA_ATTEMPTS:
+                raise _storage_error(spec, exc) from None
+            time.sleep(0.1 * 2 ** (attempt - 1))
+            attempt += 1
+        except Exception as exc:  # SQLAlchemy raises many kinds; all mean the URL does not work
+            raise _storage_error(spec, exc) from None
+
+
+def _storage_error(spec: str, exc: Exception) -> ConfigError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(f"cannot open storage {describe(spec)}: {first_line}")
 
 
 def create_running_trial(
