@@ -99,8 +99,7 @@ def open_storage(
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    attempt = 1
-    while True:
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -117,7 +116,6 @@ def open_storage(
             if attempt == SCHEMA_ATTEMPTS:
                 raise _storage_error(spec, exc) from None
             time.sleep(0.1 * 2 ** (attempt - 1))
-            attempt += 1
         except Exception as exc:  # SQLAlchemy raises many kinds; all mean the URL does not work
             raise _storage_error(spec, exc) from None
 
