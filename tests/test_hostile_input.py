@@ -95,6 +95,18 @@ def test_held_out_parts_compare_old_and_new_model_records():
     assert held_out_part(old_file) != held_out_part({"data": {**data, "val_size": 0.2}, "seed": 3})
 
 
+def test_a_train_limit_holds_out_the_same_samples_as_the_whole_training_part():
+    from ferlab.data.digits import load_digits
+
+    data = load_digits()
+    whole = {"dataset": "digits", "val_size": 0.1, "split_seed": 2, "train_limit": None}
+    limited = {**whole, "train_limit": 300}
+    first, second = split_images(data, whole, seed=0), split_images(data, limited, seed=0)
+    assert len(second.train) == 300 < len(first.train)
+    assert np.array_equal(first.val.images, second.val.images)
+    assert held_out_part({"data": whole, "seed": 0}) == held_out_part({"data": limited, "seed": 0})
+
+
 def test_archive_members_outside_the_layout_are_never_read(tmp_path):
     root = write_faces(tmp_path / "data")
     archive = tmp_path / "faces.tar.gz"

@@ -66,8 +66,10 @@ TRAINING_DATA_KEYS = (
 def held_out_part(training_info: dict) -> dict:
     """What decides which samples a model held out for validation, from the training information
     its file records: the data settings and the hold-out's seed (``data.split_seed``, else the
-    run's seed). Models with equal held-out parts held out the same samples."""
+    run's seed). Models with equal held-out parts held out the same samples. ``train_limit`` is
+    left out: it subsets what a run trains on, never what it holds out."""
     data = dict(training_info.get("data") or {})
+    data.pop("train_limit", None)
     split_seed = data.pop("split_seed", None)
     return {**data, "split_seed": training_info.get("seed") if split_seed is None else split_seed}
 
