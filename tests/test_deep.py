@@ -756,3 +756,36 @@ def test_a_model_init_from_another_seed_is_accepted_when_the_split_seed_matches(
     run_cnn_training(config, tmp_path / "run", splits=splits, verbose=False)
     info = load_cnn(tmp_path / "run" / "model.safetensors").training_info
     assert (info["seed"], info["data"]["split_seed"]) == (1, 0)
+
+
+def test_a_refit_run_trains_on_the_validation_part_too_and_keeps_its_last_epoch(
+    trained, splits, tmp_path, capsys
+):
+    """Refitting, a run may start from and learn from a model of another split (it trains on its
+    validation part anyway), keeps its last epoch, and its model can neither start a run that
+    validates on that part nor be evaluated there."""
+    from ferlab.evaluation import split_of
+
+    start_path, _ = trained
+    config = tiny_config(
+        "seed=1",
+        "solver.epochs=3",
+        "data.refit=true",
+        f'model.init="{start_path}"',
+        f'distill.teacher="{start_path}"',
+    )
+    capsys.readouterr()
+    summary = run_cnn_training(config, tmp_path / "refit", splits=splits)
+    err = capsys.readouterr().err
+    assert "training on 96 samples, the validation part's 32 included (data.refit)" in err
+    assert "warning" not in err
+    assert (summary["n_train"], summary["refit"], summary["best_epoch"]) == (96, True, 3)
+    assert summary["teachers_on_other_splits"] == 0
+    model_path = tmp_path / "refit" / "model.safetensors"
+    refit = load_cnn(model_path)
+    assert refit.training_info["data"]["refit"] is True
+    onward = tiny_config("seed=1", "solver.epochs=1", f'model.init="{model_path}"')
+    with pytest.raises(ConfigError, match="another split"):
+        run_cnn_training(onward, tmp_path / "onward", splits=splits, verbose=False)
+    with pytest.raises(ConfigError, match="data.refit"):
+        split_of(refit, splits.val, "fer2013", "val")

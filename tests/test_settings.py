@@ -90,6 +90,18 @@ def test_bad_values_are_one_line_naming_key_rule_and_value(schema, override, fra
         assert fragment in message, message
 
 
+def test_a_refit_run_cannot_stop_early_on_the_part_it_trains_on(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG_TEXT[CNNSettings])
+    load_config(config, ["data.refit=true"], MISSING_DATA, schema=CNNSettings)
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            config, ["data.refit=true", "solver.patience=2"], MISSING_DATA, schema=CNNSettings
+        )
+    message = str(info.value)
+    assert "\n" not in message and "solver.patience" in message and "data.refit" in message
+
+
 @pytest.mark.parametrize("schema", [TrainSettings, CNNSettings, BaselineSettings])
 def test_the_command_line_stops_before_loading_data(schema, tmp_path, capsys):
     if schema is CNNSettings:

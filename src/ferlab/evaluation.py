@@ -132,6 +132,11 @@ def split_of(classifier, data: LabeledImages, dataset: str, split: str) -> Label
                 "evaluate a test split instead"
             )
         return data.split(split)
+    if split == "val" and data_config.get("refit"):
+        raise ConfigError(
+            "this model also trained on its validation part (data.refit); "
+            "evaluate a test split instead"
+        )
     splits = split_images(data, data_config, info["seed"])
     if split == "val":
         return splits.val

@@ -131,6 +131,11 @@ class CNNDataSettings(DataSource, HeldOut):
     """The data of a CNN training config (48x48 faces; the CNN standardises them itself)."""
 
     dataset: str = "fer2013"
+    refit: bool = Field(
+        False,
+        description="train on the validation part too, once every setting has been chosen on "
+        "it: the run keeps its last epoch, and its validation figures are training figures",
+    )
 
 
 class CNNModelSettings(Section):
@@ -234,6 +239,15 @@ class CNNSettings(Section):
     solver: CNNSolverSettings = Field(default_factory=CNNSolverSettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
+
+    @model_validator(mode="after")
+    def _refit_has_no_validation(self) -> CNNSettings:
+        if self.data.refit and self.solver.patience is not None:
+            raise ValueError(
+                "solver.patience stops on the validation part, which data.refit trains on; "
+                "unset one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _views_are_not_mixed(self) -> CNNSettings:

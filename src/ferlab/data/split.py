@@ -61,15 +61,20 @@ def stratified_subset(index: np.ndarray, labels: np.ndarray, size: int, seed: in
 TRAINING_DATA_KEYS = (
     "dataset", "val_size", "split_seed", "train_limit", "preprocessing", "exclude_classes",
 )  # fmt: skip
+# Recorded only by runs that set it, so older model files and other model kinds stay comparable.
+REFIT_KEY = "refit"
 
 
 def held_out_part(training_info: dict) -> dict:
     """What decides which samples a model held out for validation, from the training information
     its file records: the data settings and the hold-out's seed (``data.split_seed``, else the
     run's seed). Models with equal held-out parts held out the same samples. ``train_limit`` is
-    left out: it subsets what a run trains on, never what it holds out."""
+    left out: it subsets what a run trains on, never what it holds out. A model that refit
+    (``data.refit``) trained on its validation part, so it held out nothing."""
     data = dict(training_info.get("data") or {})
     data.pop("train_limit", None)
+    if data.pop(REFIT_KEY, False):
+        data[REFIT_KEY] = True
     split_seed = data.pop("split_seed", None)
     return {**data, "split_seed": training_info.get("seed") if split_seed is None else split_seed}
 

@@ -439,7 +439,8 @@ class CNNTrainer:
         return loss_sum / len(labels), correct / len(labels)
 
     def train(self) -> dict[str, list]:
-        """Train until ``epochs`` or early stopping; keep the best weights; return the history."""
+        """Train until ``epochs`` or early stopping; keep the best weights (the last with
+        ``data.refit``); return the history."""
         views = int(self.config["distill"]["views"])
         if self.teachers and views and self.teacher_views is None and not self._finished:
             started = time.perf_counter()
@@ -486,7 +487,8 @@ class CNNTrainer:
         values = (train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started)
         for key, value in zip(HISTORY_KEYS, values, strict=True):
             self.history[key].append(float(value))
-        improved = val_acc > self.best_val_acc
+        # A refitting run trained on its validation part, so it keeps the last epoch instead.
+        improved = self.config["data"]["refit"] or val_acc > self.best_val_acc
         if improved:
             self.best_val_acc, self.best_epoch = val_acc, self.epoch
             self.best_state = self._copy_state()
@@ -665,11 +667,14 @@ def load_teachers(paths: str | list[str] | None, device: torch.device, classes: 
     return teachers
 
 
-def load_start(path: str, architecture: dict, classes: list[str], training_info: dict):
+def load_start(
+    path: str, architecture: dict, classes: list[str], training_info: dict, *, refit: bool = False
+):
     """The model file of ``model.init``, checked to fit this run: the same network (or a
     narrower one of the same depth, to be widened) and classes, trained on the same split
     (otherwise its training samples would sit in this run's validation part and the choice of
-    the best epoch would be biased)."""
+    the best epoch would be biased), unless the run refits: it trains on that part anyway and
+    chooses no epoch."""
     from ferlab.data.split import same_held_out_part
     from ferlab.deep.io import load_cnn
 
@@ -683,12 +688,23 @@ def load_start(path: str, architecture: dict, classes: list[str], training_info:
         raise ConfigError(
             f"model.init {path} predicts {start.class_names}, the data has {list(classes)}"
         )
-    if not same_held_out_part(start.training_info, training_info):
+    if not refit and not same_held_out_part(start.training_info, training_info):
         raise ConfigError(
             f"model.init {path} was trained on another split ({start.training_info}); "
             f"this run uses {training_info}"
         )
     return start
+
+
+def training_part(splits, *, refit: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N, 48, 48) uint8 and labels (N,) a run trains on: the training part, and
+    with ``refit`` the validation part after it."""
+    if not refit:
+        return splits.train.images, splits.train.labels
+    return (
+        np.concatenate([splits.train.images, splits.val.images]),
+        np.concatenate([splits.train.labels, splits.val.labels]),
+    )
 
 
 def image_statistics(images: np.ndarray) -> tuple[float, float]:
@@ -716,7 +732,7 @@ def run_cnn_training(
     epoch_callback: EpochCallback | None = None,
 ) -> dict:
     """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
-    from ferlab.data.split import TRAINING_DATA_KEYS, load_splits, same_held_out_part
+    from ferlab.data.split import REFIT_KEY, TRAINING_DATA_KEYS, load_splits, same_held_out_part
     from ferlab.experiment import start_run, write_json
     from ferlab.plots import plot_history
 
@@ -735,21 +751,30 @@ def run_cnn_training(
             f"the CNN takes 48x48 grayscale images; {config['data']['dataset']!r} has "
             f"{'x'.join(map(str, splits.image_shape))}"
         )
-    mean, std = image_statistics(splits.train.images)
+    refit = config["data"]["refit"]
+    train_images, train_labels = training_part(splits, refit=refit)
+    mean, std = image_statistics(train_images)
     architecture = architecture_from_config(config["model"], len(splits.class_names))
     data_info = {**config["data"], "preprocessing": PREPROCESSING}
     training_info = {"data": {k: data_info[k] for k in TRAINING_DATA_KEYS}, "seed": config["seed"]}
+    if refit:
+        training_info["data"][REFIT_KEY] = True
     start = None
     if config["model"]["init"]:
-        start = load_start(config["model"]["init"], architecture, splits.class_names, training_info)
+        start = load_start(
+            config["model"]["init"], architecture, splits.class_names, training_info, refit=refit
+        )
         mean, std = start.mean, start.std
     meta = model_meta(
         architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
     )
     teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
-    other_split_teachers = sum(
-        not same_held_out_part(teacher.training_info, training_info) for teacher in teachers
-    )
+    if refit:  # it trains on its validation part anyway: no teacher can make that optimistic
+        other_split_teachers = 0
+    else:
+        other_split_teachers = sum(
+            not same_held_out_part(teacher.training_info, training_info) for teacher in teachers
+        )
     # Only once every input file is read: a bad one leaves the run folder empty, not half made.
     start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
     torch.manual_seed(config["seed"])
@@ -758,7 +783,7 @@ def run_cnn_training(
         copies = torch.Generator().manual_seed(config["seed"])
         copy_widened(start.module, module, copies)
     data = TensorData.from_arrays(
-        splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, torch_device
+        train_images, train_labels, splits.val.images, splits.val.labels, torch_device
     )
     trainer = CNNTrainer(
         config,
@@ -775,8 +800,13 @@ def run_cnn_training(
     )
     if verbose:
         params = sum(p.numel() for p in module.parameters())
+        held_out = (
+            f"the validation part's {len(splits.val)} included (data.refit)"
+            if refit
+            else f"validating on {len(splits.val)}"
+        )
         print(
-            f"training on {len(splits.train)} samples, validating on {len(splits.val)}; "
+            f"training on {len(train_labels)} samples, {held_out}; "
             f"CNN widths {architecture['widths']} convs {architecture['convs']} "
             f"({params:,} parameters) on {torch_device}",
             file=sys.stderr,
@@ -802,11 +832,13 @@ def run_cnn_training(
         "stopped_early": trainer.stopped_early,
         "seconds": round(time.perf_counter() - started, 2),
         "train_seconds": round(float(sum(history["seconds"])), 2),
-        "n_train": len(splits.train),
+        "n_train": len(train_labels),
         "n_val": len(splits.val),
         "device": str(torch_device),
         "threads": torch.get_num_threads() if torch_device.type == "cpu" else None,
     }
+    if refit:
+        summary["refit"] = True
     if teachers:
         summary["teachers_on_other_splits"] = other_split_teachers
     if trainer.views_seconds is not None:
