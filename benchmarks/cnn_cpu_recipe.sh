@@ -34,7 +34,11 @@
 # or from an earlier run with the same OUT), UNTIL (default part3; part2 stops after the
 # teachers, e.g. to train more of them: SEEDS="3 4" UNTIL=part2), PART3_CONFIG (default
 # fer2013_cnn_cpu_view_part3.toml, whose own five teachers the recipe replaces with TEACHER_SEEDS';
-# fer2013_cnn_cpu_short_distill.toml runs the teachers on every batch for 8 epochs instead).
+# fer2013_cnn_cpu_short_distill.toml runs the teachers on every batch for 8 epochs instead),
+# PART3_INIT (a part-2 model file every student starts from, like PART2_FROM; default: each seed's
+# own), REFIT (1: part 3 also trains on the validation part, data.refit, and keeps its last epoch).
+# The shipped model: seed 0 of PART3_INIT=<seed 0's part-2 model> REFIT=1, all with
+# --set data.split_seed=0 --set device.cpu_bf16=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/cnn-cpu-recipe}
@@ -46,6 +50,8 @@ PART3_CONFIG=${PART3_CONFIG:-fer2013_cnn_cpu_view_part3.toml}
   { echo "cnn_cpu_recipe.sh: no config configs/$PART3_CONFIG" >&2; exit 2; }
 [[ $UNTIL == part2 || $UNTIL == part3 ]] ||
   { echo "cnn_cpu_recipe.sh: UNTIL is part2 or part3, not $UNTIL" >&2; exit 2; }
+[[ -z "${REFIT:-}" || $REFIT == 1 ]] ||
+  { echo "cnn_cpu_recipe.sh: REFIT is 1 or unset, not $REFIT" >&2; exit 2; }
 [[ $UNTIL == part3 || -z "${PART2_FROM:-}" ]] ||
   { echo "cnn_cpu_recipe.sh: PART2_FROM runs part 3 only, not UNTIL=part2" >&2; exit 2; }
 source benchmarks/run_env.sh
@@ -94,10 +100,11 @@ part2_model() {
 }
 
 part3() {
-  local seed=$1 teachers="" s
+  local seed=$1 teachers="" s refit=()
   for s in $TEACHER_SEEDS; do teachers+="${teachers:+,}\"$(part2_model "$s")\""; done
-  train part3 "$PART3_CONFIG" "$seed" "${EXTRA[@]}" \
-    --set "model.init=$(part2_model "$seed")" --set "distill.teacher=[$teachers]"
+  if [[ -n "${REFIT:-}" ]]; then refit=(--set data.refit=true); fi
+  train part3 "$PART3_CONFIG" "$seed" "${EXTRA[@]}" "${refit[@]}" \
+    --set "model.init=${PART3_INIT:-$(part2_model "$seed")}" --set "distill.teacher=[$teachers]"
 }
 
 # Every part-2 model that part 3 needs and this run does not train must exist before hours of
@@ -108,6 +115,8 @@ if [[ $UNTIL == part3 ]]; then
     model=$(part2_model "$seed")
     [[ -f "$model" ]] || { echo "cnn_cpu_recipe.sh: no part-2 model $model" >&2; exit 2; }
   done
+  [[ -z "${PART3_INIT:-}" || -f "$PART3_INIT" ]] ||
+    { echo "cnn_cpu_recipe.sh: no part-2 model $PART3_INIT (PART3_INIT)" >&2; exit 2; }
 fi
 EXTRA=("$@")
 started=$(date +%s)
