@@ -51,6 +51,18 @@ def seeds_line(seeds: dict | None, seed: int) -> str:
     )
 
 
+def training_data_line(held_out: dict) -> str:
+    """What the model trained on: FER2013's Training split less its validation part, or all of
+    it when the run refit."""
+    part = f"10% held out for validation, stratified, seed {held_out['split_seed']}"
+    if held_out.get("refit"):
+        return (
+            f"FER2013 Training (28,709 faces), all of it: the {part}, chose the settings and was "
+            "then trained on too in the last part (`data.refit`)"
+        )
+    return f"FER2013 Training (28,709 faces); {part}"
+
+
 def teacher_files(config: dict) -> list[str]:
     """The model files the run's ``distill.teacher`` names (none, one or several)."""
     from ferlab.deep.training import teacher_paths
@@ -106,11 +118,17 @@ def main() -> None:
     history = json.loads((run / "history.json").read_text())
     config = json.loads((run / "config.json").read_text())
     seeds = json.loads(Path(args.seeds).read_text()) if args.seeds else None
-    # A teacher trained on another split has learned from part of this run's validation faces.
+    # A teacher trained on another split has learned from part of this run's validation faces;
+    # a run that refit trained on them itself and has no validation figure.
     held_out = held_out_part(cnn.training_info)
-    other_split_teachers = sum(
-        not same_held_out_part(load_cnn(path).training_info, cnn.training_info)
-        for path in teacher_files(config)
+    refit = bool(held_out.get("refit"))
+    other_split_teachers = (
+        0
+        if refit
+        else sum(
+            not same_held_out_part(load_cnn(path).training_info, cnn.training_info)
+            for path in teacher_files(config)
+        )
     )
 
     accuracy, recall, float_accuracy = {}, {}, {}
@@ -142,13 +160,12 @@ def main() -> None:
             "preprocessing": f"inside the graph: standardised, centre crop {cnn.crop}x{cnn.crop}",
         },
         "training": {
-            "data": "FER2013 Training (28,709 faces); 10% held out for validation, stratified, seed "
-            f"{held_out['split_seed']}",
+            "data": training_data_line(held_out),
             "command": args.command,
             "config": config,
             "epochs": len(history["val_acc"]),
             "seconds": round(float(sum(history["seconds"])), 1),
-            "validation_accuracy": round(float(summary["val_accuracy"]), 4),
+            "validation_accuracy": None if refit else round(float(summary["val_accuracy"]), 4),
             "teachers_trained_on_other_splits": other_split_teachers,
         },
         "accuracy": accuracy,
@@ -242,6 +259,11 @@ def markdown(card: dict) -> str:
         if other_splits
         else ""
     )
+    validation = (
+        "none (its last part trained on the validation faces too)"
+        if t["validation_accuracy"] is None
+        else f"{100 * t['validation_accuracy']:.2f}%{optimistic}"
+    )
     part = f" (its last part; it started from `{file_name(start)}`{taught})" if start else ""
     return f"""# Model card: {card["name"]}
 
@@ -259,7 +281,7 @@ Given a face, it gives the probability of each of seven expressions: {", ".join(
 - Command: `{t["command"]}`
 - A VGG-style CNN (two 3x3 convolutions per block, widths {t["config"]["model"]["widths"]}),
   {t["epochs"]} epochs in {t["seconds"] / 60:.0f} minutes on one CPU thread{part}.
-- Validation accuracy: {100 * t["validation_accuracy"]:.2f}%{optimistic}.
+- Validation accuracy: {validation}.
 
 ## Accuracy (on the shipped file, no test-time augmentation)
 
