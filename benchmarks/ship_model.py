@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ferlab.data import load_fer2013
-    from ferlab.data.split import held_out_part, same_held_out_part
+    from ferlab.data.split import REFIT_KEY, held_out_part, teachers_on_other_splits
     from ferlab.deep import load_cnn
     from ferlab.deep.export import export_onnx
     from ferlab.metrics import evaluation_report
@@ -121,14 +121,9 @@ def main() -> None:
     # A teacher trained on another split has learned from part of this run's validation faces;
     # a run that refit trained on them itself and has no validation figure.
     held_out = held_out_part(cnn.training_info)
-    refit = bool(held_out.get("refit"))
-    other_split_teachers = (
-        0
-        if refit
-        else sum(
-            not same_held_out_part(load_cnn(path).training_info, cnn.training_info)
-            for path in teacher_files(config)
-        )
+    refit = bool(held_out.get(REFIT_KEY))
+    other_split_teachers = teachers_on_other_splits(
+        cnn.training_info, [load_cnn(path).training_info for path in teacher_files(config)]
     )
 
     accuracy, recall, float_accuracy = {}, {}, {}

@@ -79,6 +79,14 @@ def held_out_part(training_info: dict) -> dict:
     return {**data, "split_seed": training_info.get("seed") if split_seed is None else split_seed}
 
 
+def teachers_on_other_splits(student_info: dict, teacher_infos: list[dict]) -> int:
+    """How many teachers held out another part than the student, and so trained on most of its
+    validation faces (none counts for a student that refit: it trained on them itself)."""
+    if held_out_part(student_info).get(REFIT_KEY):
+        return 0
+    return sum(not same_held_out_part(info, student_info) for info in teacher_infos)
+
+
 def same_held_out_part(training_info: dict, other_info: dict) -> bool:
     """Whether two models held out the same validation samples. One that did not has trained on
     most of the other's validation part: it must not start a run that picks its best epoch

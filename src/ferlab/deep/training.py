@@ -732,7 +732,12 @@ def run_cnn_training(
     epoch_callback: EpochCallback | None = None,
 ) -> dict:
     """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
-    from ferlab.data.split import REFIT_KEY, TRAINING_DATA_KEYS, load_splits, same_held_out_part
+    from ferlab.data.split import (
+        REFIT_KEY,
+        TRAINING_DATA_KEYS,
+        load_splits,
+        teachers_on_other_splits,
+    )
     from ferlab.experiment import start_run, write_json
     from ferlab.plots import plot_history
 
@@ -769,12 +774,9 @@ def run_cnn_training(
         architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
     )
     teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
-    if refit:  # it trains on its validation part anyway: no teacher can make that optimistic
-        other_split_teachers = 0
-    else:
-        other_split_teachers = sum(
-            not same_held_out_part(teacher.training_info, training_info) for teacher in teachers
-        )
+    other_split_teachers = teachers_on_other_splits(
+        training_info, [teacher.training_info for teacher in teachers]
+    )
     # Only once every input file is read: a bad one leaves the run folder empty, not half made.
     start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
     torch.manual_seed(config["seed"])
