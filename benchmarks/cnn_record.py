@@ -6,7 +6,9 @@
 With several RUN_DIRs (the seeds of one config) the record holds each run, the mean, spread and
 range of every accuracy and per-class recall over the runs, and the accuracy of their ensemble
 (mean probabilities) on both test splits; --ensemble-with adds kept model files of further seeds to
-that ensemble (e.g. the committed part-2 models of seeds 0-2 beside new runs of seeds 3 and 4).
+that ensemble (e.g. the committed part-2 models of seeds 0-2 beside new runs of seeds 3 and 4), and
+--recorded-run takes a run of an earlier record into the spread (a seed run on another machine whose
+run folder is gone; its kept model file can join the ensemble through --ensemble-with).
 """
 
 from __future__ import annotations
@@ -55,6 +57,20 @@ def spread(values: list[float]) -> dict:
     std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
     return {"mean": float(array.mean()), "std": std, "min": float(array.min()),
             "max": float(array.max()), "n": len(array)}  # fmt: skip
+
+
+def recorded_run(record_file: str, name: str, ttas: list[str]) -> dict:
+    """The run called ``name`` in the record ``record_file``, its accuracies cut to ``ttas``."""
+    runs = json.loads(Path(record_file).read_text(encoding="utf-8")).get("runs", [])
+    matches = [run for run in runs if run["run"] == name]
+    if len(matches) != 1:
+        raise SystemExit(f"cnn_record.py: {record_file} has no single run called {name}")
+    missing = [f"{s}_{t}" for s in SPLITS for t in ttas if f"{s}_{t}" not in matches[0]["accuracy"]]
+    if missing:
+        raise SystemExit(f"cnn_record.py: run {name} of {record_file} lacks {', '.join(missing)}")
+    wanted = {f"{s}_{t}{end}" for s in SPLITS for t in ttas for end in ("", "_seconds")}
+    accuracy = {k: v for k, v in matches[0]["accuracy"].items() if k in wanted}
+    return {**matches[0], "accuracy": accuracy, "recorded_in": Path(record_file).name}
 
 
 def over_runs(records: list[dict]) -> dict:
@@ -114,11 +130,15 @@ def main() -> None:
     parser.add_argument("--note", default="")
     parser.add_argument("--ensemble-with", nargs="+", default=[], metavar="MODEL",
                         help="further model files in the ensemble")  # fmt: skip
+    parser.add_argument("--recorded-run", nargs=2, action="append", default=[],
+                        metavar=("RECORD", "RUN"), help="a run of an earlier record, e.g. "
+                        "benchmarks/results/x.json part3_s0")  # fmt: skip
     parser.add_argument("--tta", nargs="+", default=["none", "flip", "tencrop"])
     args = parser.parse_args()
 
     runs = [Path(d) for d in args.run_dirs]
-    records = [record_run(run, args.data, args.tta) for run in runs]
+    earlier = [recorded_run(file, name, args.tta) for file, name in args.recorded_run]
+    records = earlier + [record_run(run, args.data, args.tta) for run in runs]
     if len(records) == 1 and not args.ensemble_with:
         record = {"command": args.command, "note": args.note, **records[0]}
     else:
