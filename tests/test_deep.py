@@ -128,6 +128,21 @@ def test_cpu_bf16_trains_in_bfloat16_reproducibly(splits):
     assert all(value.dtype != torch.bfloat16 for value in bf16.values())  # weights stay float
 
 
+@pytest.mark.parametrize(
+    ("bf16", "avx512_bf16", "amx", "warned"),
+    [(True, False, False, True), (True, True, False, False), (True, False, True, False),
+     (False, False, False, False)],
+)  # fmt: skip
+def test_cpu_bf16_warns_on_a_cpu_without_bfloat16_instructions(
+    bf16, avx512_bf16, amx, warned, splits, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    config = tiny_config("solver.epochs=1", f"device.cpu_bf16={str(bf16).lower()}")
+    run_cnn_training(config, tmp_path / "run", splits=splits, verbose=True)
+    assert ("no bfloat16 instructions" in capsys.readouterr().err) == warned
+
+
 def interrupted_trainer(config: dict, splits, tmp_path, stop_epoch: int, teachers=()):
     """A trainer of ``config`` interrupted (Ctrl-C) after ``stop_epoch``, its checkpoint in
     ``tmp_path``."""

@@ -39,6 +39,9 @@ EpochCallback = Callable[[int, dict], None]
 # distill.views draws its views from a generator of its own, seeded with the run's seed plus this
 # offset: a resumed run draws the same views, and they share no stream with the batches' draws.
 VIEW_SEED_OFFSET = 2**32
+# PyTorch's probes of the CPU's bfloat16 instructions (private, so looked up by name). Without
+# them, bfloat16 autocast is emulated: 7.6x slower training on a 2-core AMD EPYC Zen 3.
+BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,6 +66,13 @@ def autocast_device(settings: dict, device: torch.device) -> str | None:
     if device.type == "cpu" and settings["cpu_bf16"]:
         return "cpu"
     return None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), as PyTorch reports them;
+    True where this PyTorch cannot say."""
+    probes = [getattr(torch.cpu, name, None) for name in BF16_PROBES]
+    return any(probe is None or probe() for probe in probes)
 
 
 def lr_factor(progress: float, schedule: str, warmup: float) -> float:
@@ -819,6 +829,13 @@ def run_cnn_training(
                 "split, which holds most of this run's validation part, so its validation "
                 "accuracy will be optimistic; give every run the same data.split_seed to keep "
                 "the validation part unseen",
+                file=sys.stderr,
+            )
+        if trainer.autocast_device == "cpu" and not cpu_has_bf16():
+            print(
+                "warning: device.cpu_bf16 is on, but this CPU has no bfloat16 instructions "
+                "(AVX-512 BF16 or AMX), so training runs several times slower than in float32; "
+                "leave it off here",
                 file=sys.stderr,
             )
     history = trainer.resume(resume) if resume else trainer.train()
