@@ -35,6 +35,9 @@
 # teachers, e.g. to train more of them: SEEDS="3 4" UNTIL=part2), PART3_CONFIG (default
 # fer2013_cnn_cpu_view_part3.toml, whose own five teachers the recipe replaces with TEACHER_SEEDS';
 # fer2013_cnn_cpu_short_distill.toml runs the teachers on every batch for 8 epochs instead),
+# PART1_CONFIG and PART2_CONFIG (default fer2013_cnn_cpu_ema_erase.toml and
+# fer2013_cnn_cpu_restart.toml; PART2_CONFIG=none makes part 1's models the part-2 models, e.g.
+# PART1_CONFIG=fer2013_cnn_cpu_long.toml PART2_CONFIG=none for one 100-epoch schedule),
 # PART3_INIT (a part-2 model file every student starts from, like PART2_FROM; default: each seed's
 # own), REFIT (1: part 3 also trains on the validation part, data.refit, and keeps its last epoch).
 # The shipped model: seed 0 of PART3_INIT=<seed 0's part-2 model> REFIT=1, all with
@@ -45,9 +48,12 @@ OUT=${OUT:-$PWD/cnn-cpu-recipe}
 SEEDS=${SEEDS:-0 1 2}
 TEACHER_SEEDS=${TEACHER_SEEDS:-$SEEDS}
 UNTIL=${UNTIL:-part3}
+PART1_CONFIG=${PART1_CONFIG:-fer2013_cnn_cpu_ema_erase.toml}
+PART2_CONFIG=${PART2_CONFIG:-fer2013_cnn_cpu_restart.toml}
 PART3_CONFIG=${PART3_CONFIG:-fer2013_cnn_cpu_view_part3.toml}
-[[ -f configs/$PART3_CONFIG ]] ||
-  { echo "cnn_cpu_recipe.sh: no config configs/$PART3_CONFIG" >&2; exit 2; }
+for config in "$PART1_CONFIG" "${PART2_CONFIG/#none/$PART1_CONFIG}" "$PART3_CONFIG"; do
+  [[ -f configs/$config ]] || { echo "cnn_cpu_recipe.sh: no config configs/$config" >&2; exit 2; }
+done
 [[ $UNTIL == part2 || $UNTIL == part3 ]] ||
   { echo "cnn_cpu_recipe.sh: UNTIL is part2 or part3, not $UNTIL" >&2; exit 2; }
 [[ -z "${REFIT:-}" || $REFIT == 1 ]] ||
@@ -85,15 +91,19 @@ side_by_side() {
 
 part1_and_2() {
   local seed=$1
-  train part1 fer2013_cnn_cpu_ema_erase.toml "$seed" "${EXTRA[@]}" &&
-    train part2 fer2013_cnn_cpu_restart.toml "$seed" "${EXTRA[@]}" \
-      --set "model.init=$OUT/part1_s$seed/model.safetensors"
+  train part1 "$PART1_CONFIG" "$seed" "${EXTRA[@]}" || return 1
+  if [[ $PART2_CONFIG == none ]]; then return 0; fi
+  train part2 "$PART2_CONFIG" "$seed" "${EXTRA[@]}" \
+    --set "model.init=$OUT/part1_s$seed/model.safetensors"
 }
 
-# part2_model SEED: the part-2 model file of SEED, from PART2_FROM when given.
+# part2_model SEED: the part-2 model file of SEED (the teacher and the student's start), from
+# PART2_FROM when given, part 1's with PART2_CONFIG=none.
 part2_model() {
   if [[ -n "${PART2_FROM:-}" ]]; then
     echo "${PART2_FROM//\{seed\}/$1}"
+  elif [[ $PART2_CONFIG == none ]]; then
+    echo "$OUT/part1_s$1/model.safetensors"
   else
     echo "$OUT/part2_s$1/model.safetensors"
   fi
