@@ -51,7 +51,9 @@ UNTIL=${UNTIL:-part3}
 PART1_CONFIG=${PART1_CONFIG:-fer2013_cnn_cpu_ema_erase.toml}
 PART2_CONFIG=${PART2_CONFIG:-fer2013_cnn_cpu_restart.toml}
 PART3_CONFIG=${PART3_CONFIG:-fer2013_cnn_cpu_view_part3.toml}
-for config in "$PART1_CONFIG" "${PART2_CONFIG/#none/$PART1_CONFIG}" "$PART3_CONFIG"; do
+configs=("$PART1_CONFIG" "$PART3_CONFIG")
+[[ $PART2_CONFIG == none ]] || configs+=("$PART2_CONFIG")
+for config in "${configs[@]}"; do
   [[ -f configs/$config ]] || { echo "cnn_cpu_recipe.sh: no config configs/$config" >&2; exit 2; }
 done
 [[ $UNTIL == part2 || $UNTIL == part3 ]] ||
