@@ -61,7 +61,11 @@ def spread(values: list[float]) -> dict:
 
 def recorded_run(record_file: str, name: str, ttas: list[str]) -> dict:
     """The run called ``name`` in the record ``record_file``, its accuracies cut to ``ttas``."""
-    runs = json.loads(Path(record_file).read_text(encoding="utf-8")).get("runs", [])
+    record = json.loads(Path(record_file).read_text(encoding="utf-8"))
+    if "runs" in record:
+        runs = record["runs"]
+    else:  # a record of one run is that run, beside the record's command and note
+        runs = [{k: v for k, v in record.items() if k not in ("command", "note")}]
     matches = [run for run in runs if run["run"] == name]
     if len(matches) != 1:
         raise SystemExit(f"cnn_record.py: {record_file} has no single run called {name}")
