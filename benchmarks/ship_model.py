@@ -160,6 +160,8 @@ def main() -> None:
             "config": config,
             "epochs": len(history["val_acc"]),
             "seconds": round(float(sum(history["seconds"])), 1),
+            # distill.views: the teachers' logits made once before the epochs, beside their time
+            "views_seconds": summary.get("views_seconds"),
             "validation_accuracy": None if refit else round(float(summary["val_accuracy"]), 4),
             "teachers_trained_on_other_splits": other_split_teachers,
         },
@@ -260,6 +262,12 @@ def markdown(card: dict) -> str:
         else f"{100 * t['validation_accuracy']:.2f}%{optimistic}"
     )
     part = f" (its last part; it started from `{file_name(start)}`{taught})" if start else ""
+    views_seconds, views = t.get("views_seconds"), ""
+    if views_seconds:
+        count = t["config"]["distill"]["views"]
+        views = (
+            f", after {views_seconds / 60:.0f} minutes making its teachers' logits on {count} views"
+        )
     return f"""# Model card: {card["name"]}
 
 The emotion model that ships inside ferlab (`ferlab/assets/{card["file"]}`, {card["bytes"] / 1e6:.1f} MB,
@@ -275,7 +283,7 @@ Given a face, it gives the probability of each of seven expressions: {", ".join(
 - Data: {t["data"]}.
 - Command: `{t["command"]}`
 - A VGG-style CNN (two 3x3 convolutions per block, widths {t["config"]["model"]["widths"]}),
-  {t["epochs"]} epochs in {t["seconds"] / 60:.0f} minutes on one CPU thread{part}.
+  {t["epochs"]} epochs in {t["seconds"] / 60:.0f} minutes on one CPU thread{views}{part}.
 - Validation accuracy: {validation}.
 
 ## Accuracy (on the shipped file, no test-time augmentation)
