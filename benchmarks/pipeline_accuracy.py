@@ -14,6 +14,7 @@ crop's side to the detector's box side (the value behind ``ferlab.vision.framing
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
@@ -129,6 +130,7 @@ def main() -> None:
 
     import cv2
 
+    from ferlab.assets import shipped_model_path
     from ferlab.data import load_fer2013
     from ferlab.vision.framing import FRAME_SCALE
     from ferlab.vision.recognizer import EmotionRecognizer
@@ -143,6 +145,10 @@ def main() -> None:
         "command": "python benchmarks/pipeline_accuracy.py --data fer2013-images.tar.gz"
         + (f" --calibrate {args.calibrate}" if args.calibrate else f" --faces {args.faces}"),
         "model": str(args.model or "shipped"),
+        # which file was measured, so a record left from an earlier shipped model shows as such
+        "model_sha256": hashlib.sha256(
+            Path(args.model or shipped_model_path()).read_bytes()
+        ).hexdigest(),
         "frame_scale": FRAME_SCALE,
         "backgrounds": list(BACKGROUNDS),
         "seed": args.seed,
