@@ -14,6 +14,8 @@ import numpy as np
 from ferlab.errors import FerlabError
 
 DETECTORS = ("haar", "none")
+# The detector `predict`, `EmotionRecognizer` and `serve` use unless told otherwise.
+DEFAULT_DETECTOR = "haar"
 # Faces smaller than this fraction of a photo's shorter side are not searched: 72 pixels in a
 # 1280x720 photo. Searching down to 5% takes about 1.5 times as long (group photos may need it).
 MIN_FACE = 0.1
@@ -45,6 +47,7 @@ class HaarFaceDetector:
     """
 
     name = "haar"
+    version = CASCADE_FILE.removesuffix(".xml")
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class WholeImageDetector:
     """No detection: the whole image is one face crop (for images that are already crops)."""
 
     name = "none"
+    version = "whole-image"
 
     def detect(self, gray: np.ndarray) -> list[Detection]:
         """One detection covering the whole image (H, W)."""
