@@ -21,9 +21,9 @@ $(BIN)/ferlab: pyproject.toml $(CONSTRAINTS)
 
 # The demo writes into its own folder; --force lets it run again over its previous results.
 demo: $(BIN)/ferlab
-	$(BIN)/ferlab train configs/digits_fc.toml --out $(RUN_DIR) --force
+	$(BIN)/ferlab train digits_fc --out $(RUN_DIR) --force
 	$(BIN)/ferlab evaluate --model $(RUN_DIR)/model.npz --split test --out $(RUN_DIR)/eval-test --force
-	$(BIN)/ferlab search random configs/spaces/digits_demo.toml --trials 20 --workers 2 \
+	$(BIN)/ferlab search random spaces/digits_demo --trials 20 --workers 2 \
 		--study digits-demo --study-dir $(RUN_DIR)/search
 	$(BIN)/ferlab search report --study digits-demo --study-dir $(RUN_DIR)/search
 	@# Emotions on real photos that install with scikit-image, by the model that ships in ferlab.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU recipe of the shipped CNN, end to end, three seeds side by side on the 2 cores:
-#   part 1  configs/fer2013_cnn_cpu_long.toml          100 epochs from scratch (the teachers)
-#   part 3  configs/fer2013_cnn_cpu_view_part3.toml    16 epochs from part 1's model, taught by
+#   part 1  fer2013_cnn_cpu_long.toml                  100 epochs from scratch (the teachers)
+#   part 3  fer2013_cnn_cpu_view_part3.toml            16 epochs from part 1's model, taught by
 #           the ensemble of all three seeds' part-1 models through their logits computed once
 #           on 8 augmented views of each training face
 # Seed 0's part-3 model is the one to ship (benchmarks/ship_model.py): REFIT=1 and
@@ -56,7 +56,8 @@ PART3_CONFIG=${PART3_CONFIG:-fer2013_cnn_cpu_view_part3.toml}
 configs=("$PART1_CONFIG" "$PART3_CONFIG")
 [[ $PART2_CONFIG == none ]] || configs+=("$PART2_CONFIG")
 for config in "${configs[@]}"; do
-  [[ -f configs/$config ]] || { echo "cnn_cpu_recipe.sh: no config configs/$config" >&2; exit 2; }
+  [[ -f src/ferlab/configs/$config ]] ||
+    { echo "cnn_cpu_recipe.sh: no config src/ferlab/configs/$config" >&2; exit 2; }
 done
 [[ $UNTIL == part2 || $UNTIL == part3 ]] ||
   { echo "cnn_cpu_recipe.sh: UNTIL is part2 or part3, not $UNTIL" >&2; exit 2; }
@@ -77,7 +78,7 @@ train() {
   local from=(--force)
   if [[ -e "$run/checkpoint.safetensors" ]]; then from=(--resume "$run/checkpoint.safetensors"); fi
   echo "$part seed $seed: start $(date +%s)" >> "$OUT/times.txt"
-  ferlab cnn train "configs/$config" --data "$DATA" --out "$run" "${from[@]}" \
+  ferlab cnn train "src/ferlab/configs/$config" --data "$DATA" --out "$run" "${from[@]}" \
     --set "seed=$seed" "$@" >> "$run.log" 2>&1 ||
     { echo "cnn_cpu_recipe.sh: $part seed $seed failed, see $run.log" >&2; return 1; }
   echo "$part seed $seed: end $(date +%s)" >> "$OUT/times.txt"

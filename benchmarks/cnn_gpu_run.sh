@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole GPU run of the FER2013 CNN in one go (< 10 minutes on one H100):
-# copy the data to local disk, train configs/fer2013_cnn_gpu.toml, evaluate PublicTest and
+# copy the data to local disk, train the shipped config fer2013_cnn_gpu, evaluate PublicTest and
 # PrivateTest without and with test-time augmentation, and write everything under $OUT.
 #
 #   OUT=/tmp/out DATA=/path/fer2013-images.tar.gz benchmarks/cnn_gpu_run.sh [--set KEY=VALUE ...]
@@ -30,7 +30,7 @@ if torch.cuda.is_available():
     info["gpu"] = torch.cuda.get_device_name(0)
 print(json.dumps(info, indent=2))
 PY
-ferlab cnn train configs/fer2013_cnn_gpu.toml --data "$DATA_LOCAL" --out "$OUT/run" \
+ferlab cnn train fer2013_cnn_gpu --data "$DATA_LOCAL" --out "$OUT/run" \
   --device "$DEVICE" "$@" 2> >(tr '\r' '\n' | grep -v '%|' >&2) | tee "$OUT/train.txt"
 trained=$(date +%s)
 for split in public private; do
@@ -47,7 +47,7 @@ import json, sys
 from pathlib import Path
 out, started, trained, finished = Path(sys.argv[1]), *map(int, sys.argv[2:])
 result = {
-    "what": "FER2013 CNN, configs/fer2013_cnn_gpu.toml, trained and evaluated by cnn_gpu_run.sh",
+    "what": "FER2013 CNN, config fer2013_cnn_gpu, trained and evaluated by cnn_gpu_run.sh",
     "environment": json.loads((out / "environment.json").read_text()),
     "config": json.loads((out / "run" / "config.json").read_text()),
     "summary": json.loads((out / "run" / "summary.json").read_text()),

@@ -95,7 +95,9 @@ def time_steps(config, splits, mean, std, path, channels_last, warmup, batches) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="FER2013 location")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "fer2013_cnn_cpu.toml"))
+    parser.add_argument(
+        "--config", default=str(ROOT / "src" / "ferlab" / "configs" / "fer2013_cnn_cpu.toml")
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batches", type=int, default=15)

@@ -31,7 +31,7 @@ from ferlab.search.space import parse_space
 from ferlab.search.storage import open_storage
 from ferlab.search.study import search
 
-SPACE = Path(__file__).resolve().parents[1] / "configs/spaces/fer2013_random.toml"
+SPACE = Path(__file__).resolve().parents[1] / "src/ferlab/configs/spaces/fer2013_random.toml"
 EPOCHS = 5
 
 

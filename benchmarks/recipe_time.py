@@ -87,7 +87,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     configs = {
-        part: load_cnn_config(ROOT / "configs" / name, data_path=args.data)
+        part: load_cnn_config(ROOT / "src" / "ferlab" / "configs" / name, data_path=args.data)
         for part, name, _ in PARTS
     }
     splits = load_splits(next(iter(configs.values())))

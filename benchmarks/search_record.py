@@ -1,7 +1,7 @@
 """The JSON record of a finished search: counts, best-so-far curve, best trial and its retrain.
 
     python benchmarks/search_record.py --study fer2013-tpe --study-dir runs/search \
-        --command "ferlab search tpe configs/spaces/fer2013_tpe.toml ..." \
+        --command "ferlab search tpe spaces/fer2013_tpe ..." \
         --retrain RUN_DIR --retrain-command "ferlab search retrain ..." \
         --out benchmarks/results/search_fer2013_tpe.json
 

@@ -6,7 +6,7 @@ both after the same wall time (Ctrl-C: unfinished trials are failed and queued a
 the finished trials of each study. Both share the machine's load, so the comparison is fair even
 on a busy machine; absolute rates depend on it.
 
-    python benchmarks/search_throughput.py configs/spaces/fer2013_random.toml \
+    python benchmarks/search_throughput.py src/ferlab/configs/spaces/fer2013_random.toml \
         --data /work/shared/data/fer2013-images.tar.gz --minutes 12 --workers 1 \
         --study-dir /root/ferlab-runs/search/throughput \
         --out benchmarks/results/search_throughput.json

@@ -1,7 +1,7 @@
 """Ship a trained CNN inside ferlab: export it to ONNX, measure the exported file, write its card.
 
     python benchmarks/ship_model.py RUN_DIR --data ../shared/data/fer2013-images.tar.gz \
-        --command "ferlab cnn train configs/fer2013_cnn_cpu.toml --data ... --out RUN_DIR"
+        --command "ferlab cnn train fer2013_cnn_cpu --data ... --out RUN_DIR"
 
 Writes ``src/ferlab/assets/fer2013_cnn.onnx``, ``model_card.json`` and ``MODEL_CARD.md`` there, and
 ``benchmarks/results/shipped_model.json``. Every figure is measured on the ONNX file itself with

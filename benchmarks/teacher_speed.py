@@ -1,6 +1,6 @@
 """What the distillation teachers cost, run by PyTorch against ONNX Runtime, in float32 on the CPU.
 
-The shipped CNN's last recipe part (``configs/fer2013_cnn_cpu_short_distill.toml``: three
+The shipped CNN's last recipe part (the shipped config ``fer2013_cnn_cpu_short_distill``: three
 teachers, each on the batch and its mirror image) trains ``--steps`` real steps on FER2013
 through ferlab's trainer on one thread, its teachers run by PyTorch and by ONNX Runtime (the
 trainer's default in float32 on the CPU), side by side in interleaved rounds (the machine is
@@ -52,7 +52,7 @@ def main() -> None:
     args = step_timing_arguments(__doc__, RESULT)
     torch.set_num_threads(1)
 
-    config = load_cnn_config(ROOT / "configs" / CONFIG, data_path=args.data)
+    config = load_cnn_config(ROOT / "src" / "ferlab" / "configs" / CONFIG, data_path=args.data)
     splits = load_splits(config)
     runs = trainers(config, splits)
     times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}

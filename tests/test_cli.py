@@ -28,13 +28,13 @@ def write_fer_folder(root, per_class=6):
 
 def test_train_refuses_a_non_empty_run_folder_unless_force(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "configs/digits_fc.toml", "--out", str(run), *DIGITS]) == 0
+    assert main(["train", "digits_fc", "--out", str(run), *DIGITS]) == 0
     first = (run / "model.npz").read_bytes()
     capsys.readouterr()
-    assert main(["train", "configs/digits_fc.toml", "--out", str(run), *DIGITS]) == 2
+    assert main(["train", "digits_fc", "--out", str(run), *DIGITS]) == 2
     assert "not empty; use --force" in capsys.readouterr().err
     assert (run / "model.npz").read_bytes() == first  # nothing overwritten
-    assert main(["train", "configs/digits_fc.toml", "--out", str(run), *DIGITS, "--force"]) == 0
+    assert main(["train", "digits_fc", "--out", str(run), *DIGITS, "--force"]) == 0
 
 
 def test_a_failed_run_leaves_no_empty_folder(tmp_path, capsys):
@@ -48,13 +48,13 @@ def test_a_failed_run_leaves_no_empty_folder(tmp_path, capsys):
 
 
 def test_a_data_path_that_cannot_apply_is_an_error(tmp_path, capsys):
-    argv = ["train", "configs/digits_fc.toml", "--out", str(tmp_path / "r"), "--data", "x.csv"]
+    argv = ["train", "digits_fc", "--out", str(tmp_path / "r"), "--data", "x.csv"]
     assert main(argv) == 2
     assert "'digits' ships with its library and takes no --data" in capsys.readouterr().err
 
 
 def test_a_shipped_config_without_data_asks_for_it(tmp_path, capsys):
-    assert main(["train", "configs/cifar10_fc400.toml", "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "cifar10_fc400", "--out", str(tmp_path / "r")]) == 2
     assert "needs its location: give --data PATH" in capsys.readouterr().err
 
 
@@ -81,7 +81,7 @@ def test_evaluate_uses_the_run_s_recorded_data_path(tmp_path, capsys):
 
 def test_evaluate_takes_every_model_kind_and_refuses_options_it_cannot_apply(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "configs/digits_fc.toml", "--out", str(run), *DIGITS]) == 0
+    assert main(["train", "digits_fc", "--out", str(run), *DIGITS]) == 0
     capsys.readouterr()
     model = str(run / "model.npz")
     assert main(["evaluate", "--model", model, "--split", "test", "--tta", "flip"]) == 2
@@ -97,7 +97,7 @@ def test_search_takes_set_overrides(tmp_path, capsys):
     argv = [
         "search",
         "random",
-        "configs/spaces/digits_demo.toml",
+        "spaces/digits_demo",
         "--trials",
         "2",
         "--workers",
@@ -123,9 +123,9 @@ def test_help_texts_show_defaults_and_model_options_are_named(capsys):
 
 def test_epoch_lines_without_bars_off_a_terminal_and_none_with_quiet(tmp_path, capsys):
     loud = [a for a in DIGITS if a != "--quiet"]
-    assert main(["train", "configs/digits_fc.toml", "--out", str(tmp_path / "a"), *loud]) == 0
+    assert main(["train", "digits_fc", "--out", str(tmp_path / "a"), *loud]) == 0
     err = capsys.readouterr().err
     assert "epoch 1/2  loss" in err and "train acc" in err and "%" in err
     assert "batch/s" not in err and "it/s" not in err  # no bar frames in a captured log
-    assert main(["train", "configs/digits_fc.toml", "--out", str(tmp_path / "b"), *DIGITS]) == 0
+    assert main(["train", "digits_fc", "--out", str(tmp_path / "b"), *DIGITS]) == 0
     assert "epoch 1/2" not in capsys.readouterr().err

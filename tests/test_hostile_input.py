@@ -525,7 +525,7 @@ def test_a_disk_filling_up_during_training_is_one_line_and_leaves_complete_files
         resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
 
     done = subprocess.run(
-        [ferlab, "train", "configs/digits_fc.toml", "--out", str(run), "--quiet",
+        [ferlab, "train", "digits_fc", "--out", str(run), "--quiet",
          "--set", "model.hidden_dims=[512]"],
         capture_output=True, text=True, preexec_fn=small_files_only, timeout=120,
     )  # fmt: skip
@@ -541,7 +541,7 @@ def test_an_unwritable_output_is_one_line(tmp_path, capsys):
     from ferlab.cli import main
 
     (tmp_path / "file.txt").write_text("x")
-    argv = ["train", "configs/digits_fc.toml", "--out", str(tmp_path / "file.txt" / "run")]
+    argv = ["train", "digits_fc", "--out", str(tmp_path / "file.txt" / "run")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "cannot create the folder" in err and err.count("\n") == 1

@@ -26,7 +26,7 @@ from ferlab.search.study import open_study, resume, search, sequential
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 REPO = Path(__file__).resolve().parent.parent
-DIGITS_SPACE = REPO / "configs" / "spaces" / "digits_demo.toml"
+DIGITS_SPACE = REPO / "src" / "ferlab" / "configs" / "spaces" / "digits_demo.toml"
 FERLAB = str(Path(sys.executable).parent / "ferlab")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

@@ -9,7 +9,7 @@ import pytest
 from ferlab.errors import ConfigError
 from ferlab.search.space import load_space, parse_space
 
-SPACES = Path(__file__).resolve().parent.parent / "configs" / "spaces"
+SPACES = Path(__file__).resolve().parent.parent / "src" / "ferlab" / "configs" / "spaces"
 
 
 def base_space(**params) -> dict:

@@ -138,7 +138,7 @@ def test_a_search_space_is_held_to_the_same_rules(tmp_path, capsys):
 
 
 def test_every_shipped_config_is_valid():
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "configs"
     for path in sorted(root.glob("*.toml")):
         schema = CNNSettings if "cnn" in path.name else TrainSettings
         load_config(path, schema=schema)

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ferlab.configs import resolve_config
 from ferlab.errors import ConfigError
 from ferlab.settings import Section, TrainSettings, defaults, validate_config
 
@@ -63,8 +64,9 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
 
 
 def read_toml(path: str | Path) -> dict:
-    """Parse a TOML file with clear errors."""
-    path = Path(path)
+    """Parse a TOML file, or the shipped config of that name (``digits_fc``: see
+    :mod:`ferlab.configs`), with clear errors."""
+    path = resolve_config(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:

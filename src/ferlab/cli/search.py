@@ -71,7 +71,11 @@ def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("space", metavar="SPACE", help="TOML file of ranges (see configs/spaces/)")
+    parser.add_argument(
+        "space",
+        metavar="SPACE",
+        help="TOML file of ranges, or a shipped one (spaces/digits_demo; see ferlab configs)",
+    )
     parser.add_argument(
         "--pruner",
         choices=PRUNER_CHOICES,
