@@ -4,7 +4,7 @@
 heavy dependency and changes no global state.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the single source of the version; CHANGELOG.md says what it holds
 __all__ = ["EmotionRecognizer", "Face", "load_model", "__version__"]
 
 

@@ -73,7 +73,11 @@ def load_model(path: str | os.PathLike, *, threads: int = 1) -> Classifier:
     """Load any ferlab model file (``.npz``, ``.safetensors`` or ``.onnx``) as a :class:`Classifier`.
 
     ``threads`` bounds the threads an ONNX model runs on (the others run on the caller's settings).
+    ``"shipped"`` names the emotion model that ships with ferlab.
     """
+    from ferlab.assets import resolve_model
+
+    path = resolve_model(path)
     kind = model_kind(path)
     if kind == "fully_connected":
         from ferlab.nn.model_io import load_fully_connected

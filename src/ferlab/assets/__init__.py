@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
 from ferlab.errors import FerlabError
 
 SHIPPED_MODEL = "fer2013_cnn.onnx"
+# The name that stands for the shipped model wherever a model file is taken (`--model shipped`).
+SHIPPED_NAME = "shipped"
 MODEL_CARD = "MODEL_CARD.md"
 MODEL_FACTS = "model_card.json"
 
@@ -25,6 +28,14 @@ def _asset(name: str) -> Path:
 def shipped_model_path() -> Path:
     """Path of the pretrained FER2013 emotion model (ONNX) installed with ferlab."""
     return _asset(SHIPPED_MODEL)
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """The model file ``model`` names: the shipped model for None or :data:`SHIPPED_NAME`
+    (``--model shipped``), else the path as given (an existing file called ``shipped`` wins)."""
+    if model is None or (str(model) == SHIPPED_NAME and not Path(model).exists()):
+        return shipped_model_path()
+    return Path(model)
 
 
 def model_card() -> dict:

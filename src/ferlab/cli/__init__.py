@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
 import warnings
 
-from ferlab import __version__
 from ferlab.cli.common import FerlabParser
 from ferlab.errors import FerlabError
+from ferlab.extras import missing_extra_message
 
 COMMAND_MODULES = [
     "ferlab.cli.train",
@@ -21,7 +22,24 @@ COMMAND_MODULES = [
     "ferlab.cli.search",
     "ferlab.cli.cnn",
     "ferlab.cli.serve",
+    "ferlab.cli.configs",
 ]
+
+
+class VersionAction(argparse.Action):
+    """``--version``: ferlab's, the shipped model's and the default detector's identity and the
+    runtime libraries' versions (gathered only when asked, since it loads them)."""
+
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from ferlab.versions import version_facts, version_text
+
+        sys.stdout.write(version_text(version_facts()))
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = FerlabParser(
         prog="ferlab", description="Train, tune, evaluate and use image classifiers."
     )
-    parser.add_argument("--version", action="version", version=f"ferlab {__version__}")
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="ferlab's version, the model's and detector's, and the libraries' that run them",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -43,14 +65,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def configure_libraries() -> None:
     """The process-wide settings the command line wants, set here and never on import:
     a file-only matplotlib backend, Optuna's logging at warnings, and no warnings about the
-    experimental or heartbeat APIs ferlab uses on purpose."""
-    import matplotlib
+    experimental or heartbeat APIs ferlab uses on purpose (each only where its extra is installed)."""
+    with contextlib.suppress(ImportError):  # the lab extra
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import optuna
+        matplotlib.use("Agg")
+    with contextlib.suppress(ImportError):  # the lab extra
+        import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
@@ -67,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FerlabError as exc:
         print(f"ferlab: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        # A library of an extra that is not installed: say which extra, in one line.
+        message = missing_extra_message(exc, f"ferlab {args.command}")
+        if message is None:
+            raise
+        print(f"ferlab: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader (e.g. `| head`) closed the pipe: stop quietly, as Unix tools do.

@@ -19,7 +19,9 @@ def register(subparsers) -> None:
         "evaluate", help="evaluate a model on a data split (the report's measures)",
         description=__doc__,
     )  # fmt: skip
-    parser.add_argument("--model", required=True, metavar="MODEL", help="model file to evaluate")
+    parser.add_argument(
+        "--model", required=True, metavar="MODEL", help="model file to evaluate, or 'shipped'"
+    )
     parser.add_argument(
         "--split",
         required=True,

@@ -7,7 +7,7 @@ import contextlib
 import sys
 
 from ferlab.cli.common import output_folder
-from ferlab.vision.detect import MIN_FACE
+from ferlab.vision.detect import DEFAULT_DETECTOR, DETECTORS, MIN_FACE
 
 
 def register(subparsers) -> None:
@@ -23,13 +23,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--model",
         metavar="MODEL",
-        help="model file (.onnx, .npz, .safetensors); default: the shipped model",
+        help="model file (.onnx, .npz, .safetensors), or 'shipped' (the default)",
     )
     parser.add_argument(
         "--detector",
-        choices=("haar", "none"),
-        default="haar",
-        help="face detector; 'none' treats each image as one face crop (any model then works)",
+        choices=DETECTORS,
+        default=DEFAULT_DETECTOR,
+        help="face detector by name; 'none' treats each image as one face crop (any model then works)",
     )
     parser.add_argument(
         "--min-face",

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--model",
         metavar="MODEL",
-        help="model file (.onnx, .npz, .safetensors); default: the shipped model",
+        help="model file (.onnx, .npz, .safetensors), or 'shipped' (the default)",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"

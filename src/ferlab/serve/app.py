@@ -8,7 +8,6 @@ bounded by about ``queue x max_bytes``. Errors are JSON ``{"error": {"code", "me
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from contextlib import asynccontextmanager
@@ -158,7 +157,11 @@ class Service:
     def attach(self, recognizer: object) -> None:
         """Use ``recognizer`` (anything with ``analyze_array`` and ``class_names``)."""
         self.recognizer = recognizer
-        self.facts = model_facts(self.model, list(getattr(recognizer, "class_names", [])))
+        self.facts = model_facts(
+            self.model,
+            list(getattr(recognizer, "class_names", [])),
+            getattr(recognizer, "detector", None),
+        )
         self.model_ref = {"name": self.facts["name"], "version": self.facts["version"]}
 
     def analyze(self, data: bytes, declared: str) -> dict:
@@ -290,16 +293,19 @@ def static_dir() -> Path:
     return Path(str(resources.files("ferlab.serve").joinpath("static")))
 
 
-def model_facts(model: str | None, class_names: list[str]) -> dict:
-    """What ``GET /v1/model`` answers: name, version (the file's SHA-256, 12 digits), classes,
-    input, and for the shipped model its measured accuracy, recall and limits."""
-    from ferlab.assets import model_card, shipped_model_path
+def model_facts(model: str | None, class_names: list[str], detector: object = None) -> dict:
+    """What ``GET /v1/model`` answers: the model's name, version (the file's SHA-256, 12 digits)
+    and sha256, ferlab's version, the detector's name and version, ONNX Runtime's and OpenCV's
+    versions (:func:`ferlab.versions.version_facts`), classes, input, and for the shipped model
+    its measured accuracy, recall and limits."""
+    from ferlab.assets import SHIPPED_NAME, model_card
+    from ferlab.versions import version_facts
 
-    path = Path(model) if model is not None else shipped_model_path()
-    facts: dict = {"name": path.stem, "version": file_digest(path)[:12], "ferlab": __version__}
-    if model is None:
+    versions = version_facts(model, detector)
+    identity = versions.pop("model")
+    facts: dict = {key: identity[key] for key in ("name", "version", "sha256")} | versions
+    if identity["file"] == SHIPPED_NAME:
         card = model_card()
-        facts["name"] = card.get("name", facts["name"])
         for key in ("classes", "input", "accuracy", "recall", "limits"):
             facts[key] = card.get(key)
     else:
@@ -307,18 +313,6 @@ def model_facts(model: str | None, class_names: list[str]) -> dict:
     if class_names:
         facts["classes"] = class_names
     return facts
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes, in hex; empty when there is no such file."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return ""
-    return digest.hexdigest()
 
 
 def media_type(content_type: str) -> str:
