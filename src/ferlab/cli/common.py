@@ -32,11 +32,27 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 
 class FerlabParser(argparse.ArgumentParser):
-    """An argument parser whose help shows defaults (sub-commands inherit it)."""
+    """An argument parser whose help shows defaults (sub-commands inherit it).
+
+    Every command (a parser without sub-commands of its own) takes ``--quiet``, added when it
+    parses if the command did not add its own, so that no command refuses it.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
+        self.has_commands = False
+
+    def add_subparsers(self, **kwargs):
+        """Sub-commands; a parser that has them leaves ``--quiet`` to each of them."""
+        self.has_commands = True
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Parse as argparse does, after giving a command without its own ``--quiet`` one."""
+        if not self.has_commands:
+            add_quiet_argument(self)
+        return super().parse_known_args(args, namespace)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,31 +98,45 @@ def add_out_arguments(parser: argparse.ArgumentParser, *, what: str, default: st
 
 
 def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
-    """``--quiet``: no progress bars and no per-epoch (or per-trial) lines."""
-    parser.add_argument(
-        "--quiet", action="store_true", help="no progress bars or per-epoch lines, results only"
-    )
+    """``--quiet``: no progress bars and no per-epoch (or per-trial) lines (once per parser)."""
+    with contextlib.suppress(argparse.ArgumentError):  # the parser has its --quiet already
+        parser.add_argument(
+            "--quiet", action="store_true", help="no progress bars or per-epoch lines, results only"
+        )
 
 
 @contextlib.contextmanager
-def output_folder(path: str | Path, *, force: bool, resume: bool = False) -> Iterator[Path]:
+def output_folder(
+    path: str | Path,
+    *,
+    force: bool,
+    resume: bool = False,
+    option: str = "--out",
+    replaceable: tuple[str, ...] = (),
+) -> Iterator[Path]:
     """Create the output folder ``path`` for a command and yield it.
 
     A non-empty existing folder is refused unless ``force`` (or ``resume``, which continues the
-    run inside it); a folder this call created is removed again if the command fails and
-    leaves it (and the parents it made) without a file.
+    run inside it), or unless it holds only files named in ``replaceable`` (a command's own
+    outputs, which it rewrites). Messages name the folder by its ``option`` (``--annotate``).
+    A folder this call created is removed again if the command fails and leaves it (and the
+    parents it made) without a file.
     """
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise FerlabError(f"--out {path}: exists and is not a folder")
+        raise FerlabError(f"{option} {path}: exists and is not a folder")
     existed = path.exists()
     created = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
-    if existed and any(path.iterdir()) and not (force or resume):
-        raise FerlabError(f"--out {path}: the folder is not empty; use --force to write into it")
+    foreign = existed and any(p.name not in replaceable for p in path.iterdir())
+    if foreign and not (force or resume):
+        raise FerlabError(
+            f"{option} {path}: the folder is not empty; use --force to write into it, "
+            f"or give another {option}"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise FerlabError(f"--out {path}: cannot create the folder ({exc.strerror})") from None
+        raise FerlabError(f"{option} {path}: cannot create the folder ({exc.strerror})") from None
     try:
         yield path
     except BaseException:

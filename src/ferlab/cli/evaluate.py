@@ -44,7 +44,7 @@ def register(subparsers) -> None:
         "--out",
         metavar="DIR",
         help="folder for report.json, report.md and confusion.png "
-        "(default: eval-SPLIT[-TTA] next to the model)",
+        "(default: eval-SPLIT[-TTA] next to the model, whose report each run replaces)",
     )
     parser.add_argument("--force", action="store_true", help="write into --out even if not empty")
     parser.add_argument(
@@ -54,14 +54,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.evaluation import evaluate_split
+    from ferlab.evaluation import REPORT_FILES, evaluate_split
     from ferlab.models import load_model, with_options
 
     classifier = with_options(load_model(args.model), tta=args.tta, device=args.device)
     suffix = "" if args.tta == "none" else f"-{args.tta}"
     out = Path(args.out) if args.out else Path(args.model).parent / f"eval-{args.split}{suffix}"
     data = args.data or recorded_data_path(args.model)
-    with output_folder(out, force=args.force) as out_dir:
+    # The default folder holds this command's own report, which a new run replaces; a folder
+    # holding anything else (or one given with --out) needs --force.
+    own = () if args.out else REPORT_FILES
+    with output_folder(out, force=args.force, replaceable=own) as out_dir:
         report = evaluate_split(
             classifier,
             data,
@@ -77,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(report, output_format: str, out_dir: Path) -> None:
     """Print an evaluation report as text, Markdown or JSON, and say where its files went."""
+    from ferlab.evaluation import REPORT_FILES
+
     printers = {"text": report.to_text, "markdown": report.to_markdown, "json": report.to_json}
     print(printers[output_format](), end="")
     if output_format != "json":
-        print(f"\nreport written to {out_dir}/ (report.json, report.md, confusion.png)")
+        print(f"\nreport written to {out_dir}/ ({', '.join(REPORT_FILES)})")

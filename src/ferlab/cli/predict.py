@@ -78,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
     )
     with contextlib.ExitStack() as stack:
         annotate = args.annotate and stack.enter_context(
-            output_folder(args.annotate, force=args.force)
+            output_folder(args.annotate, force=args.force, option="--annotate")
         )
         rows = analyze_inputs(
             recognizer, files, every=args.every, top_k=args.top_k, annotate_dir=annotate or None
         )
         write_rows(rows, sys.stdout, args.format, recognizer.class_names)
-    if args.annotate:
+    if args.annotate and not args.quiet:
         print(f"annotated images written to {args.annotate}", file=sys.stderr)
     return 0

@@ -28,6 +28,16 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def printed_summary(summary: dict) -> dict:
+    """The summary as printed: every accuracy as a percentage (``summary.json`` keeps fractions)."""
+    from ferlab.metrics import percent
+
+    return {
+        key: percent(value) if key.endswith("_accuracy") and isinstance(value, float) else value
+        for key, value in summary.items()
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from ferlab.config import load_config
     from ferlab.experiment import run_training
@@ -42,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             strict=args.strict,
             use_cache=not args.no_cache,
         )
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(printed_summary(summary), indent=2))
     test_keys = [
         k
         for k in summary
