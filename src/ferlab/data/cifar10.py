@@ -1,16 +1,16 @@
-"""CIFAR-10: python pickle batches (folder or the original tar.gz) and class-folder images."""
+"""CIFAR-10: python pickle batches (folder, the original tar.gz or a zip) and class-folder images."""
 
 from __future__ import annotations
 
 import io
 import pickle
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from ferlab.data.cache import cached
-from ferlab.data.images import LabeledImages, is_tar, iter_files, read_class_folders
+from ferlab.data.images import LabeledImages, is_archive, is_zip, iter_files, read_class_folders
+from ferlab.data.integrity import open_tar, open_zip, verify_sha256
 from ferlab.errors import DataError
 
 CLASS_NAMES = [
@@ -86,11 +86,12 @@ def _load_pickle_batches(path: Path) -> LabeledImages:
 def _has_pickle_batches(path: Path) -> bool:
     if path.is_dir():
         return any(path.rglob(TEST_BATCH))
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            return any(Path(name).name == TEST_BATCH for name in archive.getnames())
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(f"{path}: corrupt or truncated archive ({exc})") from None
+    if is_zip(path):
+        with open_zip(path) as archive:
+            return any(Path(name).name == TEST_BATCH for name in archive.namelist())
+    # Only the headers up to the first test_batch are read; iter_files then checks the whole.
+    with open_tar(path) as archive:
+        return any(Path(member.name).name == TEST_BATCH for member in archive)
 
 
 def load_cifar10(path, *, strict: bool = False, use_cache: bool = True) -> LabeledImages:
@@ -98,9 +99,10 @@ def load_cifar10(path, *, strict: bool = False, use_cache: bool = True) -> Label
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if not (path.is_dir() or is_tar(path)):
-        raise DataError(f"{path}: expected a folder or a .tar.gz of CIFAR-10")
+    if not (path.is_dir() or is_archive(path)):
+        raise DataError(f"{path}: expected a folder, a .tar.gz or a .zip of CIFAR-10")
     if _has_pickle_batches(path):
+        verify_sha256(path)  # the batches are not cached: a SHA256SUMS beside is checked each time
         return _load_pickle_batches(path)
 
     def load() -> LabeledImages:

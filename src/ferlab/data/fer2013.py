@@ -1,4 +1,4 @@
-"""FER2013 from Kaggle's ``fer2013.csv``, the coursework layout or class folders (folder or tar).
+"""FER2013 from Kaggle's ``fer2013.csv``, the coursework layout or class folders (folder, tar, zip).
 
 Every layout gives uint8 images (N, 48, 48), labels 0..6 in the canonical order and each sample's
 split: ``training``, ``public_test`` or ``private_test``.
@@ -20,7 +20,7 @@ from ferlab.data.images import (
     BadInputReport,
     LabeledImages,
     decode_image,
-    is_tar,
+    is_archive,
     read_class_folders,
 )
 from ferlab.errors import DataError
@@ -204,9 +204,11 @@ def detect_layout(path: Path) -> tuple[str, Path]:
     if path.is_file():
         if name.endswith((".csv", ".csv.gz")):
             return "csv", path
-        if is_tar(path):
+        if is_archive(path):
             return "class_folders", path
-        raise DataError(f"{path}: expected fer2013.csv[.gz], a folder or a .tar.gz of images")
+        raise DataError(
+            f"{path}: expected fer2013.csv[.gz], a folder or a .tar.gz or .zip of images"
+        )
     for candidate in (path, *sorted(p for p in path.iterdir() if p.is_dir())):
         if (candidate / COURSEWORK_LABELS).is_file():
             return "coursework", candidate
@@ -220,7 +222,7 @@ def load_fer2013(path, *, strict: bool = False, use_cache: bool = True) -> Label
     """FER2013 as uint8 images (N, 48, 48), labels 0..6 and splits (training, public, private)."""
     if path is None:
         raise DataError(
-            "FER2013 needs a path: fer2013.csv, a coursework folder or an image folder/tar"
+            "FER2013 needs a path: fer2013.csv, a coursework folder or an image folder/tar/zip"
         )
     path = Path(path).expanduser()
     if not path.exists():

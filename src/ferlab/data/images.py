@@ -1,4 +1,4 @@
-"""Reading labelled images from class sub-folders, in a directory or a ``.tar.gz``, with Pillow."""
+"""Reading labelled images from class sub-folders, in a directory, a tar or a zip, with Pillow."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import stat
 import tarfile
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -15,11 +14,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ferlab.data.integrity import ARCHIVE_ERRORS, finish_tar, one_line, open_tar, open_zip
 from ferlab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MAX_FILE_BYTES = 64 * 1024 * 1024  # one image or batch file; larger ones are refused unread
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ZIP_SUFFIXES = (".zip",)
 MAX_PIXELS = 40_000_000  # larger images are refused from their header, before decoding
 
 
@@ -83,7 +84,17 @@ class BadInputReport:
 
 def is_tar(path: Path) -> bool:
     """Whether ``path`` names a tar archive by its suffix."""
-    return path.name.endswith(TAR_SUFFIXES)
+    return path.name.lower().endswith(TAR_SUFFIXES)
+
+
+def is_zip(path: Path) -> bool:
+    """Whether ``path`` names a zip archive by its suffix."""
+    return path.name.lower().endswith(ZIP_SUFFIXES)
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` names an archive ferlab reads (tar, compressed or not, or zip)."""
+    return is_tar(path) or is_zip(path)
 
 
 def load_image(
@@ -131,17 +142,57 @@ def decode_image(
     return np.asarray(converted, dtype=np.uint8), resized
 
 
+def _too_large(size: int) -> Callable[[], bytes]:
+    def too_large() -> bytes:
+        raise ValueError(f"{size:,} bytes, more than the {MAX_FILE_BYTES:,} accepted")
+
+    return too_large
+
+
 def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
     if member.size > MAX_FILE_BYTES:
-        size = member.size
-
-        def too_large() -> bytes:
-            raise ValueError(f"{size:,} bytes, more than the {MAX_FILE_BYTES:,} accepted")
-
-        return too_large
+        return _too_large(member.size)
     handle = archive.extractfile(member)
     payload = handle.read() if handle else b""
     return lambda: payload
+
+
+def _iter_tar(
+    path: Path, wanted: Callable[[PurePosixPath], bool] | None
+) -> Iterator[tuple[PurePosixPath, Callable[[], bytes]]]:
+    # Every header up to the end marker must be valid, and the compressed stream is read to its
+    # end so that its CRC is checked: a damaged archive is refused, never read in part.
+    with open_tar(path) as archive:
+        for member in archive:
+            rel = PurePosixPath(member.name)
+            if not member.isfile() or (wanted is not None and not wanted(rel)):
+                continue
+            yield rel, _read_member(archive, member)
+        finish_tar(archive)
+
+
+def _iter_zip(
+    path: Path, wanted: Callable[[PurePosixPath], bool] | None
+) -> Iterator[tuple[PurePosixPath, Callable[[], bytes]]]:
+    # zipfile checks each local header's name against the central directory when a member is
+    # opened, and the CRC-32 when it is read to its end. Every member is opened, wanted or not,
+    # so that a damaged name in the directory is refused rather than taken for another file.
+    with open_zip(path) as archive:
+        try:
+            for info in archive.infolist():
+                rel = PurePosixPath(info.filename)
+                take = not info.is_dir() and (wanted is None or wanted(rel))
+                with archive.open(info) as handle:
+                    if not take:
+                        continue
+                    if info.file_size > MAX_FILE_BYTES:
+                        read = _too_large(info.file_size)
+                    else:
+                        payload = handle.read()
+                        read = lambda payload=payload: payload  # noqa: E731
+                yield rel, read
+        except ARCHIVE_ERRORS as exc:
+            raise DataError(f"{path}: corrupt or truncated archive ({one_line(exc)})") from None
 
 
 def _read_file(path: Path) -> bytes:
@@ -168,22 +219,18 @@ def iter_files(
     wanted: Callable[[PurePosixPath], bool] | None = None,
     report: BadInputReport | None = None,
 ) -> Iterator[tuple[PurePosixPath, Callable[[], bytes]]]:
-    """(relative path, read-bytes function) for every regular file under a folder or in a tar.
+    """(relative path, read-bytes function) for every regular file under a folder or in an archive.
 
     Files that ``wanted`` rejects are skipped before anything is read. Only regular files are
-    read: FIFOs, devices, broken links and links leading outside the folder are skipped (and
-    named in ``report``). A file over :data:`MAX_FILE_BYTES` raises ValueError when read.
+    read: FIFOs, devices, broken links and links leading out of the folder are skipped (and
+    named in ``report``). A file over :data:`MAX_FILE_BYTES` raises ValueError when read. A
+    damaged archive (tar, compressed or not, or zip) raises DataError naming it.
     """
     if is_tar(path):
-        try:
-            with tarfile.open(path, "r:*") as archive:
-                for member in archive:
-                    rel = PurePosixPath(member.name)
-                    if not member.isfile() or (wanted is not None and not wanted(rel)):
-                        continue
-                    yield rel, _read_member(archive, member)
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated archive ({exc})") from None
+        yield from _iter_tar(path, wanted)
+        return
+    if is_zip(path):
+        yield from _iter_zip(path, wanted)
         return
     root = path.resolve()
     for folder, dirs, files in os.walk(path):
@@ -212,7 +259,7 @@ def read_class_folders(
     split_of_file=None,
     aliases: dict[str, str] | None = None,
 ) -> LabeledImages:
-    """Read ``<split folder>/<class>/<image>`` under ``path`` (folder or tar), at any depth.
+    """Read ``<split folder>/<class>/<image>`` under ``path`` (folder, tar or zip), at any depth.
 
     ``split_folders`` maps folder names (``train``) to split names; ``split_of_file`` may refine the
     split from a file name. Images of the wrong size or unknown class are bad input.
