@@ -2,11 +2,12 @@
 
 Faces: batches of 256 real FER2013 PublicTest crops through the shipped (int8) ONNX model with
 ONNX Runtime, beside the float network it was made from (``--cnn``, the ``.safetensors``) in ONNX
-Runtime and in PyTorch, runs interleaved. Photos: 1280x720 real photos (scikit-image, scikit-learn) with 1 to 3
-real faces pasted at 96 to 200 pixels; detection and framing timed apart from classification.
-Writes ``benchmarks/results/recognizer_speed.json``.
+Runtime and in PyTorch, runs interleaved. Photos: real photos (scikit-image, scikit-learn) at
+1280x720 and 640x480 with 1 to 3 real faces pasted at 96 to 200 pixels (scaled with the photo),
+end to end per face detector (``--detectors``), rounds interleaved; detection and framing timed
+apart from classification. Writes ``benchmarks/results/recognizer_speed.json``.
 
-    python benchmarks/recognizer_speed.py --data ../shared/data/fer2013-images.tar.gz --cnn model.safetensors
+    python benchmarks/recognizer_speed.py --data ../shared/data/fer2013-images.tar.gz [--cnn model.safetensors]
 """
 
 from __future__ import annotations
@@ -32,6 +33,40 @@ def faces_per_second(predict, faces, repeats) -> float:
             predict(faces[start : start + BATCH])
         times.append(time.perf_counter() - started)
     return len(faces) / statistics.median(times)
+
+
+def photo_scenes(public, count: int, size: tuple[int, int]) -> list[tuple[np.ndarray, int]]:
+    """``count`` photos of ``size`` (W, H) with 1 to 3 PublicTest faces pasted on each, the
+    faces 96 to 200 pixels at 1280 pixels wide (scaled with the width): (scene, face count)."""
+    from ferlab.vision.scenes import background_photos, place_faces
+
+    rng = np.random.default_rng(0)
+    backgrounds = background_photos(size)
+    scale = size[0] / 1280
+    scenes = []
+    for i in range(count):
+        faces = int(rng.integers(1, 4))
+        crops = public.images[rng.choice(len(public), faces, replace=False)]
+        sides = [max(48, round(int(s) * scale)) for s in rng.integers(96, 201, faces)]
+        scene, _ = place_faces(backgrounds[i % len(backgrounds)], crops, sides, rng)
+        scenes.append((scene, faces))
+    return scenes
+
+
+def time_photos(recognizer, scenes) -> tuple[float, float, int]:
+    """Seconds detecting and framing, seconds classifying, and faces found, over ``scenes``."""
+    detect_s = classify_s = 0.0
+    found = 0
+    for scene, _ in scenes:
+        started = time.perf_counter()
+        boxes, inputs = recognizer.crops(scene)
+        middle = time.perf_counter()
+        if len(inputs):
+            recognizer.model.predict_proba(inputs)
+        detect_s += middle - started
+        classify_s += time.perf_counter() - middle
+        found += len(boxes)
+    return detect_s, classify_s, found
 
 
 def cpu_description(cpuinfo: str, fallback: str) -> dict:
@@ -67,6 +102,8 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=2048)
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--detectors", nargs="+", default=["blazeface", "haar"])
+    parser.add_argument("--sizes", nargs="+", default=["1280x720", "640x480"])
     parser.add_argument("--out", default=str(RESULT))
     args = parser.parse_args()
 
@@ -74,7 +111,6 @@ def main() -> None:
 
     from ferlab.data import load_fer2013
     from ferlab.vision.recognizer import EmotionRecognizer
-    from ferlab.vision.scenes import background_photos, place_faces
 
     cv2.setNumThreads(1)
     public = load_fer2013(args.data).split("public_test")
@@ -102,35 +138,33 @@ def main() -> None:
             rates[name].append(faces_per_second(predict, faces, args.repeats))
     face_rates = {name: round(statistics.median(r), 1) for name, r in rates.items()}
 
-    rng = np.random.default_rng(0)
-    backgrounds = background_photos((1280, 720))
-    detect_s = classify_s = 0.0
-    face_count = 0
-    for i in range(args.photos):
-        count = int(rng.integers(1, 4))
-        crops = public.images[rng.choice(len(public), count, replace=False)]
-        scene, _ = place_faces(
-            backgrounds[i % len(backgrounds)], crops, list(rng.integers(96, 201, count)), rng
-        )
-        started = time.perf_counter()
-        boxes, inputs = recognizer.crops(scene)
-        middle = time.perf_counter()
-        if len(inputs):
-            recognizer.model.predict_proba(inputs)
-        detect_s += middle - started
-        classify_s += time.perf_counter() - middle
-        face_count += len(boxes)
-    photos = {
-        "photos": args.photos,
-        "size": "1280x720",
-        "faces_detected": face_count,
-        "photos_per_second": round(args.photos / (detect_s + classify_s), 2),
-        "ms_detect_and_frame_per_photo": round(1000 * detect_s / args.photos, 2),
-        "ms_classify_per_photo": round(1000 * classify_s / args.photos, 2),
-    }
+    photos = {}
+    recognizers = {name: EmotionRecognizer(args.model, detector=name) for name in args.detectors}
+    for size in args.sizes:
+        width, height = (int(v) for v in size.split("x"))
+        scenes = photo_scenes(public, args.photos, (width, height))
+        times = {name: [0.0, 0.0, 0] for name in recognizers}
+        for _ in range(2):  # interleaved rounds
+            for name, recognizer in recognizers.items():
+                detect_s, classify_s, found = time_photos(recognizer, scenes)
+                times[name][0] += detect_s / 2
+                times[name][1] += classify_s / 2
+                times[name][2] = found
+        for name, (detect_s, classify_s, found) in times.items():
+            photos[f"{name}_{size}"] = {
+                "detector": f"{name} {recognizers[name].detector.version}",
+                "photos": args.photos,
+                "size": size,
+                "faces_pasted": sum(count for _, count in scenes),
+                "faces_detected": found,
+                "photos_per_second": round(args.photos / (detect_s + classify_s), 2),
+                "ms_detect_and_frame_per_photo": round(1000 * detect_s / args.photos, 2),
+                "ms_classify_per_photo": round(1000 * classify_s / args.photos, 2),
+            }
     record = {
         "command": "python benchmarks/recognizer_speed.py --data fer2013-images.tar.gz"
-        + (" --cnn MODEL.safetensors" if args.cnn else ""),
+        + (" --cnn MODEL.safetensors" if args.cnn else "")
+        + f" --detectors {' '.join(args.detectors)} --sizes {' '.join(args.sizes)}",
         "threads": 1,
         "machine": platform.platform(),
         "cpu": this_cpu(),

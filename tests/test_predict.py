@@ -95,7 +95,8 @@ def test_predict_command_on_crops_matches_the_report_interface(model_path, folde
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["10.png", "2.jpg", "a.png", "b.png"]
-    assert all(line.split()[6] in CLASS_NAMES for line in lines)  # after "face 0 at (x,y WxH)"
+    # after "face 0 at (x,y WxH) score S"
+    assert all(line.split()[8] in CLASS_NAMES for line in lines)
     assert main([*args, "--format", "csv"]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [r["file"] for r in rows] == ["10.png", "2.jpg", "a.png", "b.png"]

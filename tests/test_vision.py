@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from ferlab import EmotionRecognizer  # noqa: E402
 from ferlab.cli import main  # noqa: E402
 from ferlab.errors import DataError, FerlabError  # noqa: E402
 from ferlab.vision import Detection, HaarFaceDetector, read_photo  # noqa: E402
+from ferlab.vision.detect import LANDMARKS  # noqa: E402
 from ferlab.vision.framing import face_crop  # noqa: E402
 from ferlab.vision.recognizer import to_gray  # noqa: E402
 from ferlab.vision.scenes import background_photos, place_faces  # noqa: E402
@@ -114,9 +116,11 @@ def test_exif_orientation_is_respected(recognizer, astronaut, tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     stored.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
-    assert recognizer.analyze(tmp_path / "rotated.jpg") != []
+    upright = recognizer.analyze(tmp_path / "rotated.jpg")
+    assert len(upright) == 1 and abs(upright[0].box.roll) < 20
     stored.save(tmp_path / "no_tag.jpg", quality=95)
-    assert recognizer.analyze(tmp_path / "no_tag.jpg") == []  # the sideways face is not found
+    # Without the tag the face lies on its side: the eyes the detector gives say so.
+    assert all(abs(abs(f.box.roll) - 90) < 25 for f in recognizer.analyze(tmp_path / "no_tag.jpg"))
 
 
 def test_pixel_limit_is_checked_before_decoding(tmp_path):
@@ -190,7 +194,9 @@ def test_output_formats_and_top_k(astronaut, tmp_path, capsys):
     Image.fromarray(astronaut).save(tmp_path / "a.png")
     assert main(["predict", str(tmp_path / "a.png"), "--top-k", "2"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("a.png  face 0 at (") and line.count(" 0.") == 2 and "happy" in line
+    assert re.fullmatch(
+        r"a\.png  face 0 at \(\d+,\d+ \d+x\d+\) score 0\.\d\d  happy 0\.\d\d  \w+ 0\.\d\d", line
+    )
     assert main(["predict", str(tmp_path / "a.png"), "--format", "csv"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
     assert header.split(",")[-7:] == EMOTIONS
@@ -198,6 +204,12 @@ def test_output_formats_and_top_k(astronaut, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "a.png"), "--format", "json"]) == 0
     (record,) = json.loads(capsys.readouterr().out)
     assert record["emotion"] == "happy" and set(record["box"]) == {"x", "y", "w", "h"}
+    assert 0.5 <= record["score"] <= 1 and set(record["landmarks"]) == set(LANDMARKS)
+    eyes = record["landmarks"]["right_eye"], record["landmarks"]["left_eye"]
+    box = record["box"]
+    for x, y in eyes:  # both eyes inside the box's upper half
+        assert box["x"] < x < box["x"] + box["w"] and box["y"] < y < box["y"] + box["h"] / 2
+    assert eyes[0][0] < eyes[1][0]  # the person's right eye is on the image's left
 
 
 def test_folders_recursive_and_no_face(astronaut, tmp_path, capsys):

@@ -71,3 +71,33 @@ def plot_history(
     paths.append(out_dir / "accuracy.png")
     fig.savefig(paths[1], dpi=100)
     return paths
+
+
+def plot_emotion_timeline(
+    series: dict[int, list[tuple[float, dict[str, float]]]],
+    class_names: list[str],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Write a PNG of each face track's emotion probabilities over time, one panel per track.
+
+    ``series`` maps a track id to its (time in seconds, {class: probability}) points in time
+    order; every class of ``class_names`` gets a line.
+    """
+    tracks = sorted(series)
+    fig = Figure(figsize=(7.5, 1.2 + 1.6 * max(1, len(tracks))))
+    axes = fig.subplots(max(1, len(tracks)), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, track in zip(axes, tracks, strict=False):
+        times = [t for t, _ in series[track]]
+        for name in class_names:
+            ax.plot(times, [p.get(name, 0.0) for _, p in series[track]], label=name)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {track}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper right", ncol=min(4, len(class_names)), fontsize="small")
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle(f"{title}: emotions per face track" if title else "emotions per face track")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)

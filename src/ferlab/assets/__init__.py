@@ -16,7 +16,8 @@ MODEL_CARD = "MODEL_CARD.md"
 MODEL_FACTS = "model_card.json"
 
 
-def _asset(name: str) -> Path:
+def asset_path(name: str) -> Path:
+    """Path of the file ``name`` that ships in ``ferlab/assets``; one line if it is missing."""
     path = Path(str(resources.files(__name__).joinpath(name)))
     if not path.is_file():
         raise FerlabError(
@@ -27,7 +28,7 @@ def _asset(name: str) -> Path:
 
 def shipped_model_path() -> Path:
     """Path of the pretrained FER2013 emotion model (ONNX) installed with ferlab."""
-    return _asset(SHIPPED_MODEL)
+    return asset_path(SHIPPED_MODEL)
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
@@ -40,4 +41,4 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
 
 def model_card() -> dict:
     """The shipped model's facts (classes, accuracy, per-class recall, input framing) as a dict."""
-    return json.loads(_asset(MODEL_FACTS).read_text(encoding="utf-8"))
+    return json.loads(asset_path(MODEL_FACTS).read_text(encoding="utf-8"))

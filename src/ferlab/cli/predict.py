@@ -7,7 +7,8 @@ import contextlib
 import sys
 
 from ferlab.cli.common import output_folder
-from ferlab.vision.detect import DEFAULT_DETECTOR, DETECTORS, MIN_FACE
+from ferlab.vision.detect import DEFAULT_DETECTOR, DETECTORS
+from ferlab.vision.track import SMOOTHING_HALF_LIFE
 
 
 def register(subparsers) -> None:
@@ -33,10 +34,19 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--min-face",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="smallest face side searched, in pixels of the photo (default: blazeface 20, "
+        "haar 10%% of the shorter side)",
+    )
+    parser.add_argument(
+        "--min-score",
         type=float,
-        default=MIN_FACE,
-        metavar="F",
-        help="smallest face searched, as a fraction of the shorter side (lower for group photos)",
+        default=None,
+        metavar="S",
+        help="smallest detector score kept (blazeface: a face probability in [0, 1]; lower finds "
+        "more faces and more false ones)",
     )
     parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
     parser.add_argument(
@@ -57,6 +67,19 @@ def register(subparsers) -> None:
         "--force", action="store_true", help="write into --annotate even if it is not empty"
     )
     parser.add_argument(
+        "--smooth",
+        type=float,
+        default=SMOOTHING_HALF_LIFE,
+        metavar="SECONDS",
+        help="video: smooth each face track's probabilities with this half-life (0: off)",
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="video: also write each video's emotions per face track over time as a PNG plot "
+        "into --annotate (needs ferlab[lab])",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, metavar="N", help="threads for the model and the detector"
     )
     parser.set_defaults(func=run)
@@ -74,14 +97,24 @@ def run(args: argparse.Namespace) -> int:
     cv2.setNumThreads(args.threads)
     files = collect_inputs(args.inputs, recursive=args.recursive)
     recognizer = EmotionRecognizer(
-        args.model, detector=args.detector, min_face=args.min_face, threads=args.threads
+        args.model,
+        detector=args.detector,
+        min_face=args.min_face,
+        min_score=args.min_score,
+        threads=args.threads,
     )
     with contextlib.ExitStack() as stack:
         annotate = args.annotate and stack.enter_context(
             output_folder(args.annotate, force=args.force, option="--annotate")
         )
         rows = analyze_inputs(
-            recognizer, files, every=args.every, top_k=args.top_k, annotate_dir=annotate or None
+            recognizer,
+            files,
+            every=args.every,
+            top_k=args.top_k,
+            annotate_dir=annotate or None,
+            smooth=args.smooth,
+            timeline=args.timeline,
         )
         write_rows(rows, sys.stdout, args.format, recognizer.class_names)
     if args.annotate and not args.quiet:

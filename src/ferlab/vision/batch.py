@@ -16,8 +16,10 @@ import numpy as np
 from ferlab.data.images import IMAGE_SUFFIXES
 from ferlab.errors import DataError, FerlabError
 from ferlab.vision.annotate import draw_faces
+from ferlab.vision.detect import LANDMARKS
 from ferlab.vision.photo import read_photo
 from ferlab.vision.recognizer import EmotionRecognizer, Face
+from ferlab.vision.track import SMOOTHING_HALF_LIFE, FaceTracker
 from ferlab.vision.video import VIDEO_SUFFIXES, frame_rate, video_frames
 
 FORMATS = ("table", "csv", "json", "jsonl")
@@ -33,13 +35,15 @@ class Row:
     frame: int | None = None
     time: float | None = None
     top: list[tuple[str, float]] = field(default_factory=list)
+    track: int | None = None
 
     def to_dict(self) -> dict:
-        """A JSON-ready record; ``face`` is null and ``emotion`` empty when no face was found."""
+        """A JSON-ready record; ``face`` is null and ``emotion`` empty when no face was found;
+        ``track`` is the face's track id in a video (null for photos)."""
         record = {"file": self.file, "frame": self.frame, "time": self.time}
         if self.face is None:
-            return record | {"face": None, "emotion": "", "note": "no face found"}
-        return record | {"face": self.index} | self.face.to_dict()
+            return record | {"face": None, "track": None, "emotion": "", "note": "no face found"}
+        return record | {"face": self.index, "track": self.track} | self.face.to_dict()
 
 
 def is_video(path: Path) -> bool:
@@ -87,12 +91,15 @@ def collect_inputs(paths: Iterable[str | Path], *, recursive: bool = False) -> l
     return found
 
 
-def _rows(file: str, faces: list[Face], top_k: int, frame=None, time=None) -> list[Row]:
+def _rows(
+    file: str, faces: list[Face], top_k: int, frame=None, time=None, tracks=None
+) -> list[Row]:
     if not faces:
         return [Row(file, None, frame=frame, time=time)]
+    tracks = tracks or [None] * len(faces)
     return [
-        Row(file, face, i, frame, None if time is None else round(time, 3), face.top(top_k))
-        for i, face in enumerate(faces)
+        Row(file, face, i, frame, None if time is None else round(time, 3), face.top(top_k), track)
+        for i, (face, track) in enumerate(zip(faces, tracks, strict=True))
     ]
 
 
@@ -105,22 +112,41 @@ def _save_image(rgb: np.ndarray, path: Path) -> None:
     tmp.replace(path)
 
 
-def _analyze_video(recognizer, path, name, *, every, top_k, annotate_dir) -> Iterator[Row]:
-    writer = None
+def _analyze_video(
+    recognizer, path, name, *, every, top_k, annotate_dir, smooth, timeline
+) -> Iterator[Row]:
+    writer, tracker, seen = None, FaceTracker(half_life=smooth), []
     try:
         for index, time, rgb in video_frames(path, every=every, max_pixels=recognizer.max_pixels):
-            faces = recognizer.analyze_array(rgb)
-            yield from _rows(name, faces, top_k, frame=index, time=time)
+            tracked = tracker.update(recognizer.analyze_array(rgb), time)
+            tracks, faces = [t for t, _ in tracked], [f for _, f in tracked]
+            rows = _rows(name, faces, top_k, frame=index, time=time, tracks=tracks)
+            seen += [r for r in rows if r.face is not None]
+            yield from rows
             if annotate_dir is not None:
                 writer = writer or _video_writer(
                     annotate_dir / f"{name}.annotated.mp4", rgb, path, every
                 )
                 import cv2
 
-                writer.write(cv2.cvtColor(draw_faces(rgb, faces), cv2.COLOR_RGB2BGR))
+                frame = draw_faces(rgb, faces, tracks=tracks)
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         if writer is not None:
             writer.release()
+    if timeline and annotate_dir is not None:
+        _save_timeline(seen, recognizer.class_names, annotate_dir / f"{name}.timeline.png", name)
+
+
+def _save_timeline(rows: list[Row], class_names: list[str], path: Path, title: str) -> None:
+    """Each track's emotion probabilities over time, one panel per track, as a PNG."""
+    from ferlab.plots import plot_emotion_timeline  # the lab extra: main names it if missing
+
+    series: dict[int, list[tuple[float, dict[str, float]]]] = {}
+    for row in rows:
+        series.setdefault(row.track, []).append((row.time, row.face.probabilities))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_emotion_timeline(series, class_names, path, title=title)
 
 
 def _video_writer(path: Path, first: np.ndarray, source: Path, every: int):
@@ -146,13 +172,20 @@ def analyze_inputs(
     every: int = 25,
     top_k: int = 3,
     annotate_dir: str | Path | None = None,
+    smooth: float = SMOOTHING_HALF_LIFE,
+    timeline: bool = False,
 ) -> Iterator[Row]:
     """Rows for every face of every image, and of every ``every``-th frame of each video.
 
     A file that cannot be read is skipped with a warning; if none could be read, the last
     problem is raised as a :class:`DataError`. ``annotate_dir`` receives each image (PNG) and
-    video (MP4) with boxes and labels drawn.
+    video (MP4) with boxes and labels drawn, and with ``timeline`` each video's per-track emotion
+    timeline (PNG). In videos faces are tracked (:mod:`ferlab.vision.track`) and their
+    probabilities smoothed along the track with a half-life of ``smooth`` seconds (0: none).
     """
+    if timeline and annotate_dir is None:
+        raise FerlabError("--timeline writes its plots into the --annotate folder: give --annotate")
+    FaceTracker(half_life=smooth)  # checks smooth before any input is read
     if not isinstance(top_k, int) or top_k < 1:
         raise FerlabError(f"--top-k must be an integer >= 1, got {top_k!r}")
     annotate_dir = Path(annotate_dir) if annotate_dir is not None else None
@@ -162,7 +195,14 @@ def analyze_inputs(
         try:
             if is_video(path):
                 yield from _analyze_video(
-                    recognizer, path, name, every=every, top_k=top_k, annotate_dir=annotate_dir
+                    recognizer,
+                    path,
+                    name,
+                    every=every,
+                    top_k=top_k,
+                    annotate_dir=annotate_dir,
+                    smooth=smooth,
+                    timeline=timeline,
                 )
             else:
                 rgb = read_photo(path, max_pixels=recognizer.max_pixels)
@@ -195,7 +235,9 @@ def write_rows(rows: Iterable[Row], stream: TextIO, fmt: str, class_names: list[
         raise FerlabError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     count = 0
     if fmt == "csv":
-        columns = ["file", "frame", "time", "face", "x", "y", "w", "h", "score", "emotion"]
+        marks = [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
+        columns = ["file", "frame", "time", "face", "track", "x", "y", "w", "h", "score"]
+        columns += marks + ["emotion"]
         writer = csv.writer(stream)
         writer.writerow(columns + class_names)
     if fmt == "json":
@@ -207,15 +249,19 @@ def write_rows(rows: Iterable[Row], stream: TextIO, fmt: str, class_names: list[
         elif fmt == "csv":
             box = record.get("box") or {}
             probs = record.get("probabilities") or {}
+            points = record.get("landmarks") or {}
             writer.writerow(
                 [
                     record["file"],
                     _blank(record["frame"]),
                     _blank(record["time"]),
                     _blank(record.get("face")),
+                    _blank(record.get("track")),
                 ]
                 + [box.get(k, "") for k in "xywh"]
-                + [record.get("score", ""), record["emotion"]]
+                + [record.get("score", "")]
+                + [points[n][a] if n in points else "" for n in LANDMARKS for a in (0, 1)]
+                + [record["emotion"]]
                 + [f"{probs[n]:.6f}" if n in probs else "" for n in class_names]
             )
         else:
@@ -238,4 +284,8 @@ def _table_line(row: Row) -> str:
         return f"{where}  no face found"
     b = row.face.box
     others = "  ".join(f"{name} {p:.2f}" for name, p in row.top)
-    return f"{where}  face {row.index} at ({b.x},{b.y} {b.w}x{b.h})  {others}"
+    track = "" if row.track is None else f" track {row.track}"
+    return (
+        f"{where}  face {row.index}{track} at ({b.x},{b.y} {b.w}x{b.h}) score {b.score:.2f}"
+        f"  {others}"
+    )

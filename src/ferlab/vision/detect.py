@@ -1,49 +1,42 @@
-"""Face detectors whose model files install with ferlab's dependencies (nothing is downloaded).
+"""Face detectors whose model files ship with ferlab or its dependencies (nothing is downloaded).
 
-The default is OpenCV's frontal-face Haar cascade, read from where ``opencv-python-headless`` 4.x
-installs it (OpenCV 5 dropped the cascades, so ferlab pins below 5).
+Every detector has a ``name``, a ``version`` and ``detect(rgb) -> list[Detection]`` on a uint8 RGB
+image (H, W, 3); thresholds and sizes are set once, on the object. The default is MediaPipe's
+BlazeFace CNN (:mod:`ferlab.vision.blazeface`, shipped as ONNX); ``haar`` is OpenCV's frontal-face
+Haar cascade, read from where ``opencv-python-headless`` 4.x installs it (OpenCV 5 dropped the
+cascades, so ferlab pins below 5); ``none`` takes the whole image as one face.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ferlab.errors import FerlabError
+from ferlab.vision.blazeface import BlazeFaceDetector
+from ferlab.vision.detection import LANDMARKS, Detection
 
-DETECTORS = ("haar", "none")
+__all__ = ["DETECTORS", "LANDMARKS", "Detection", "HaarFaceDetector", "make_detector"]
+
+DETECTORS = ("blazeface", "haar", "none")
 # The detector `predict`, `EmotionRecognizer` and `serve` use unless told otherwise.
-DEFAULT_DETECTOR = "haar"
-# Faces smaller than this fraction of a photo's shorter side are not searched: 72 pixels in a
-# 1280x720 photo. Searching down to 5% takes about 1.5 times as long (group photos may need it).
-MIN_FACE = 0.1
+DEFAULT_DETECTOR = "blazeface"
+# Haar searches faces down to this fraction of a photo's shorter side unless given a size in
+# pixels: 72 pixels in a 1280x720 photo (its trade-off between misses, false faces and time).
+HAAR_MIN_FACE = 0.1
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
-
-
-@dataclass(frozen=True)
-class Detection:
-    """A face box in pixels of the analysed image: left ``x``, top ``y``, width ``w``, height ``h``.
-
-    ``score`` is the detector's confidence (for Haar, the last stage's level weight: higher is
-    surer, not a probability; 1.0 for the whole-image detector).
-    """
-
-    x: int
-    y: int
-    w: int
-    h: int
-    score: float
 
 
 class HaarFaceDetector:
     """OpenCV's frontal-face Haar cascade on grayscale images.
 
-    ``min_face`` is the smallest face side searched, as a fraction of the image's shorter side
-    (never below 24 pixels of the searched image); ``min_neighbors`` trades recall for fewer false
+    ``min_face`` is the smallest face side searched in pixels of the photo (None:
+    :data:`HAAR_MIN_FACE` of its shorter side; never below 24 pixels of the searched image, so
+    about ``24 * longer side / search_side``); ``min_neighbors`` trades recall for fewer false
     detections; images whose longer side exceeds ``search_side`` pixels are searched shrunk to it
-    (the search's cost grows with the pixel count), and boxes are given in the original's pixels.
+    (the search's cost grows with the pixel count), and boxes are given in the original's pixels;
+    ``min_score`` drops faces whose level weight is lower.
     """
 
     name = "haar"
@@ -54,25 +47,30 @@ class HaarFaceDetector:
         *,
         scale_factor: float = 1.1,
         min_neighbors: int = 5,
-        min_face: float = MIN_FACE,
+        min_face: int | None = None,
         search_side: int = 640,
+        min_score: float | None = None,
     ) -> None:
         if not 1.0 < scale_factor <= 2.0:
             raise FerlabError(f"scale_factor must be in (1, 2], got {scale_factor!r}")
         if not isinstance(min_neighbors, int) or min_neighbors < 0:
             raise FerlabError(f"min_neighbors must be an integer >= 0, got {min_neighbors!r}")
-        if not 0.0 <= min_face < 1.0:
-            raise FerlabError(f"min_face must be in [0, 1), got {min_face!r}")
+        if min_face is not None and (
+            not isinstance(min_face, int) or isinstance(min_face, bool) or min_face < 1
+        ):
+            raise FerlabError(f"min_face must be a whole number of pixels >= 1, got {min_face!r}")
         if not isinstance(search_side, int) or search_side < 64:
             raise FerlabError(f"search_side must be an integer >= 64, got {search_side!r}")
         self.scale_factor, self.min_neighbors, self.min_face = scale_factor, min_neighbors, min_face
         self.search_side = search_side
+        self.min_score = None if min_score is None else float(min_score)
         self._cascade = _load_cascade()
 
-    def detect(self, gray: np.ndarray) -> list[Detection]:
-        """Faces in a uint8 grayscale image (H, W), largest first."""
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in a uint8 RGB image (H, W, 3) or grayscale image (H, W), largest first."""
         import cv2
 
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
         shrink = min(1.0, self.search_side / max(gray.shape[:2]))
         searched = gray
         if shrink < 1.0:
@@ -80,7 +78,8 @@ class HaarFaceDetector:
             searched = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         if min(searched.shape[:2]) < 24:
             return []
-        side = max(24, int(min(searched.shape[:2]) * self.min_face))
+        wanted = self.min_face or HAAR_MIN_FACE * min(gray.shape[:2])
+        side = max(24, int(wanted * shrink))
         boxes, _, weights = self._cascade.detectMultiScale3(
             searched,
             scaleFactor=self.scale_factor,
@@ -91,6 +90,7 @@ class HaarFaceDetector:
         found = [
             Detection(*(round(int(v) / shrink) for v in (x, y, w, h)), round(float(s), 4))
             for (x, y, w, h), s in zip(boxes, np.ravel(weights), strict=True)
+            if self.min_score is None or s >= self.min_score
         ]
         return sorted(found, key=lambda d: d.w * d.h, reverse=True)
 
@@ -101,9 +101,9 @@ class WholeImageDetector:
     name = "none"
     version = "whole-image"
 
-    def detect(self, gray: np.ndarray) -> list[Detection]:
-        """One detection covering the whole image (H, W)."""
-        return [Detection(0, 0, int(gray.shape[1]), int(gray.shape[0]), 1.0)]
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """One detection covering the whole image (H, W[, 3])."""
+        return [Detection(0, 0, int(rgb.shape[1]), int(rgb.shape[0]), 1.0)]
 
 
 def _load_cascade():
@@ -126,13 +126,24 @@ def _load_cascade():
     return cascade
 
 
-def make_detector(name, *, min_face: float = MIN_FACE):
+def make_detector(
+    name, *, min_face: int | None = None, min_score: float | None = None, threads: int = 1
+):
     """The detector called ``name`` (one of :data:`DETECTORS`), or ``name`` itself when it is a
-    detector object (anything with ``name`` and ``detect(gray) -> list[Detection]``)."""
+    detector object (anything with ``name`` and ``detect(rgb) -> list[Detection]``).
+
+    ``min_face`` (pixels) and ``min_score`` left as None take the detector's own defaults;
+    ``min_score`` applies to the CNN detector's [0, 1] score and to Haar's level weight.
+    """
     if not isinstance(name, str) and callable(getattr(name, "detect", None)):
         return name
+    if name == "blazeface":
+        options = {"min_face": min_face, "min_score": min_score}
+        return BlazeFaceDetector(
+            threads=threads, **{k: v for k, v in options.items() if v is not None}
+        )
     if name == "haar":
-        return HaarFaceDetector(min_face=min_face)
+        return HaarFaceDetector(min_face=min_face, min_score=min_score)
     if name == "none":
         return WholeImageDetector()
     raise FerlabError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from ferlab.errors import FerlabError
-from ferlab.vision.detect import MIN_FACE, Detection, make_detector
-from ferlab.vision.framing import face_crop
+from ferlab.vision.detect import DEFAULT_DETECTOR, LANDMARKS, Detection, make_detector
+from ferlab.vision.framing import Framing, face_crop
 from ferlab.vision.photo import MAX_PIXELS, PhotoSource, read_photo
 
 
@@ -28,10 +28,12 @@ class Face:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
 
     def to_dict(self) -> dict:
-        """A JSON-ready record: box (x, y, w, h, score), emotion, probability, probabilities."""
+        """A JSON-ready record: box (x, y, w, h), score, landmarks ({name: [x, y]}, empty when
+        the detector gives none), emotion, probability, probabilities."""
         return {
-            "box": {k: v for k, v in asdict(self.box).items() if k != "score"},
+            "box": {k: v for k, v in asdict(self.box).items() if k in ("x", "y", "w", "h")},
             "score": self.box.score,
+            "landmarks": {n: list(p) for n, p in zip(LANDMARKS, self.box.landmarks, strict=False)},
             "emotion": self.emotion,
             "probability": self.probability,
             "probabilities": dict(self.probabilities),
@@ -42,9 +44,12 @@ class EmotionRecognizer:
     """Finds faces in photos and tells the emotion of each.
 
     ``EmotionRecognizer()`` uses the model that ships inside ferlab (ONNX Runtime, no PyTorch) and
-    OpenCV's Haar face detector. ``model`` may be any ferlab model file or a loaded classifier;
-    ``detector="none"`` treats each whole image as one face crop (any model input size then works);
-    ``min_face`` is the smallest face searched, as a fraction of the photo's shorter side.
+    the BlazeFace CNN face detector that ships with it. ``model`` may be any ferlab model file or a
+    loaded classifier; ``detector`` is ``"blazeface"``, ``"haar"`` (OpenCV's cascade), ``"none"``
+    (each whole image is one face crop; any model input size then works) or a detector object;
+    ``min_face`` is the smallest face searched, in pixels of the photo, and ``min_score`` the
+    smallest face score kept (None: the detector's defaults). Faces are turned upright by the
+    eyes' positions before they are framed like FER2013's crops, when the detector gives them.
 
     Example::
 
@@ -57,8 +62,9 @@ class EmotionRecognizer:
         self,
         model: str | os.PathLike | object | None = None,
         *,
-        detector: str | object = "haar",
-        min_face: float = MIN_FACE,
+        detector: str | object = DEFAULT_DETECTOR,
+        min_face: int | None = None,
+        min_score: float | None = None,
         threads: int = 1,
         max_pixels: int = MAX_PIXELS,
     ) -> None:
@@ -71,7 +77,10 @@ class EmotionRecognizer:
         self.model = (
             load_model(model, threads=threads) if isinstance(model, str | os.PathLike) else model
         )
-        self.detector = make_detector(detector, min_face=min_face)
+        self.detector = make_detector(
+            detector, min_face=min_face, min_score=min_score, threads=threads
+        )
+        self.framing = getattr(self.detector, "framing", Framing())
         self.max_pixels = max_pixels
         shape = tuple(self.model.input_shape or ())
         if self.detector.name != "none" and (len(shape) != 2 or shape[0] != shape[1]):
@@ -87,10 +96,21 @@ class EmotionRecognizer:
         if self.detector.name == "none":
             box = Detection(0, 0, int(rgb.shape[1]), int(rgb.shape[0]), 1.0)
             return [box], whole_image_input(rgb, self.input_shape)[None]
+        boxes = self.detector.detect(rgb)
         gray = to_gray(rgb)
-        boxes = self.detector.detect(gray)
-        size = self.input_shape[0]
-        crops = np.stack([face_crop(gray, b, size=size) for b in boxes]) if boxes else None
+        size, framing = self.input_shape[0], self.framing
+        crops = (
+            np.stack(
+                [
+                    face_crop(
+                        gray, b, size=size, scale=framing.scale, shift=framing.shift, angle=b.roll
+                    )
+                    for b in boxes
+                ]
+            )
+            if boxes
+            else None
+        )
         return boxes, crops if crops is not None else np.zeros((0, size, size), np.uint8)
 
     def analyze_array(self, rgb: np.ndarray) -> list[Face]:

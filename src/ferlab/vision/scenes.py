@@ -34,28 +34,45 @@ def background_photos(size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
 
 
 def place_faces(
-    background: np.ndarray, crops: np.ndarray, sizes: list[int], rng: np.random.Generator
+    background: np.ndarray,
+    crops: np.ndarray,
+    sizes: list[int],
+    rng: np.random.Generator,
+    angles: list[float] | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """Paste each grayscale crop (N, h, w), enlarged (bicubic) to ``sizes[i]`` pixels square, at a
+    """Paste each grayscale crop (N, h, w), enlarged (bicubic) to ``sizes[i]`` pixels square and
+    turned by ``angles[i]`` degrees (counter-clockwise; the background shows in the corners), at a
     random place of an RGB background (H, W, 3) where it overlaps no other; return the scene and
-    each crop's box (x, y, w, h). Raises ValueError when the faces cannot all fit."""
+    each face's upright square box (x, y, w, h). Raises ValueError when the faces cannot all fit."""
     scene = background.copy()
     height, width = scene.shape[:2]
     boxes: list[tuple[int, int, int, int]] = []
-    for crop, side in zip(crops, sizes, strict=True):
+    taken: list[tuple[int, int, int, int]] = []  # the turned faces' whole squares
+    angles = angles if angles is not None else [0.0] * len(sizes)
+    for crop, side, angle in zip(crops, sizes, angles, strict=True):
+        face = np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BICUBIC))
+        mask = np.full((side, side), 255, np.uint8)
+        if angle:
+            face = np.asarray(Image.fromarray(face).rotate(angle, Image.Resampling.BICUBIC, True))
+            mask = np.asarray(Image.fromarray(mask).rotate(angle, Image.Resampling.BILINEAR, True))
+        extent = face.shape[0]
         for _ in range(200):
-            x = int(rng.integers(0, width - side + 1))
-            y = int(rng.integers(0, height - side + 1))
+            x = int(rng.integers(0, width - extent + 1))
+            y = int(rng.integers(0, height - extent + 1))
             if all(
-                x + side <= bx or bx + bw <= x or y + side <= by or by + bh <= y
-                for bx, by, bw, bh in boxes
+                x + extent <= bx or bx + bw <= x or y + extent <= by or by + bh <= y
+                for bx, by, bw, bh in taken
             ):
                 break
         else:
             raise ValueError(f"cannot fit {len(sizes)} faces of sizes {sizes} on {width}x{height}")
-        face = Image.fromarray(crop).resize((side, side), Image.Resampling.BICUBIC)
-        scene[y : y + side, x : x + side] = np.asarray(face)[..., None]
-        boxes.append((x, y, side, side))
+        alpha = (mask.astype(np.float32) / 255.0)[..., None]
+        region = scene[y : y + extent, x : x + extent].astype(np.float32)
+        blended = face[..., None].astype(np.float32) * alpha + region * (1.0 - alpha)
+        scene[y : y + extent, x : x + extent] = (blended + 0.5).astype(np.uint8)
+        taken.append((x, y, extent, extent))
+        inset = (extent - side) // 2
+        boxes.append((x + inset, y + inset, side, side))
     return scene, boxes
 
 

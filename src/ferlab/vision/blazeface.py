@@ -1,0 +1,465 @@
+"""MediaPipe's BlazeFace CNN face detectors, run with ONNX Runtime.
+
+The networks are MediaPipe's ``face_detection_back.tflite`` (256x256 input, trained on
+rear-camera photos with faces of many sizes) and ``face_detection_full_range.tflite`` (192x192),
+both Apache-2.0, converted once to ONNX by ``release/convert_blazeface.py`` and shipped in
+``ferlab/assets`` (see ``THIRD_PARTY_NOTICES.md``). Each gives, for every anchor of its square
+input, a face score, a box and six landmarks.
+
+A photo is searched in two passes. The candidate pass runs the back network on the whole photo,
+letterboxed into its square, and on overlapping tiles when faces as small as ``min_face`` pixels
+would be too small at the whole photo's scale; its detections above a low score are merged by
+MediaPipe's weighted non-maximum suppression (overlapping boxes averaged, weighted by score).
+The verification pass looks again at each candidate in a square :data:`CONTEXT` times its side,
+centred on it, with both networks; a face's score is the mean of the two networks' scores for
+it there (0 for a network that finds nothing overlapping it), and faces under ``min_score`` are
+dropped. One network alone takes textures, animals and painted shapes for faces that the other,
+trained on other photos, does not, while both find real faces at any size once they fill a
+third of the view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ferlab.errors import FerlabError
+from ferlab.vision.detection import Detection
+from ferlab.vision.framing import Framing
+
+
+@dataclass(frozen=True)
+class Network:
+    """One of MediaPipe's BlazeFace networks: its ONNX file in ``ferlab/assets``, input side and
+    anchor layout (SSD strides, with 2 anchors per cell and layer when ``paired``)."""
+
+    file: str
+    side: int
+    strides: tuple[int, ...]
+    paired: bool
+
+
+NETWORKS = {
+    "back": Network("blazeface_back.onnx", 256, (16, 32, 32, 32), True),
+    "full_range": Network("blazeface_full_range.onnx", 192, (4,), False),
+}
+NETWORK = "back"  # the candidate pass's network
+FRAME_SCALE = 1.18
+FRAME_SHIFT = (0.0, -0.105)
+# Smallest face side, as a fraction of the searched square, that the network finds reliably:
+# measured on FER2013 Training faces pasted on photos (benchmarks/detector_scenes.py --sizes).
+SMALLEST_FACE = 0.07
+# The candidate pass keeps detections down to this score; verification decides (see above).
+CANDIDATE_SCORE = 0.4
+# The verification view's side, in candidate box sides: enough of the head, hair and shoulders
+# for both networks to judge the face as they were trained to (1.5 to 4 measured, on Training
+# faces pasted on photos).
+CONTEXT = 3.0
+VERIFY_IOU = 0.3  # a verifying detection must overlap the candidate by this much
+VERIFY_BATCH = 32
+# A detection with this much of its area inside a larger face is not a face of its own.
+NESTED = 0.6  # views per ONNX Runtime call, bounding memory on crowded photos
+RAW_SCORE_LIMIT = 80.0  # MediaPipe clips the logits before the sigmoid
+SUPPRESSION_IOU = 0.3  # MediaPipe's weighted NMS threshold
+# A tile's detection this close (fraction of the tile side) to an edge the tile shares with the
+# rest of the photo may be a cut face; the neighbouring tile or the coarser view sees it whole.
+EDGE_MARGIN = 0.03
+# Each level of tiles is at most this many times smaller than the view above it: the network
+# finds faces from SMALLEST_FACE to about half of its square, so a face too small for one view
+# is well inside the range of the next.
+LEVEL_RATIO = 6.0
+
+
+def anchor_centres(network: Network) -> np.ndarray:
+    """The anchors' centres (K, 2) as (x, y) fractions of the square, in the network's order:
+    MediaPipe's SSD anchors, where layers of one stride share a grid and each adds its anchors
+    to every cell."""
+    centres, strides = [], list(network.strides)
+    while strides:
+        stride, layers = strides[0], 0
+        while strides and strides[0] == stride:
+            strides.pop(0)
+            layers += 1
+        per_cell = layers * (2 if network.paired else 1)
+        cells = network.side // stride
+        ys, xs = np.mgrid[0:cells, 0:cells]
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], -1).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=1).reshape(-1, 2))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def decode(raw: np.ndarray, logits: np.ndarray, anchors: np.ndarray, side: int):
+    """Boxes (N, K, 4) as x0, y0, x1, y1, landmarks (N, K, 6, 2) and scores (N, K), all as
+    fractions of the square, from the network's outputs ``raw`` (N, K, 16) and ``logits``
+    (N, K, 1) and the anchors' centres (K, 2)."""
+    offsets = raw / side
+    centre = offsets[..., 0:2] + anchors
+    half = offsets[..., 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=-1)
+    landmarks = offsets[..., 4:16].reshape(*raw.shape[:2], 6, 2) + anchors[:, None, :]
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits[..., 0], -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
+    return boxes, landmarks, scores
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over union of one x0, y0, x1, y1 box (4,) with each of ``others`` (M, 4)."""
+    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def weighted_nms(
+    boxes: np.ndarray, landmarks: np.ndarray, scores: np.ndarray, iou: float = SUPPRESSION_IOU
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """MediaPipe's weighted non-maximum suppression: the best-scoring box and every box
+    overlapping it by more than ``iou`` become one detection, their boxes (M, 4) and landmarks
+    (M, 6, 2) averaged with the scores as weights; the detection keeps the best score."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, landmarks, scores = boxes[order], landmarks[order], scores[order]
+    kept = []
+    remaining = np.ones(len(scores), bool)
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        group = remaining & (_iou(boxes[i], boxes) > iou)
+        group[i] = True
+        remaining &= ~group
+        weights = scores[group][:, None]
+        box = (boxes[group] * weights).sum(0) / weights.sum()
+        points = (landmarks[group] * weights[:, :, None]).sum(0) / weights.sum()
+        kept.append((box, points, float(scores[i])))
+    return kept
+
+
+@dataclass(frozen=True)
+class Window:
+    """A square view of the photo: its top-left corner and side in the photo's pixels, and which
+    of its edges (left, top, right, bottom) lie inside the photo rather than on its border."""
+
+    x: int
+    y: int
+    side: int
+    inner_edges: tuple[bool, bool, bool, bool] = (False, False, False, False)
+
+
+def search_windows(width: int, height: int, *, min_face: int) -> list[Window]:
+    """The views that find every face of at least ``min_face`` pixels in a ``width`` x
+    ``height`` photo: the whole photo, then as few levels of overlapping tiles as keep each
+    level's tiles at most :data:`LEVEL_RATIO` times smaller than the last, down to tiles in which a ``min_face``
+    face is just found."""
+    longest = max(width, height)
+    windows = [Window(0, 0, longest)]
+    smallest_tile = min_face / SMALLEST_FACE
+    if longest <= smallest_tile:
+        return windows
+    levels = math.ceil(math.log(longest / smallest_tile, LEVEL_RATIO) - 1e-9)
+    ratio = (longest / smallest_tile) ** (1 / levels)
+    side = float(longest)
+    for _ in range(levels):
+        # Tiles overlap by the largest face this level must see whole: the coarser view's smallest.
+        overlap = math.ceil(side * SMALLEST_FACE)
+        side /= ratio
+        tile = math.ceil(side)
+        windows += _tiles(width, height, tile, min(overlap, tile // 2))
+    return windows
+
+
+def _tiles(width: int, height: int, side: int, overlap: int) -> list[Window]:
+    def starts(length: int) -> list[int]:
+        if length <= side:
+            return [0]
+        count = math.ceil((length - overlap) / (side - overlap))
+        return [round(i * (length - side) / (count - 1)) for i in range(count)]
+
+    tiles = []
+    for y in starts(height):
+        for x in starts(width):
+            inner = (x > 0, y > 0, x + side < width, y + side < height)
+            tiles.append(Window(x, y, side, inner))
+    return tiles
+
+
+class BlazeFaceDetector:
+    """MediaPipe's BlazeFace face detectors on ONNX Runtime, verified by a second look.
+
+    ``min_score`` is the smallest verified face score kept (the mean of both networks' face
+    probabilities, in [0, 1]); ``min_face`` the smallest face side searched, in pixels of the
+    photo; ``threads`` the ONNX Runtime threads. ``verify=False`` keeps the candidate pass alone
+    (its score, ``network``'s own), for comparison. ``detect(rgb)`` gives boxes, scores and the
+    six landmarks (:data:`~ferlab.vision.detect.LANDMARKS`) together.
+    """
+
+    name = "blazeface"
+    # FER2013's crop around this detector's box, measured on Training faces pasted on photos
+    # (benchmarks/pipeline_accuracy.py --calibrate 1000, record "calibration_blazeface": medians).
+    framing = Framing(scale=FRAME_SCALE, shift=FRAME_SHIFT)
+
+    def __init__(
+        self,
+        *,
+        min_score: float = 0.5,
+        min_face: int = 20,
+        threads: int = 1,
+        network: str = NETWORK,
+        verify: bool = True,
+    ) -> None:
+        if not isinstance(min_score, int | float) or not 0.0 < min_score < 1.0:
+            raise FerlabError(f"min_score must be a number in (0, 1), got {min_score!r}")
+        if not isinstance(min_face, int) or isinstance(min_face, bool) or min_face < 8:
+            raise FerlabError(f"min_face must be a whole number of pixels >= 8, got {min_face!r}")
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise FerlabError(f"threads must be an integer >= 1, got {threads!r}")
+        if network not in NETWORKS:
+            choices = ", ".join(sorted(NETWORKS))
+            raise FerlabError(f"unknown BlazeFace network {network!r}; choose one of {choices}")
+        self.min_score, self.min_face, self.verify = float(min_score), min_face, bool(verify)
+        self.network = NETWORKS[network]
+        self._runners = {name: _Runner(net, threads) for name, net in NETWORKS.items()}
+        digest = hashlib.sha256(
+            "".join(r.sha256 for r in self._runners.values()).encode()
+        ).hexdigest()
+        self.version = (
+            f"{network.replace('_', '-')}+verify-{digest[:12]}"
+            if self.verify
+            else f"{network.replace('_', '-')}-{self._runners[network].sha256[:12]}"
+        )
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in a uint8 RGB image (H, W, 3), largest first."""
+        height, width = rgb.shape[:2]
+        if min(height, width) < 8:
+            return []
+        first = self.min_score if not self.verify else min(self.min_score, CANDIDATE_SCORE)
+        candidates = self._candidates(rgb, first)
+        if self.verify and candidates:
+            candidates = self._verified(rgb, candidates)
+        candidates = _without_nested([c for c in candidates if c[2] >= self.min_score])
+        faces = [_detection(box, points, score, width, height) for box, points, score in candidates]
+        faces = [f for f in faces if f.w >= 4 and f.h >= 4]
+        return sorted(faces, key=lambda d: d.w * d.h, reverse=True)
+
+    def _candidates(self, rgb: np.ndarray, min_score: float):
+        """The candidate pass: merged (box (4,), landmarks (6, 2), score) in photo pixels."""
+        height, width = rgb.shape[:2]
+        runner = self._runners[_name_of(self.network)]
+        windows = search_windows(width, height, min_face=self.min_face)
+        side = runner.network.side
+        boxes, landmarks, scores = runner.run([_view(rgb, w, side) for w in windows])
+        found_boxes, found_points, found_scores = [], [], []
+        for window, b, p, s in zip(windows, boxes, landmarks, scores, strict=True):
+            keep = (s >= min_score) & ~_touches_inner_edge(b, window)
+            found_boxes.append(b[keep] * window.side + (window.x, window.y, window.x, window.y))
+            found_points.append(p[keep] * window.side + (window.x, window.y))
+            found_scores.append(s[keep])
+        return weighted_nms(
+            np.concatenate(found_boxes), np.concatenate(found_points), np.concatenate(found_scores)
+        )
+
+    def _verified(self, rgb: np.ndarray, candidates):
+        """The verification pass: each candidate looked at again in a view :data:`CONTEXT`
+        times its side, turned so that its eyes are level; its score becomes the mean of both
+        networks' scores there, and its landmarks those the candidate network finds in that
+        upright view (a turned face's landmarks are surer once it is upright)."""
+        frames = [_context_frame(box, points) for box, points, _ in candidates]
+        # In its own view each candidate is upright, centred, 1 / CONTEXT of the side.
+        half = 0.5 / CONTEXT
+        expected = np.array([0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half])
+        total = np.zeros(len(candidates))
+        refined = [points for _, points, _ in candidates]
+        for runner in self._runners.values():
+            side = runner.network.side
+            views = [_turned_view(rgb, frame, side) for frame in frames]
+            found, landmarks, scores = runner.run(views)
+            for i, frame in enumerate(frames):
+                near = np.flatnonzero(_iou(expected, found[i]) >= VERIFY_IOU)
+                if not len(near):
+                    continue
+                best = near[np.argmax(scores[i][near])]
+                total[i] += float(scores[i][best])
+                if runner.network == self.network:
+                    refined[i] = _to_photo(landmarks[i][best], frame)
+        return [
+            (box, points, float(score))
+            for (box, _, _), points, score in zip(
+                candidates, refined, total / len(self._runners), strict=True
+            )
+        ]
+
+
+def _name_of(network: Network) -> str:
+    return next(name for name, net in NETWORKS.items() if net == network)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """A turned square view of the photo: its centre (x, y), side in photo pixels, and the
+    angle in radians by which the photo is turned in it (the face's roll)."""
+
+    x: float
+    y: float
+    side: float
+    angle: float
+
+
+def _context_frame(box: np.ndarray, points: np.ndarray) -> _Frame:
+    """The verification view of a candidate: :data:`CONTEXT` times its box's (4,) longer side,
+    centred on the box, turned by the roll of its eyes (landmarks (6, 2))."""
+    side = max(8.0, CONTEXT * float(max(box[2] - box[0], box[3] - box[1])))
+    (rx, ry), (lx, ly) = points[0], points[1]
+    return _Frame(
+        float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2, side, math.atan2(ly - ry, lx - rx)
+    )
+
+
+def _view_to_photo(frame: _Frame, side: int) -> np.ndarray:
+    """The 2x3 affine matrix from a ``side``-pixel view of ``frame`` to the photo's pixels."""
+    scale = frame.side / side
+    cos, sin = math.cos(frame.angle) * scale, math.sin(frame.angle) * scale
+    centre = side / 2
+    return np.array(
+        [
+            [cos, -sin, frame.x - cos * centre + sin * centre],
+            [sin, cos, frame.y - sin * centre - cos * centre],
+        ]
+    )
+
+
+def _turned_view(rgb: np.ndarray, frame: _Frame, side: int) -> np.ndarray:
+    """The network's input (3, side, side), float32 in [-1, 1], of a turned view (black
+    beyond the photo)."""
+    import cv2
+
+    matrix = _view_to_photo(frame, side)
+    source = rgb
+    shrink = frame.side / side
+    if shrink > 1.5:  # area-average first so the view does not alias
+        scale = 1.0 / shrink
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        source = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        matrix = matrix * np.array([[size[0] / rgb.shape[1]], [size[1] / rgb.shape[0]]])
+    square = cv2.warpAffine(
+        source,
+        matrix,
+        (side, side),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
+    return (square.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
+
+
+def _to_photo(points: np.ndarray, frame: _Frame) -> np.ndarray:
+    """Points (M, 2) as fractions of a frame's view, in the photo's pixels."""
+    matrix = _view_to_photo(frame, 1)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _without_nested(candidates, inside: float = NESTED):
+    """``candidates`` (box, landmarks, score) less those whose box lies mostly (``inside`` of
+    its area) within a larger kept box: a face is never inside another face, but the eyes and
+    nose of a tightly cropped face can pass for a small one."""
+    kept = []
+    for box, points, score in sorted(candidates, key=lambda c: -_area(c[0])):
+        within = any(_intersection(box, other) >= inside * _area(box) for other, _, _ in kept)
+        if not within:
+            kept.append((box, points, score))
+    return kept
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return float(ix * iy)
+
+
+class _Runner:
+    """One BlazeFace network's ONNX Runtime session and anchors."""
+
+    def __init__(self, network: Network, threads: int) -> None:
+        self.network = network
+        self._session, self.sha256 = _load_session(network.file, threads)
+        self._anchors = anchor_centres(network)
+
+    def run(self, views: list[np.ndarray]):
+        """Boxes (N, K, 4), landmarks (N, K, 6, 2) and scores (N, K), as fractions of each of
+        the N views (3, side, side) given."""
+        raw, logits = [], []
+        for start in range(0, len(views), VERIFY_BATCH):
+            inputs = np.stack(views[start : start + VERIFY_BATCH])
+            r, c = self._session.run(["regressors", "classificators"], {"image": inputs})
+            raw.append(r)
+            logits.append(c)
+        side = self.network.side
+        return decode(np.concatenate(raw), np.concatenate(logits), self._anchors, side)
+
+
+def _touches_inner_edge(boxes: np.ndarray, window: Window) -> np.ndarray:
+    """Which boxes (K, 4; fractions of the window) reach an edge shared with the rest of the photo."""
+    left, top, right, bottom = window.inner_edges
+    near = np.zeros(len(boxes), bool)
+    if left:
+        near |= boxes[:, 0] < EDGE_MARGIN
+    if top:
+        near |= boxes[:, 1] < EDGE_MARGIN
+    if right:
+        near |= boxes[:, 2] > 1 - EDGE_MARGIN
+    if bottom:
+        near |= boxes[:, 3] > 1 - EDGE_MARGIN
+    return near
+
+
+def _view(rgb: np.ndarray, window: Window, side: int) -> np.ndarray:
+    """The network's input (3, side, side), float32 in [-1, 1]: the window's part of the photo
+    resized to the network's square, black where the window reaches beyond the photo."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    square = np.zeros((side, side, 3), np.uint8)
+    x0, y0 = max(window.x, 0), max(window.y, 0)
+    x1, y1 = min(window.x + window.side, width), min(window.y + window.side, height)
+    if x1 > x0 and y1 > y0:
+        scale = side / window.side
+        left, top = round((x0 - window.x) * scale), round((y0 - window.y) * scale)
+        size = (
+            max(1, min(side - left, round((x1 - x0) * scale))),
+            max(1, min(side - top, round((y1 - y0) * scale))),
+        )
+        shrink = scale < 1.0
+        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        resized = cv2.resize(rgb[y0:y1, x0:x1], size, interpolation=interpolation)
+        square[top : top + size[1], left : left + size[0]] = resized
+    return (square.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
+
+
+def _detection(box, points, score: float, width: int, height: int) -> Detection:
+    x0, y0 = max(0.0, float(box[0])), max(0.0, float(box[1]))
+    x1, y1 = min(float(width), float(box[2])), min(float(height), float(box[3]))
+    marks = tuple((round(float(x), 1), round(float(y), 1)) for x, y in points)
+    return Detection(round(x0), round(y0), round(x1 - x0), round(y1 - y0), round(score, 4), marks)
+
+
+def _load_session(file: str, threads: int):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise FerlabError(
+            "the blazeface detector needs onnxruntime: pip install onnxruntime"
+        ) from None
+    from ferlab.assets import asset_path
+
+    data = asset_path(file).read_bytes()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return session, hashlib.sha256(data).hexdigest()
