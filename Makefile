@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test release-check lint format bench clean
 
 $(BIN)/ferlab: pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || test -n "$(PYTHON)" || { \
@@ -33,6 +33,11 @@ demo: $(BIN)/ferlab
 
 test: $(BIN)/ferlab
 	$(BIN)/python -m pytest -q
+
+# Build the wheel and sdist, check them, install the wheel in a fresh venv without the dev extras
+# and smoke-test it there (scripts/release_check.sh says each step).
+release-check: $(BIN)/ferlab
+	PYTHON=$(BIN)/python scripts/release_check.sh
 
 lint: $(BIN)/ferlab
 	$(BIN)/ruff check src tests benchmarks
