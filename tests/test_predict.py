@@ -94,12 +94,13 @@ def test_predict_command_on_crops_matches_the_report_interface(model_path, folde
     args = ["predict", str(folder), "--model", str(model_path), "--detector", "none"]
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["10.png", "2.jpg", "a.png", "b.png"]
+    names = [f"{folder}/{n}" for n in ("10.png", "2.jpg", "a.png", "b.png")]
+    assert [line.split()[0] for line in lines] == names
     # after "face 0 at (x,y WxH) score S"
     assert all(line.split()[8] in CLASS_NAMES for line in lines)
     assert main([*args, "--format", "csv"]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
-    assert [r["file"] for r in rows] == ["10.png", "2.jpg", "a.png", "b.png"]
+    assert [r["file"] for r in rows] == names
     expected = test_fer_model(folder, model_path)
     assert [CLASS_NAMES.index(r["emotion"]) for r in rows] == expected.tolist()
     assert main(["predict", str(folder), "--model", str(folder / "none.npz")]) == 2

@@ -174,12 +174,12 @@ def test_video_rows_and_annotated_outputs(astronaut, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    video = [r for r in rows if r["file"] == "clip.mp4"]
+    video = [r for r in rows if r["file"] == str(tmp_path / "clip.mp4")]  # the path as given
     assert [r["frame"] for r in video] == [0, 5, 10, 15]
     assert [r["time"] for r in video] == [0.0, 0.5, 1.0, 1.5]
     assert [r["face"] for r in video] == [0, 0, None, None]  # the astronaut, then coffee
     assert [r["emotion"] for r in video][2:] == ["", ""]
-    photo = [r for r in rows if r["file"] == "photo.jpg"]
+    photo = [r for r in rows if r["file"] == str(tmp_path / "photo.jpg")]
     assert len(photo) == 1 and photo[0]["emotion"] == "happy"
     drawn = np.asarray(Image.open(out / "photo.jpg.annotated.png"))
     box = photo[0]["box"]
@@ -190,9 +190,10 @@ def test_video_rows_and_annotated_outputs(astronaut, tmp_path, capsys):
     capture.release()
 
 
-def test_output_formats_and_top_k(astronaut, tmp_path, capsys):
+def test_output_formats_and_top_k(astronaut, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     Image.fromarray(astronaut).save(tmp_path / "a.png")
-    assert main(["predict", str(tmp_path / "a.png"), "--top-k", "2"]) == 0
+    assert main(["predict", "a.png", "--top-k", "2"]) == 0
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(
         r"a\.png  face 0 at \(\d+,\d+ \d+x\d+\) score 0\.\d\d  happy 0\.\d\d  \w+ 0\.\d\d", line
@@ -217,9 +218,9 @@ def test_folders_recursive_and_no_face(astronaut, tmp_path, capsys):
     Image.fromarray(astronaut).save(tmp_path / "a.jpg")
     Image.fromarray(skdata.coffee()).save(tmp_path / "sub" / "b.jpg")
     assert main(["predict", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("a.jpg  face 0")
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"{tmp_path}/a.jpg  face 0")
     assert main(["predict", str(tmp_path), "--recursive"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "b.jpg  no face found"
+    assert capsys.readouterr().out.splitlines()[-1] == f"{tmp_path}/sub/b.jpg  no face found"
 
 
 def test_bad_input_is_one_line_and_non_zero(tmp_path, capsys):
@@ -248,8 +249,8 @@ def test_bad_files_inside_a_folder_are_skipped_with_a_warning(astronaut, tmp_pat
     (tmp_path / "readme.txt").write_text("hello")
     assert main(["predict", str(tmp_path)]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("good.png  face 0")
-    assert "skipped 1 file(s): readme.txt" in captured.err
+    assert captured.out.startswith(f"{tmp_path}/good.png  face 0")
+    assert f"skipped 1 file(s): {tmp_path}/readme.txt" in captured.err
     assert "fake.jpg: not an image" in captured.err and "Traceback" not in captured.err
 
 

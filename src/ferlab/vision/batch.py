@@ -51,36 +51,56 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def collect_inputs(paths: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
+@dataclass(frozen=True)
+class InputFile:
+    """One input: the ``path`` it is read from, the ``name`` every row and warning gives it (the
+    path as given, or the folder as given joined with its path inside it), and ``inner``, its
+    path inside the folder given (its file name when named directly), which annotated copies
+    mirror."""
+
+    path: Path
+    name: str
+    inner: Path
+
+
+def collect_inputs(paths: Iterable[str | Path], *, recursive: bool = False) -> list[InputFile]:
     """Image and video files named directly or found in folders (sorted; hidden files skipped).
 
-    A named path that does not exist is an error; inside folders, files that are not regular
-    files (FIFOs, devices, dangling links) or not images or videos are skipped with one warning.
+    A named path that does not exist, and inside folders a file that is not a regular file
+    (FIFO, device, dangling link) or not an image or video, is skipped with one warning; when
+    nothing is left, the problem is raised as a :class:`DataError`.
     """
-    found, skipped = [], []
+    found, skipped, missing = [], [], []
+    paths = list(paths)
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
-            raise DataError(f"{path}: no such file or folder")
+            missing.append(f"{raw}: no such file or folder")
+            continue
         if not path.is_dir():
-            found.append(path)
+            found.append(InputFile(path, str(raw), Path(path.name)))
             continue
         candidates = sorted(path.rglob("*") if recursive else path.iterdir())
         for item in candidates:
             relative = item.relative_to(path)
             if any(part.startswith(".") for part in relative.parts) or item.is_dir():
                 continue
+            name = (Path(raw) / relative).as_posix()
             suffix = item.suffix.lower()
             try:
                 regular = stat.S_ISREG(item.stat().st_mode)
             except OSError:
                 regular = False
             if suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-                skipped.append(f"{relative} (not an image or video)")
+                skipped.append(f"{name} (not an image or video)")
             elif not regular:
-                skipped.append(f"{relative} (not a regular file)")
+                skipped.append(f"{name} (not a regular file)")
             else:
-                found.append(item)
+                found.append(InputFile(item, name, relative))
+    if not found and len(missing) == 1 and len(paths) == 1:
+        raise DataError(missing[0])
+    for problem in missing:
+        warnings.warn(f"skipped {problem}", stacklevel=2)
     if skipped:
         shown = ", ".join(skipped[:5]) + (
             f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
@@ -113,7 +133,7 @@ def _save_image(rgb: np.ndarray, path: Path) -> None:
 
 
 def _analyze_video(
-    recognizer, path, name, *, every, top_k, annotate_dir, smooth, timeline
+    recognizer, path, name, copy, *, every, top_k, annotate_dir, smooth, timeline
 ) -> Iterator[Row]:
     writer, tracker, seen = None, FaceTracker(half_life=smooth), []
     try:
@@ -125,7 +145,7 @@ def _analyze_video(
             yield from rows
             if annotate_dir is not None:
                 writer = writer or _video_writer(
-                    annotate_dir / f"{name}.annotated.mp4", rgb, path, every
+                    annotate_dir / f"{copy}.annotated.mp4", rgb, path, every
                 )
                 import cv2
 
@@ -135,7 +155,7 @@ def _analyze_video(
         if writer is not None:
             writer.release()
     if timeline and annotate_dir is not None:
-        _save_timeline(seen, recognizer.class_names, annotate_dir / f"{name}.timeline.png", name)
+        _save_timeline(seen, recognizer.class_names, annotate_dir / f"{copy}.timeline.png", name)
 
 
 def _save_timeline(rows: list[Row], class_names: list[str], path: Path, title: str) -> None:
@@ -167,7 +187,7 @@ def _video_writer(path: Path, first: np.ndarray, source: Path, every: int):
 
 def analyze_inputs(
     recognizer: EmotionRecognizer,
-    files: list[Path],
+    files: list[InputFile] | list[Path],
     *,
     every: int = 25,
     top_k: int = 3,
@@ -189,15 +209,21 @@ def analyze_inputs(
     if not isinstance(top_k, int) or top_k < 1:
         raise FerlabError(f"--top-k must be an integer >= 1, got {top_k!r}")
     annotate_dir = Path(annotate_dir) if annotate_dir is not None else None
-    names = _display_names(files)
+    files = [
+        f if isinstance(f, InputFile) else InputFile(Path(f), str(f), Path(Path(f).name))
+        for f in files
+    ]
+    copies = _annotated_names(files)
     read, problems = 0, []
-    for path, name in zip(files, names, strict=True):
+    for file, copy in zip(files, copies, strict=True):
+        path, name = file.path, file.name
         try:
             if is_video(path):
                 yield from _analyze_video(
                     recognizer,
                     path,
                     name,
+                    copy,
                     every=every,
                     top_k=top_k,
                     annotate_dir=annotate_dir,
@@ -209,7 +235,7 @@ def analyze_inputs(
                 faces = recognizer.analyze_array(rgb)
                 yield from _rows(name, faces, top_k)
                 if annotate_dir is not None:
-                    _save_image(draw_faces(rgb, faces), annotate_dir / f"{name}.annotated.png")
+                    _save_image(draw_faces(rgb, faces), annotate_dir / f"{copy}.annotated.png")
             read += 1
         except DataError as exc:
             problems.append(str(exc))
@@ -221,12 +247,13 @@ def analyze_inputs(
         )
 
 
-def _display_names(files: list[Path]) -> list[str]:
-    """File names, with parent folders added only where two names would collide."""
-    names = [f.name for f in files]
-    if len(set(names)) == len(names):
-        return names
-    return [f.as_posix().lstrip("/").replace("/", "__") for f in files]
+def _annotated_names(files: list[InputFile]) -> list[str]:
+    """Where each input's annotated copy goes under ``--annotate``: its path inside the folder
+    given (the tree mirrored), with the folders above added where two would collide."""
+    inner = [f.inner.as_posix() for f in files]
+    if len(set(inner)) == len(inner):
+        return inner
+    return [Path(f.name).as_posix().lstrip("/").replace("../", "") for f in files]
 
 
 def write_rows(rows: Iterable[Row], stream: TextIO, fmt: str, class_names: list[str]) -> int:
