@@ -37,7 +37,7 @@ def register(subparsers) -> None:
         type=int,
         default=None,
         metavar="PIXELS",
-        help="smallest face side searched, in pixels of the photo (default: blazeface 20, "
+        help="smallest face side searched, in pixels of the photo (default: blazeface 30, "
         "haar 10%% of the shorter side)",
     )
     parser.add_argument(
