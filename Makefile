@@ -28,8 +28,8 @@ demo: $(BIN)/ferlab
 	$(BIN)/ferlab search report --study digits-demo --study-dir $(RUN_DIR)/search
 	@# Emotions on real photos that install with scikit-image, by the model that ships in ferlab.
 	photos=$$($(BIN)/python -c 'import os, skimage.data as d; print(os.path.dirname(d.__file__))') && \
-	$(BIN)/ferlab predict $$photos/astronaut.png $$photos/camera.png $$photos/coffee.png \
-		--annotate $(RUN_DIR)/photos --force
+	cd $$photos && $(abspath $(BIN))/ferlab predict astronaut.png camera.png coffee.png \
+		--annotate $(abspath $(RUN_DIR))/photos --force
 
 test: $(BIN)/ferlab
 	$(BIN)/python -m pytest -q
