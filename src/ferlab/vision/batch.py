@@ -312,7 +312,9 @@ def _table_line(row: Row) -> str:
     b = row.face.box
     others = "  ".join(f"{name} {p:.2f}" for name, p in row.top)
     track = "" if row.track is None else f" track {row.track}"
+    eyes = "".join(f" ({x:.0f},{y:.0f})" for x, y in b.landmarks[:2])
+    eyes = f" eyes{eyes}" if eyes else ""
     return (
         f"{where}  face {row.index}{track} at ({b.x},{b.y} {b.w}x{b.h}) score {b.score:.2f}"
-        f"  {others}"
+        f"{eyes}  {others}"
     )
