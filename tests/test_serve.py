@@ -125,6 +125,15 @@ def test_multipart_and_octet_stream_give_the_same_faces(client, astronaut_png):
     assert octets.json()["faces"] == raw
 
 
+def test_curl_data_binary_without_a_content_type_is_read_by_its_bytes(client, astronaut_png):
+    # curl --data-binary @photo.jpg sends Content-Type application/x-www-form-urlencoded
+    response = post_raw(client, astronaut_png, "application/x-www-form-urlencoded")
+    assert response.status_code == 200 and len(response.json()["faces"]) == 1
+    assert_error(
+        post_raw(client, b"a=1&b=2", "application/x-www-form-urlencoded"), 400, "not_an_image"
+    )
+
+
 def test_jpeg_photo_with_several_faces(client):
     from ferlab.vision.recognizer import to_gray
     from ferlab.vision.scenes import background_photos, place_faces
@@ -318,10 +327,13 @@ def test_openapi_schema(client):
     schema = client.get("/openapi.json").json()
     assert {"/v1/analyze", "/v1/model", "/healthz"} <= set(schema["paths"])
     analyze = schema["paths"]["/v1/analyze"]["post"]
-    assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(
-        analyze["requestBody"]["content"]
+    content = analyze["requestBody"]["content"]
+    image_types = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff"}
+    assert {"multipart/form-data", "application/octet-stream"} | image_types <= set(content)
+    assert image_types <= set(
+        content["multipart/form-data"]["encoding"]["file"]["contentType"].split(", ")
     )
-    assert {"200", "400", "413", "415", "503"} <= set(analyze["responses"])
+    assert {"200", "400", "408", "413", "415", "429", "503"} <= set(analyze["responses"])
 
 
 def test_page_and_its_files_come_from_ferlab(client):

@@ -4,7 +4,68 @@ from __future__ import annotations
 
 import argparse
 
-from ferlab.serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_QUEUE
+from ferlab.serve import (
+    DEFAULT_CLIENT_CONNECTIONS,
+    DEFAULT_CLIENT_UPLOADS,
+    DEFAULT_CONNECTIONS,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_UPLOAD_RATE,
+    DEFAULT_QUEUE,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_UPLOAD_GRACE,
+    DEFAULT_UPLOAD_MEMORY,
+    ServeSettings,
+)
+
+# Slow and idle clients: (option, type, default, metavar, help); each is a ServeSettings field.
+GUARD_OPTIONS = [
+    ("--header-timeout", float, DEFAULT_HEADER_TIMEOUT, "S", "seconds for a request's headers"),
+    ("--read-timeout", float, DEFAULT_READ_TIMEOUT, "S", "seconds between two reads of a body"),
+    (
+        "--min-upload-rate",
+        int,
+        DEFAULT_MIN_UPLOAD_RATE,
+        "N",
+        "bytes/s an upload must average after --upload-grace",
+    ),
+    (
+        "--upload-grace",
+        float,
+        DEFAULT_UPLOAD_GRACE,
+        "S",
+        "seconds before --min-upload-rate applies",
+    ),
+    (
+        "--upload-memory",
+        int,
+        DEFAULT_UPLOAD_MEMORY,
+        "N",
+        "bytes of uploads still arriving, per worker; more get 503",
+    ),
+    (
+        "--max-client-uploads",
+        int,
+        DEFAULT_CLIENT_UPLOADS,
+        "N",
+        "uploads arriving at once from one address, per worker; more get 429",
+    ),
+    (
+        "--max-client-connections",
+        int,
+        DEFAULT_CLIENT_CONNECTIONS,
+        "N",
+        "connections open from one address, per worker; more get 429",
+    ),
+    (
+        "--max-connections",
+        int,
+        DEFAULT_CONNECTIONS,
+        "N",
+        "connections open in all, per worker; more get 503",
+    ),
+]
 
 
 def register(subparsers) -> None:
@@ -41,24 +102,20 @@ def register(subparsers) -> None:
         type=int,
         default=DEFAULT_QUEUE,
         metavar="N",
-        help="requests each worker holds at once (running or waiting); more get 503",
+        help="requests each worker holds for analysis (uploaded, waiting or running); more get 503",
     )
+    for option, kind, default, metavar, text in GUARD_OPTIONS:
+        parser.add_argument(option, type=kind, default=default, metavar=metavar, help=text)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.serve import ServeSettings, serve
+    from ferlab.serve import serve
     from ferlab.settings import validate_options
 
+    names = set(ServeSettings.model_fields)
     settings = validate_options(
-        ServeSettings,
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        max_bytes=args.max_bytes,
-        max_pixels=args.max_pixels,
-        queue=args.queue,
+        ServeSettings, **{key: value for key, value in vars(args).items() if key in names}
     )
     serve(settings)
     return 0

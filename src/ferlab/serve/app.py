@@ -1,9 +1,12 @@
 """The web app: ``POST /v1/analyze``, ``GET /v1/model``, ``GET /healthz`` and the page at ``/``.
 
-Each worker process loads the model once (when the app starts). Photos are decoded and analysed
-in one thread per worker, off the event loop; a worker holds at most ``queue`` requests at once
-(reading, waiting or running) and answers 503 with ``Retry-After`` beyond that, so memory stays
-bounded by about ``queue x max_bytes``. Errors are JSON ``{"error": {"code", "message"}}``.
+Each worker process loads the model once (when the app starts). A request's body is received
+whole by :class:`~ferlab.serve.guard.UploadGuard` (time and rate limits, per-address and memory
+caps) before the endpoint runs; photos are then decoded and analysed in one thread per worker, off
+the event loop. A worker holds at most ``queue`` requests for analysis at once (their bodies
+arrived, waiting or running) and answers 503 with ``Retry-After`` beyond that, so the analysis
+stage holds at most ``queue x max_bytes`` bytes of photos and the upload stage ``upload_memory``.
+Errors are JSON ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
@@ -27,17 +30,33 @@ from starlette.requests import ClientDisconnect
 from ferlab import __version__
 from ferlab.errors import DataError
 from ferlab.serve import (
+    DEFAULT_CLIENT_UPLOADS,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_UPLOAD_RATE,
     DEFAULT_QUEUE,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_UPLOAD_GRACE,
+    DEFAULT_UPLOAD_MEMORY,
     SETTINGS_VARIABLE,
     ServeSettings,
 )
+from ferlab.serve.guard import RETRY_AFTER_SECONDS, UploadGuard
 from ferlab.settings import validate_arguments
 
-BODY_SECONDS = 60.0  # a client must send its whole upload within this
 MULTIPART_SLACK = 64 * 1024  # form boundaries and part headers around the file, in bytes
-RETRY_AFTER_SECONDS = 1
+# The image types /v1/analyze takes (any other image/* type Pillow decodes is read too).
+IMAGE_TYPES = [
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+    "image/avif",
+]
+# Sent as a raw body but read by sniffing its bytes: curl --data-binary's default Content-Type.
+SNIFFED_TYPES = ("", "application/octet-stream", "application/x-www-form-urlencoded")
 # Formats people send that Pillow cannot decode, by their first bytes: answered 415, not 400.
 UNSUPPORTED_SIGNATURES = {
     b"ftypheic": "HEIC",
@@ -82,6 +101,9 @@ class Box(BaseModel):
 class FaceOut(BaseModel):
     box: Box
     score: float
+    # {name: [x, y]} for the detector's landmarks (right_eye, left_eye, nose, mouth, right_ear,
+    # left_ear); empty when the detector gives none
+    landmarks: dict[str, list[float]]
     emotion: str
     probability: float
     probabilities: dict[str, float]
@@ -125,17 +147,24 @@ ANALYZE_BODY = {
                 "type": "object",
                 "properties": {"file": {"type": "string", "format": "binary"}},
                 "required": ["file"],
-            }
+            },
+            "encoding": {"file": {"contentType": ", ".join(IMAGE_TYPES)}},
         },
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        **{name: {"schema": {"type": "string", "format": "binary"}} for name in IMAGE_TYPES},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
 }
 ANALYZE_ERRORS = {
     400: {"model": ErrorOut, "description": "not_an_image, empty_body or bad_request"},
-    408: {"model": ErrorOut, "description": "timeout: the upload took too long"},
+    408: {"model": ErrorOut, "description": "timeout: the headers or the upload came too slowly"},
     413: {"model": ErrorOut, "description": "too_large: too many bytes or pixels"},
     415: {"model": ErrorOut, "description": "not_an_image or unsupported_format"},
+    429: {
+        "model": ErrorOut,
+        "description": "too_many_requests: too many connections or uploads from one address; "
+        "retry after Retry-After seconds",
+    },
+    431: {"model": ErrorOut, "description": "headers_too_large"},
     503: {"model": ErrorOut, "description": "overloaded: retry after Retry-After seconds"},
 }
 
@@ -188,6 +217,11 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     queue: int = DEFAULT_QUEUE,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
+    upload_grace: float = DEFAULT_UPLOAD_GRACE,
+    upload_memory: int = DEFAULT_UPLOAD_MEMORY,
+    max_client_uploads: int = DEFAULT_CLIENT_UPLOADS,
     recognizer: object | None = None,
 ) -> FastAPI:
     """The ferlab web app.
@@ -195,12 +229,16 @@ def create_app(
     ``model`` is a model file (None: the shipped model), loaded once when the app starts unless a
     ready ``recognizer`` (an :class:`~ferlab.vision.recognizer.EmotionRecognizer` or anything with
     ``analyze_array(rgb)`` and ``class_names``) is given. ``max_bytes`` bounds an upload,
-    ``max_pixels`` a photo's width x height, ``queue`` the requests held at once.
+    ``max_pixels`` a photo's width x height, ``queue`` the requests held for analysis at once;
+    the upload limits are :class:`~ferlab.serve.ServeSettings`' (header time limits and
+    connection caps belong to the server: :func:`ferlab.serve.serve`).
     """
     model = None if model is None else str(model)
     validate_arguments(
         ServeSettings, "create_app", model=model, max_bytes=max_bytes, max_pixels=max_pixels,
-        queue=queue,
+        queue=queue, read_timeout=read_timeout, min_upload_rate=min_upload_rate,
+        upload_grace=upload_grace, upload_memory=upload_memory,
+        max_client_uploads=max_client_uploads,
     )  # fmt: skip
     service = Service(model, max_bytes, max_pixels, queue)
     if recognizer is not None:
@@ -221,6 +259,15 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
+    app.add_middleware(
+        UploadGuard,
+        max_body=max_bytes + MULTIPART_SLACK,
+        memory=upload_memory,
+        per_client=max_client_uploads,
+        read_timeout=read_timeout,
+        min_rate=min_upload_rate,
+        grace=upload_grace,
+    )
     app.add_exception_handler(ServeError, serve_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(Exception, internal_error_handler)
@@ -235,6 +282,7 @@ def create_app(
     async def analyze(request: Request) -> JSONResponse:
         """Send a photo as the multipart form field ``file`` or as the raw body (``image/*`` or
         ``application/octet-stream``). A photo without faces gives an empty ``faces`` list."""
+        data, declared = await read_upload(request, service.max_bytes)  # it has fully arrived
         if service.in_flight >= service.queue:
             raise ServeError(
                 "overloaded",
@@ -244,7 +292,6 @@ def create_app(
             )
         service.in_flight += 1
         try:
-            data, declared = await read_upload(request, service.max_bytes)
             result = await anyio.to_thread.run_sync(
                 service.analyze, data, declared, limiter=service.limiter
             )
@@ -273,12 +320,7 @@ def app_from_environment() -> FastAPI:
     (uvicorn calls this in each worker process)."""
     text = os.environ.get(SETTINGS_VARIABLE)
     settings = ServeSettings.from_json(text) if text else ServeSettings()
-    return create_app(
-        model=settings.model,
-        max_bytes=settings.max_bytes,
-        max_pixels=settings.max_pixels,
-        queue=settings.queue,
-    )
+    return create_app(**settings.app_options())
 
 
 def load_recognizer(model: str | None, max_pixels: int) -> object:
@@ -327,7 +369,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     if declared == "multipart/form-data":
         body = await read_body(request, max_bytes + MULTIPART_SLACK)
         return await file_from_form(request, body, max_bytes)
-    if declared in ("", "application/octet-stream") or declared.startswith("image/"):
+    if declared in SNIFFED_TYPES or declared.startswith("image/"):
         body = await read_body(request, max_bytes)
         if not body:
             raise ServeError("empty_body", 400, "the request has no photo in its body")
@@ -341,25 +383,18 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, read chunk by chunk; ServeError 413 as soon as it passes ``limit`` bytes
-    (at once when Content-Length says so), 408 when it takes over BODY_SECONDS."""
+    """The request body (already received whole by the UploadGuard); ServeError 413 when it has
+    more than ``limit`` bytes (at once when Content-Length says so)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_large_bytes(int(length), limit)
-    chunks: list[bytes] = []
-    size = 0
     try:
-        with anyio.fail_after(BODY_SECONDS):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_large_bytes(size, limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ServeError("timeout", 408, f"the upload took over {BODY_SECONDS:g} s") from None
+        body = await request.body()
     except ClientDisconnect:
         raise ServeError("bad_request", 400, "the client left before sending its photo") from None
-    return b"".join(chunks)
+    if len(body) > limit:
+        raise too_large_bytes(len(body), limit)
+    return body
 
 
 def too_large_bytes(size: int, limit: int) -> ServeError:
