@@ -174,6 +174,18 @@ def test_an_upload_that_stops_gets_408(server, photo):
     assert READ_TIMEOUT <= seconds < READ_TIMEOUT + 2.0
 
 
+def test_an_upload_that_starts_fast_then_trickles_gets_408(server):
+    port, _ = server
+    answers: list = []
+    sock = connect(port, "127.0.1.101")
+    head = upload_head(5_000_000) + b"\xff" * 200_000  # 200 s of credit at 1000 bytes/s
+    trickle(sock, head, b"\xff" * 10, 0.3, answers)
+    [(answer, seconds)] = answers
+    assert_error(answer, 408, "timeout")
+    assert "slower than 1000 bytes/s" in parse(answer)[2]["error"]["message"]
+    assert seconds < READ_TIMEOUT + 2.0  # no more than --read-timeout banked
+
+
 def test_slow_headers_get_408(server, photo):
     port, log = server
     answers: list = []

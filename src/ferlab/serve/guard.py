@@ -8,10 +8,10 @@ Two small layers, each doing what the other cannot see:
   not finished its headers lives.
 - :class:`UploadGuard` is an ASGI middleware that receives each request's whole body before the
   app sees it: at most ``per_client`` bodies arriving at once from one address, ``memory`` bytes
-  of arriving bodies in all, ``max_body`` bytes each, and a body must keep coming (no pause over
-  ``read_timeout``; after ``grace`` seconds at least ``min_rate`` bytes/s on average since it
-  began, as Kestrel's ``MinRequestBodyDataRate``). So the app's work queue counts only requests
-  whose body has fully arrived.
+  of arriving bodies in all, ``max_body`` bytes each, and a body must keep coming (after a grace
+  at least ``min_rate`` bytes/s, as Kestrel's ``MinRequestBodyDataRate``, with no more than
+  ``read_timeout`` seconds banked, so no pause over that). So the app's work queue counts only
+  requests whose body has fully arrived.
 
 Every refusal is the server's JSON error ``{"error": {"code", "message"}}`` with its status (408,
 413, 429 with ``Retry-After``, 431, 503 with ``Retry-After``), closes the connection, and is
@@ -215,8 +215,8 @@ class UploadGuard:
     ``max_body`` bounds one body (413 at once when its Content-Length says more), ``memory`` the
     bytes of all bodies still arriving (503 beyond: bytes counted as they arrive, not as declared,
     so a declared size reserves nothing), ``per_client`` the bodies arriving at once from one
-    client address (429). A body must send its next bytes within ``read_timeout`` seconds and,
-    after ``grace`` seconds, average ``min_rate`` bytes/s since it began (408). A request that
+    client address (429). A body must keep arriving (:meth:`receive_body`: ``min_rate`` bytes/s
+    after ``grace`` seconds, no pause over ``read_timeout``), else 408. A request that
     declares no body (no Content-Length or Transfer-Encoding) is not counted as an upload.
     """
 
@@ -279,24 +279,33 @@ class UploadGuard:
         await self.app(scope, replay(body, receive), send)
 
     async def receive_body(self, receive: Receive) -> bytes | None:
-        """The whole body, or None when the client disconnects; raises :class:`Refused`."""
-        start = time.monotonic()
+        """The whole body, or None when the client disconnects; raises :class:`Refused`.
+
+        The body starts with ``grace`` seconds in hand, each byte adds ``1 / min_rate`` s, and
+        it never holds more than ``read_timeout`` s: running out is 408. So it may pause at most
+        ``read_timeout`` s, and one that starts fast, then trickles, is cut within that.
+        """
+        start = last = time.monotonic()
+        deadline = start + self.grace
         chunks: list[bytes] = []
         size = 0
         try:
             while True:
                 now = time.monotonic()
-                rate_wait = start + self.grace + size / self.min_rate - now
-                if rate_wait <= 0:
-                    raise too_slow(size, now - start, self.min_rate)
-                with anyio.move_on_after(min(self.read_timeout, rate_wait)) as waited:
+                if now >= deadline:
+                    if now - last >= self.read_timeout - 0.01:
+                        reason = f"the upload sent nothing for {self.read_timeout:g} s"
+                    else:
+                        reason = (
+                            f"the upload is arriving slower than {self.min_rate:g} bytes/s "
+                            f"({size:,} bytes in {now - start:.1f} s)"
+                        )
+                    raise Refused(408, "timeout", reason)
+                with anyio.move_on_after(deadline - now) as waited:
                     message = await receive()
                 if waited.cancelled_caught:
-                    if rate_wait < self.read_timeout:
-                        raise too_slow(size, time.monotonic() - start, self.min_rate)
-                    raise Refused(
-                        408, "timeout", f"the upload sent nothing for {self.read_timeout:g} s"
-                    )
+                    deadline = min(deadline, time.monotonic())
+                    continue  # refused above
                 if message["type"] == "http.disconnect":
                     return None
                 chunk = message.get("body", b"")
@@ -314,17 +323,10 @@ class UploadGuard:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
+                last = time.monotonic()
+                deadline = min(deadline + len(chunk) / self.min_rate, last + self.read_timeout)
         finally:
             self.arriving -= sum(len(chunk) for chunk in chunks)
-
-
-def too_slow(size: int, seconds: float, min_rate: float) -> Refused:
-    return Refused(
-        408,
-        "timeout",
-        f"the upload is arriving slower than {min_rate:g} bytes/s ({size:,} bytes in "
-        f"{seconds:.1f} s)",
-    )
 
 
 def too_large(size: int, limit: int) -> Refused:

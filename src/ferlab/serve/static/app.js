@@ -36,7 +36,7 @@ async function post(body, type) {
     const error = answer.error || { code: "http_" + response.status, message: response.statusText };
     const failure = new Error(error.message);
     failure.code = error.code;
-    failure.retryAfter = Number(response.headers.get("Retry-After") || 1);
+    failure.retryAfter = Number(response.headers.get("Retry-After") || 0);
     throw failure;
   }
   return answer;
@@ -205,7 +205,8 @@ async function nextFrame() {
   } catch (error) {
     if (session !== webcam) return;
     setStatus(`Webcam: ${error.message} (${error.code}).`, true);
-    if (error.code === "overloaded") wait = 1000 * error.retryAfter;
+    // 503 overloaded and 429 too_many_requests say when to try again.
+    if (error.retryAfter) wait = Math.max(wait, 1000 * error.retryAfter);
   }
   session.timer = setTimeout(nextFrame, wait);
 }
