@@ -105,16 +105,24 @@ def score_thresholds(recognizer, data, count, rng, backgrounds, turn) -> dict:
     true_scores, false_scores = np.array(true_scores), np.array(false_scores)
     rows = []
     for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9):
+        hits, false = int((true_scores >= threshold).sum()), int((false_scores >= threshold).sum())
         rows.append(
             {
                 "min_score": threshold,
-                "recall": round(float((true_scores >= threshold).sum() / count), 4),
-                "false_per_100_scenes": round(
-                    100 * float((false_scores >= threshold).sum()) / n_scenes, 2
-                ),
+                "recall": round(hits / count, 4),
+                "precision": round(hits / max(1, hits + false), 4),
+                "false_per_100_scenes": round(100 * false / n_scenes, 2),
             }
         )
-    return {"faces": count, "turn_degrees": turn, "scenes": n_scenes, "thresholds": rows}
+    # The default threshold: the lowest whose precision on these Training faces is >= 95%.
+    chosen = next((r["min_score"] for r in rows if r["precision"] >= 0.95), None)
+    return {
+        "faces": count,
+        "turn_degrees": turn,
+        "scenes": n_scenes,
+        "thresholds": rows,
+        "lowest_threshold_with_precision_95": chosen,
+    }
 
 
 def evaluate(recognizer, data, count, rng, backgrounds, turn=0.0) -> dict:
@@ -169,7 +177,9 @@ def main() -> None:
     parser.add_argument("--detectors", nargs="+", default=["blazeface", "haar"])
     parser.add_argument("--network", help="BlazeFace network (default: the shipped default)")
     parser.add_argument("--faces", type=int, default=3589, help="PrivateTest faces to place")
-    parser.add_argument("--turn", type=float, default=0.0, help="turn faces by up to this many degrees")
+    parser.add_argument(
+        "--turn", type=float, default=0.0, help="turn faces by up to this many degrees"
+    )
     parser.add_argument(
         "--calibrate", type=int, default=0, metavar="N", help="measure framing on N Training faces"
     )
@@ -195,8 +205,9 @@ def main() -> None:
     elif args.scores:
         kind, option = "scores", f" --scores {args.scores} --turn {args.turn:g}"
     else:
-        kind, option = "evaluation", f" --faces {args.faces}" + (
-            f" --turn {args.turn:g}" if args.turn else ""
+        kind, option = (
+            "evaluation",
+            f" --faces {args.faces}" + (f" --turn {args.turn:g}" if args.turn else ""),
         )
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     for name in args.detectors:

@@ -47,8 +47,8 @@ NETWORKS = {
     "full_range": Network("blazeface_full_range.onnx", 192, (4,), False),
 }
 NETWORK = "back"  # the candidate pass's network
-FRAME_SCALE = 1.18
-FRAME_SHIFT = (0.0, -0.105)
+FRAME_SCALE = 1.19
+FRAME_SHIFT = (0.0, -0.108)
 # Smallest face side, as a fraction of the searched square, that the network finds reliably:
 # measured on FER2013 Training faces pasted on photos (benchmarks/detector_scenes.py --sizes).
 SMALLEST_FACE = 0.07
