@@ -7,6 +7,7 @@ import os
 import stat
 import tarfile
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -171,6 +172,22 @@ def _iter_tar(
         finish_tar(archive)
 
 
+def _check_declared_size(info: zipfile.ZipInfo, start_dir: int) -> None:
+    """Refuse a declared size that the member's stored bytes cannot hold: a damaged directory
+    entry, not a large file (its compressed bytes lie before the directory; stored, they are
+    its size; deflate expands at most about 1032 times)."""
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if (
+        info.header_offset + 30 + info.compress_size > start_dir
+        or (stored and info.file_size != info.compress_size)
+        or info.file_size > 1100 * info.compress_size + (1 << 16)
+    ):
+        raise zipfile.BadZipFile(
+            f"{info.filename}: declares {info.file_size:,} bytes from {info.compress_size:,} "
+            "compressed"
+        )
+
+
 def _iter_zip(
     path: Path, wanted: Callable[[PurePosixPath], bool] | None
 ) -> Iterator[tuple[PurePosixPath, Callable[[], bytes]]]:
@@ -180,15 +197,23 @@ def _iter_zip(
     with open_zip(path) as archive:
         try:
             for info in archive.infolist():
+                if not info.filename:  # zipfile's is_dir() fails on it
+                    raise zipfile.BadZipFile("an entry without a name")
                 rel = PurePosixPath(info.filename)
                 take = not info.is_dir() and (wanted is None or wanted(rel))
                 with archive.open(info) as handle:
                     if not take:
                         continue
                     if info.file_size > MAX_FILE_BYTES:
+                        _check_declared_size(info, archive.start_dir)
                         read = _too_large(info.file_size)
                     else:
-                        payload = handle.read()
+                        payload = handle.read(info.file_size + 1)
+                        if len(payload) != info.file_size:  # zipfile trusts the directory
+                            raise zipfile.BadZipFile(
+                                f"{info.filename}: {len(payload):,} bytes, "
+                                f"its directory entry says {info.file_size:,}"
+                            )
                         read = lambda payload=payload: payload  # noqa: E731
                 yield rel, read
         except ARCHIVE_ERRORS as exc:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import lzma
 import re
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -87,12 +88,40 @@ def finish_tar(archive: tarfile.TarFile) -> None:
         pass
 
 
+def _declared_entries(handle) -> int | None:
+    """The entry count that a zip's end-of-central-directory record declares (None for zip64,
+    whose count zipfile takes from its own record, or when no record is found)."""
+    handle.seek(0, 2)
+    size = handle.tell()
+    span = min(size, 22 + 0xFFFF)
+    handle.seek(size - span)
+    tail = handle.read(span)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    total = struct.unpack("<H", tail[at + 10 : at + 12])[0]
+    return None if total == 0xFFFF else total
+
+
 def open_zip(path: Path) -> zipfile.ZipFile:
-    """An open zip archive; raises DataError naming it when its directory is unreadable."""
+    """An open zip archive; raises DataError naming it when its directory is unreadable.
+
+    zipfile stops reading the central directory where its declared size ends, so a damaged
+    length field silently swallows the entries after it: the entries read must be as many as
+    the end record declares.
+    """
     try:
-        return zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(path)
+        declared = _declared_entries(archive.fp)
     except ARCHIVE_ERRORS as exc:
         raise DataError(f"{path}: corrupt or truncated archive ({one_line(exc)})") from None
+    found = len(archive.infolist())
+    if declared is not None and declared != found:
+        archive.close()
+        raise DataError(
+            f"{path}: corrupt archive (its directory declares {declared} entries, {found} readable)"
+        )
+    return archive
 
 
 def read_sums(folder: Path) -> dict[str, str]:
