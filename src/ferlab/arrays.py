@@ -7,9 +7,12 @@ cache (``ferlab.data``) are all written and read here.
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +88,21 @@ def read_npz(
                 f"{path}: the file holds pickled objects; refused (ferlab files never contain code)"
             ) from None
         raise ModelFileError(f"{path}: not a valid ferlab file ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        KeyError,
+        zlib.error,
+        lzma.LZMAError,
+        NotImplementedError,  # a damaged compression method, version or flag bits
+        RuntimeError,  # a member flagged as encrypted
+        UnicodeDecodeError,  # a damaged member name
+        tokenize.TokenError,  # a damaged .npy header (NumPy tokenizes it)
+        SyntaxError,
+        OverflowError,
+        MemoryError,  # a damaged .npy header declaring a huge shape
+    ) as exc:
         raise ModelFileError(f"{path}: corrupt or truncated file ({exc})") from None
     if META_KEY not in arrays:
         raise ModelFileError(f"{path}: not a ferlab file (no metadata entry)")
