@@ -89,8 +89,13 @@ def evaluate_classifier(
             f"the model knows {len(model_names)} classes but the data has {len(class_names)}"
         )
     check_input_shape(classifier, images)
-    predictions = predict_labels(classifier, images) if len(images) else np.zeros(0, np.int64)
-    report = evaluation_report(labels, predictions, class_names, title=title)
+    probabilities = (
+        np.asarray(classifier.predict_proba(images)) if len(images) else np.zeros((0, 0))
+    )
+    predictions = probabilities.argmax(axis=1) if len(images) else np.zeros(0, np.int64)
+    report = evaluation_report(
+        labels, predictions, class_names, title=title, probabilities=probabilities
+    )
     if out_dir is not None:
         save_report(report, out_dir)
     return report

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ferlab.calibration import expected_calibration_error
+
 MEASURES = ("recall", "precision", "f1", "classification_rate", "report_classification_rate")
 MEASURE_TITLES = {
     "recall": "Recall",
@@ -108,6 +110,8 @@ class EvaluationReport:
     normalized: MatrixMeasures
     notes: list[str] = field(default_factory=list)
     title: str = "Evaluation"
+    # Expected calibration error of the top probabilities (15 bins), when they were given.
+    calibration_error: float | None = None
 
     @property
     def n(self) -> int:
@@ -148,6 +152,7 @@ class EvaluationReport:
             "measures": self.raw.to_dict(self.class_names),
             "normalized_measures": self.normalized.to_dict(self.class_names),
             "notes": list(self.notes),
+            "calibration_error": self.calibration_error,
         }
 
     def to_json(self) -> str:
@@ -177,12 +182,17 @@ class EvaluationReport:
         dist = ", ".join(
             f"{c} {int(v)}" for c, v in zip(self.class_names, self.class_counts, strict=True)
         )
-        return [
+        lines = [
             f"Samples: {self.n}",
             f"Accuracy (correct classifications): {100 * self.accuracy:.2f}%",
             f"Error rate: {100 * self.error_rate:.2f}%",
-            f"Class distribution: {dist}",
         ]
+        if self.calibration_error is not None:
+            lines.append(
+                f"Expected calibration error (top probability, 15 bins): "
+                f"{100 * self.calibration_error:.2f}%"
+            )
+        return [*lines, f"Class distribution: {dist}"]
 
     def _sections(self) -> list[tuple[str, list[list[str]]]]:
         return [
@@ -243,9 +253,16 @@ def _notes(matrix: np.ndarray, class_names: list[str]) -> list[str]:
 
 
 def evaluation_report(
-    y_true, y_pred, class_names: list[str], *, title: str = "Evaluation"
+    y_true,
+    y_pred,
+    class_names: list[str],
+    *,
+    title: str = "Evaluation",
+    probabilities: np.ndarray | None = None,
 ) -> EvaluationReport:
-    """The full report for true labels and predictions over ``class_names``."""
+    """The full report for true labels and predictions over ``class_names``; with the (N, C)
+    ``probabilities`` behind the predictions, their expected calibration error too."""
+
     class_names = [str(c) for c in class_names]
     matrix = confusion_matrix(y_true, y_pred, len(class_names))
     normalized = normalize_rows(matrix)
@@ -257,4 +274,7 @@ def evaluation_report(
         MatrixMeasures.of(normalized),
         _notes(matrix, class_names),
         title,
+        None
+        if probabilities is None or not len(probabilities)
+        else expected_calibration_error(probabilities, y_true),
     )
