@@ -107,7 +107,7 @@ def with_options(model: Classifier, *, tta: str = "none", device: str | None = N
     """
     if tta != "none":
         if not hasattr(model, "tta"):
-            raise ConfigError("--tta applies to CNN models (.safetensors) only")
+            raise ConfigError("--tta applies to CNN models (.safetensors, .onnx) only")
         model.tta = tta
     if hasattr(model, "to"):
         from ferlab.deep.training import resolve_device

@@ -3,6 +3,11 @@
 A ferlab ONNX file (written by ``ferlab cnn export``) has one input ``pixels``, float32 (N, H, W)
 in 0..255 with the preprocessing inside the graph, one output ``probabilities`` (N, C), and the
 class names as JSON in its metadata under ``ferlab_class_names``.
+
+A calibrated file also holds ``ferlab_temperature``: JSON ``{"none": T, "flip": T}``, the
+temperature fitted for each test-time augmentation choice (:mod:`ferlab.calibration`). The graph
+itself gives uncalibrated probabilities p; the loader applies ``softmax(log p / T)`` to each view
+and averages the views, so every ferlab command gets calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.errors import DataError, FerlabError, ModelFileError
+from ferlab.calibration import TTA_VIEWS, average_views, check_temperature, flip_views
+from ferlab.errors import ConfigError, DataError, FerlabError, ModelFileError
 
 MAX_ONNX_BYTES = 100 * 1024 * 1024
 BATCH = 256
+TEMPERATURE_KEY = "ferlab_temperature"
 
 
 class OnnxClassifier:
@@ -36,9 +43,27 @@ class OnnxClassifier:
         self.input_shape = tuple(input_shape)
         self.meta = meta
         self.training_info = meta.get("training_info", {})
+        # Each TTA choice's temperature (1.0 each when the file is not calibrated).
+        self.temperature = {mode: 1.0 for mode in TTA_VIEWS} | meta.get("temperature", {})
+        self._tta = "none"
+
+    @property
+    def tta(self) -> str:
+        """Test-time augmentation: ``none`` (one view) or ``flip`` (the face and its mirror)."""
+        return self._tta
+
+    @tta.setter
+    def tta(self, mode: str) -> None:
+        if mode not in TTA_VIEWS:
+            raise ConfigError(
+                f"an ONNX model's test-time augmentation is one of {', '.join(TTA_VIEWS)}, "
+                f"got {mode!r}"
+            )
+        self._tta = mode
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, C) of uint8 images (N, H, W)."""
+        """Class probabilities (N, C) of uint8 images (N, H, W): the mean over the views of
+        ``tta``, each calibrated with that choice's stored temperature."""
         images = np.asarray(images)
         if images.ndim == 4 and images.shape[-1] == 1:
             images = images[..., 0]
@@ -48,9 +73,14 @@ class OnnxClassifier:
                 f"images, got shape {images.shape}"
             )
         out = np.zeros((len(images), len(self.class_names)), dtype=np.float32)
+        temperature = self.temperature[self.tta]
         for start in range(0, len(images), BATCH):
             batch = images[start : start + BATCH].astype(np.float32)
-            out[start : start + BATCH] = self.session.run(None, {"pixels": batch})[0]
+            views = [self.session.run(None, {"pixels": v})[0] for v in flip_views(batch, self.tta)]
+            if len(views) == 1 and temperature == 1.0:
+                out[start : start + BATCH] = views[0]
+            else:
+                out[start : start + BATCH] = average_views(views, temperature)
         return out
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -135,6 +165,8 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
             extra["training_info"] = json.loads(extra["training_info"])
         except json.JSONDecodeError:
             raise ModelFileError(f"{path}: ferlab_training_info is not JSON") from None
+    if TEMPERATURE_KEY in meta_props:
+        extra["temperature"] = read_temperature(meta_props[TEMPERATURE_KEY], path)
     extra["parameter_count"] = int(sum(np.prod(t.dims) for t in graph.initializer))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -147,6 +179,47 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFileError(f"{path}: ONNX Runtime cannot run it ({exc})") from None
     return OnnxClassifier(session, class_names, (in_dims[1], in_dims[2]), extra, data)
+
+
+def read_temperature(text: str, path: str | os.PathLike = "model") -> dict[str, float]:
+    """The ``ferlab_temperature`` field: JSON with a temperature for every TTA choice, checked."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{path}: {TEMPERATURE_KEY} is not JSON") from None
+    if not isinstance(value, dict) or set(value) != set(TTA_VIEWS):
+        raise ModelFileError(
+            f"{path}: {TEMPERATURE_KEY} must give a temperature for each of "
+            f"{', '.join(TTA_VIEWS)}, got {text[:80]!r}"
+        )
+    try:
+        return {
+            mode: check_temperature(value[mode], f"its {mode!r} temperature") for mode in TTA_VIEWS
+        }
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {TEMPERATURE_KEY}: {exc}") from None
+
+
+def set_temperature(
+    source: str | os.PathLike, target: str | os.PathLike, temperature: dict[str, float]
+) -> Path:
+    """Write a copy of a ferlab ONNX file with ``temperature`` (one per TTA choice) stored in
+    its metadata as ``ferlab_temperature``; the graph and every other field are left as they are."""
+    import onnx
+
+    value = {mode: check_temperature(temperature[mode], mode) for mode in TTA_VIEWS}
+    model = onnx.load(str(source))
+    kept = [p for p in model.metadata_props if p.key != TEMPERATURE_KEY]
+    del model.metadata_props[:]
+    for entry in kept:
+        model.metadata_props.add(key=entry.key, value=entry.value)
+    model.metadata_props.add(key=TEMPERATURE_KEY, value=json.dumps(value))
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(target)
+    return target
 
 
 def quantize_onnx(
