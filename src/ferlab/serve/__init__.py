@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
@@ -71,6 +72,8 @@ class ServeSettings(Section):
     max_client_uploads: int = Field(DEFAULT_CLIENT_UPLOADS, ge=1)
     max_client_connections: int = Field(DEFAULT_CLIENT_CONNECTIONS, ge=1)
     max_connections: int = Field(DEFAULT_CONNECTIONS, ge=1)
+    # Test-time augmentation (None: the recognizer's default, flip for ONNX and CNN models).
+    tta: Literal["none", "flip"] | None = None
 
     def to_json(self) -> str:
         """The settings as one JSON object (how worker processes receive them)."""
@@ -96,6 +99,7 @@ APP_OPTIONS = {
     "upload_grace",
     "upload_memory",
     "max_client_uploads",
+    "tta",
 }
 
 
@@ -131,7 +135,9 @@ def serve(settings: ServeSettings) -> None:
         from ferlab.serve.app import create_app
         from ferlab.vision.recognizer import EmotionRecognizer
 
-        recognizer = EmotionRecognizer(settings.model, max_pixels=settings.max_pixels)
+        recognizer = EmotionRecognizer(
+            settings.model, max_pixels=settings.max_pixels, tta=settings.tta
+        )
         app = create_app(**settings.app_options(), recognizer=recognizer)
         uvicorn.run(app, **options)
         return
