@@ -228,7 +228,7 @@ def jobqueue_cluster(
 
 
 @contextmanager
-def open_executor(
+def open_client(
     workers: int,
     *,
     scheduler: str | None = None,
@@ -237,17 +237,19 @@ def open_executor(
     cores: int = 1,
     memory: str = "4GB",
     walltime: str | None = None,
-) -> Iterator:
-    """An executor for the trials; closes whatever cluster it started."""
-    if scheduler is None and cluster is None and workers == 0:
-        yield InlineExecutor()
-        return
+    threads: int = 1,
+) -> Iterator[tuple]:
+    """A Dask client and how many tasks it runs at once (``None``: follow the cluster's workers):
+    a local cluster of ``workers`` one-task processes with ``threads`` BLAS/OpenMP threads each,
+    an existing cluster at ``scheduler``, or ``jobs`` dask-jobqueue jobs of ``cores`` workers.
+    Closes whatever cluster it started. Shared by the search and ``ferlab analyse``.
+    """
     if workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {workers}")
     import dask
     from distributed import Client, LocalCluster
 
-    # A trial whose worker dies is failed and retried by the driver, not re-run by the scheduler.
+    # A task whose worker dies is failed and retried by the driver, not re-run by the scheduler.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         if scheduler is not None:
             try:
@@ -255,7 +257,7 @@ def open_executor(
             except OSError as exc:
                 raise ConfigError(f"cannot reach Dask scheduler {scheduler}: {exc}") from None
             client.wait_for_workers(1, timeout=120)
-            slots = None  # workers may join or leave during the search
+            slots = None  # workers may join or leave during the run
             owned = None
         elif cluster is not None:
             if jobs < 1:
@@ -270,15 +272,42 @@ def open_executor(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=":0",  # any free port: several searches may run at once
+                dashboard_address=":0",  # any free port: several runs may go at once
                 silence_logs=logging.ERROR,
-                env={var: "1" for var in THREAD_VARS},
+                env={var: str(threads) for var in THREAD_VARS},
             )
             client = Client(owned)
             slots = workers
         try:
-            yield DaskExecutor(client, slots)
+            yield client, slots
         finally:
             client.close()
             if owned is not None:
                 owned.close()
+
+
+@contextmanager
+def open_executor(
+    workers: int,
+    *,
+    scheduler: str | None = None,
+    cluster: str | None = None,
+    jobs: int = 1,
+    cores: int = 1,
+    memory: str = "4GB",
+    walltime: str | None = None,
+) -> Iterator:
+    """An executor for the trials; closes whatever cluster it started."""
+    if scheduler is None and cluster is None and workers == 0:
+        yield InlineExecutor()
+        return
+    with open_client(
+        workers,
+        scheduler=scheduler,
+        cluster=cluster,
+        jobs=jobs,
+        cores=cores,
+        memory=memory,
+        walltime=walltime,
+    ) as (client, slots):
+        yield DaskExecutor(client, slots)
