@@ -187,3 +187,36 @@ def test_predict_min_confidence_and_tta_on_the_command_line(tmp_path, capsys):
     assert '"uncertain"' in text and "probabilities" in text
     assert main([*args, "--tta", "flip"]) == 0
     assert '"uncertain"' not in capsys.readouterr().out
+
+
+def test_serve_min_confidence_answers_uncertain_with_probabilities(tmp_path, capsys):
+    import io as bytes_io
+    import warnings
+
+    pytest.importorskip("httpx")
+    skdata = pytest.importorskip("skimage.data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from ferlab.cli import main
+    from ferlab.serve import ServeSettings
+    from ferlab.serve.app import create_app
+
+    buffer = bytes_io.BytesIO()
+    Image.fromarray(skdata.astronaut()).save(buffer, format="PNG")
+    answers = {}
+    for min_confidence in (0.0, 0.999):
+        options = ServeSettings(min_confidence=min_confidence).app_options()
+        with TestClient(create_app(**options)) as client:  # loads the shipped model
+            response = client.post(
+                "/v1/analyze", content=buffer.getvalue(), headers={"Content-Type": "image/png"}
+            )
+        assert response.status_code == 200
+        answers[min_confidence] = response.json()["faces"][0]
+    assert answers[0.0]["emotion"] == "happy" and answers[0.999]["emotion"] == UNCERTAIN
+    assert answers[0.999]["probabilities"] == answers[0.0]["probabilities"]
+    assert main(["serve", "--min-confidence", "1.5"]) == 2
+    error = capsys.readouterr().err
+    assert "min_confidence" in error or "min-confidence" in error
+    assert len(error.strip().splitlines()) == 1

@@ -210,6 +210,19 @@ def test_tracks_keep_their_ids_and_probabilities_are_smoothed_over_time():
         FaceTracker(half_life=-1)
 
 
+def test_a_smoothed_face_under_min_confidence_stays_uncertain():
+    # Frames of 0.9 and 0.1 "happy" smooth to 0.5 at one half-life: under 0.6, so "uncertain",
+    # as the recognizer reports a face of its own under min_confidence.
+    tracker = FaceTracker(half_life=1.0, min_confidence=0.6)
+    first = tracker.update([face_at(0, 0.9)], time=0.0)[0][1]
+    assert (first.emotion, first.probability) == ("happy", 0.9)
+    second = tracker.update([face_at(0, 0.1)], time=1.0)[0][1]
+    assert second.emotion == "uncertain"
+    assert second.probabilities == {"happy": pytest.approx(0.5), "sad": pytest.approx(0.5)}
+    sure = FaceTracker(half_life=1.0).update([face_at(0, 0.55)], time=0.0)[0][1]
+    assert sure.emotion == "happy"
+
+
 def write_two_face_video(path, frames=8):
     """A real MP4 of two faces (the astronaut and Grace Hopper) moving towards each other."""
     from matplotlib.cbook import get_sample_data
@@ -257,6 +270,11 @@ def test_smoothing_changes_video_probabilities_only_when_asked(tmp_path, capsys)
     assert first == [(r["track"], r["happy"]) for r in runs["5"][:2]]  # the first frame is as is
     changed = [a["happy"] != b["happy"] for a, b in zip(runs["0"][2:], runs["5"][2:], strict=True)]
     assert any(changed)
+    # --min-confidence holds for the smoothed video rows too: every face under it is uncertain.
+    argv = ["predict", str(video), "--every", "1", "--format", "csv", "--smooth", "5"]
+    assert main([*argv, "--min-confidence", "0.999"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == len(runs["5"]) and {r["emotion"] for r in rows} == {"uncertain"}
 
 
 def test_the_default_recognizer_uses_blazeface_and_reports_landmarks():

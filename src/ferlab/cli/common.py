@@ -105,6 +105,25 @@ def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def add_classification_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tta`` and ``--min-confidence``: how each face is classified (predict and serve)."""
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flip"),
+        default=None,
+        help="test-time augmentation: flip averages each face with its mirror image (the "
+        "default for ONNX and CNN models), none classifies the face alone (twice as fast)",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="a face whose top probability is under P is reported as 'uncertain' "
+        "(its probabilities still given); the model card gives accuracy and coverage per P",
+    )
+
+
 @contextlib.contextmanager
 def output_folder(
     path: str | Path,

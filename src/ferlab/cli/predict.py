@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from ferlab.cli.common import output_folder
+from ferlab.cli.common import add_classification_arguments, output_folder
 from ferlab.vision.detect import DEFAULT_DETECTOR, DETECTORS
 from ferlab.vision.track import SMOOTHING_HALF_LIFE
 
@@ -48,21 +48,7 @@ def register(subparsers) -> None:
         help="smallest detector score kept (blazeface: a face probability in [0, 1]; lower finds "
         "more faces and more false ones)",
     )
-    parser.add_argument(
-        "--tta",
-        choices=("none", "flip"),
-        default=None,
-        help="test-time augmentation: flip averages each face with its mirror image (the "
-        "default for ONNX and CNN models), none classifies the face alone (twice as fast)",
-    )
-    parser.add_argument(
-        "--min-confidence",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="a face whose top probability is under P is reported as 'uncertain' "
-        "(its probabilities still given); the model card gives accuracy and coverage per P",
-    )
+    add_classification_arguments(parser)
     parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
     parser.add_argument(
         "--every", type=int, default=25, metavar="N", help="video: analyse every N-th frame"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ferlab.cli.common import add_classification_arguments
 from ferlab.serve import (
     DEFAULT_CLIENT_CONNECTIONS,
     DEFAULT_CLIENT_UPLOADS,
@@ -104,13 +105,7 @@ def register(subparsers) -> None:
         metavar="N",
         help="requests each worker holds for analysis (uploaded, waiting or running); more get 503",
     )
-    parser.add_argument(
-        "--tta",
-        choices=("none", "flip"),
-        default=None,
-        help="test-time augmentation: flip averages each face with its mirror image (the "
-        "default for ONNX and CNN models), none classifies the face alone (twice as fast)",
-    )
+    add_classification_arguments(parser)
     for option, kind, default, metavar, text in GUARD_OPTIONS:
         parser.add_argument(option, type=kind, default=default, metavar=metavar, help=text)
     parser.set_defaults(func=run)

@@ -74,6 +74,8 @@ class ServeSettings(Section):
     max_connections: int = Field(DEFAULT_CONNECTIONS, ge=1)
     # Test-time augmentation (None: the recognizer's default, flip for ONNX and CNN models).
     tta: Literal["none", "flip"] | None = None
+    # A face whose top probability is under this is reported as "uncertain".
+    min_confidence: float = Field(0.0, ge=0, le=1)
 
     def to_json(self) -> str:
         """The settings as one JSON object (how worker processes receive them)."""
@@ -100,6 +102,7 @@ APP_OPTIONS = {
     "upload_memory",
     "max_client_uploads",
     "tta",
+    "min_confidence",
 }
 
 
@@ -132,11 +135,10 @@ def serve(settings: ServeSettings) -> None:
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }
     if settings.workers == 1:
-        from ferlab.serve.app import create_app
-        from ferlab.vision.recognizer import EmotionRecognizer
+        from ferlab.serve.app import create_app, load_recognizer
 
-        recognizer = EmotionRecognizer(
-            settings.model, max_pixels=settings.max_pixels, tta=settings.tta
+        recognizer = load_recognizer(
+            settings.model, settings.max_pixels, settings.tta, settings.min_confidence
         )
         app = create_app(**settings.app_options(), recognizer=recognizer)
         uvicorn.run(app, **options)

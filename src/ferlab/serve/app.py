@@ -224,6 +224,7 @@ def create_app(
     max_client_uploads: int = DEFAULT_CLIENT_UPLOADS,
     recognizer: object | None = None,
     tta: str | None = None,
+    min_confidence: float = 0.0,
 ) -> FastAPI:
     """The ferlab web app.
 
@@ -233,14 +234,15 @@ def create_app(
     ``max_pixels`` a photo's width x height, ``queue`` the requests held for analysis at once;
     the upload limits are :class:`~ferlab.serve.ServeSettings`' (header time limits and
     connection caps belong to the server: :func:`ferlab.serve.serve`); ``tta`` is the loaded
-    recognizer's test-time augmentation (``none`` or ``flip``; None: its default).
+    recognizer's test-time augmentation (``none`` or ``flip``; None: its default) and
+    ``min_confidence`` the top probability under which a face is ``"uncertain"``.
     """
     model = None if model is None else str(model)
     validate_arguments(
         ServeSettings, "create_app", model=model, max_bytes=max_bytes, max_pixels=max_pixels,
         queue=queue, read_timeout=read_timeout, min_upload_rate=min_upload_rate,
         upload_grace=upload_grace, upload_memory=upload_memory,
-        max_client_uploads=max_client_uploads, tta=tta,
+        max_client_uploads=max_client_uploads, tta=tta, min_confidence=min_confidence,
     )  # fmt: skip
     service = Service(model, max_bytes, max_pixels, queue)
     if recognizer is not None:
@@ -249,7 +251,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if service.recognizer is None:
-            service.attach(await anyio.to_thread.run_sync(load_recognizer, model, max_pixels, tta))
+            recognizer = await anyio.to_thread.run_sync(
+                load_recognizer, model, max_pixels, tta, min_confidence
+            )
+            service.attach(recognizer)
         yield
 
     app = FastAPI(
@@ -325,11 +330,13 @@ def app_from_environment() -> FastAPI:
     return create_app(**settings.app_options())
 
 
-def load_recognizer(model: str | None, max_pixels: int, tta: str | None = None) -> object:
+def load_recognizer(
+    model: str | None, max_pixels: int, tta: str | None = None, min_confidence: float = 0.0
+) -> object:
     """The emotion recognizer for ``model`` (None: the shipped model), one inference thread."""
     from ferlab.vision.recognizer import EmotionRecognizer
 
-    return EmotionRecognizer(model, max_pixels=max_pixels, tta=tta)
+    return EmotionRecognizer(model, max_pixels=max_pixels, tta=tta, min_confidence=min_confidence)
 
 
 def static_dir() -> Path:

@@ -135,7 +135,8 @@ def _save_image(rgb: np.ndarray, path: Path) -> None:
 def _analyze_video(
     recognizer, path, name, copy, *, every, top_k, annotate_dir, smooth, timeline
 ) -> Iterator[Row]:
-    writer, tracker, seen = None, FaceTracker(half_life=smooth), []
+    tracker = FaceTracker(half_life=smooth, min_confidence=recognizer.min_confidence)
+    writer, seen = None, []
     try:
         for index, time, rgb in video_frames(path, every=every, max_pixels=recognizer.max_pixels):
             tracked = tracker.update(recognizer.analyze_array(rgb), time)

@@ -144,19 +144,10 @@ class EmotionRecognizer:
             return []
         proba = np.asarray(self.model.predict_proba(inputs), dtype=np.float64)
         names = self.class_names or [str(i) for i in range(proba.shape[1])]
-        faces = []
-        for box, row in zip(boxes, proba, strict=True):
-            best = int(row.argmax())
-            sure = row[best] >= self.min_confidence
-            faces.append(
-                Face(
-                    box,
-                    names[best] if sure else UNCERTAIN,
-                    round(float(row[best]), 6),
-                    {n: round(float(p), 6) for n, p in zip(names, row, strict=True)},
-                )
-            )
-        return faces
+        return [
+            labelled_face(box, dict(zip(names, row, strict=True)), self.min_confidence)
+            for box, row in zip(boxes, proba, strict=True)
+        ]
 
     def analyze(self, image: PhotoSource) -> list[Face]:
         """Faces in a photo: a path, encoded bytes, a Pillow image, or an RGB (H, W, 3) array.
@@ -164,6 +155,17 @@ class EmotionRecognizer:
         Returns one :class:`Face` per face found, largest first; an empty list when there is none.
         """
         return self.analyze_array(read_photo(image, max_pixels=self.max_pixels))
+
+
+def labelled_face(
+    box: Detection, probabilities: dict[str, float], min_confidence: float = 0.0
+) -> Face:
+    """The face in ``box`` with its ``probabilities`` ({class: p}) and their most likely class,
+    or ``"uncertain"`` when that class's probability is under ``min_confidence``."""
+    rounded = {name: round(float(p), 6) for name, p in probabilities.items()}
+    best = max(rounded, key=rounded.get)
+    emotion = best if rounded[best] >= min_confidence else UNCERTAIN
+    return Face(box, emotion, rounded[best], rounded)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

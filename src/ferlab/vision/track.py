@@ -15,7 +15,7 @@ probabilities as each frame gave them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ferlab.errors import FerlabError
@@ -55,20 +55,26 @@ class _Track:
 class FaceTracker:
     """Gives each face of successive video frames a track id and smoothed probabilities.
 
-    ``half_life`` is the smoothing's half-life in seconds (0: no smoothing). Call
-    :meth:`update` once per analysed frame, in time order.
+    ``half_life`` is the smoothing's half-life in seconds (0: no smoothing); a face whose smoothed
+    top probability is under ``min_confidence`` is ``"uncertain"``, as the recognizer reports
+    it. Call :meth:`update` once per analysed frame, in time order.
     """
 
-    def __init__(self, *, half_life: float = SMOOTHING_HALF_LIFE) -> None:
+    def __init__(
+        self, *, half_life: float = SMOOTHING_HALF_LIFE, min_confidence: float = 0.0
+    ) -> None:
         if not isinstance(half_life, int | float) or isinstance(half_life, bool) or half_life < 0:
             raise FerlabError(f"--smooth must be a number of seconds >= 0, got {half_life!r}")
         self.half_life = float(half_life)
+        self.min_confidence = float(min_confidence)
         self._tracks: list[_Track] = []
         self._next_id = 1
 
     def update(self, faces: list[Face], time: float) -> list[tuple[int, Face]]:
         """(track id, face with smoothed probabilities) for each of ``faces``, in their order, at
         ``time`` seconds into the video."""
+        from ferlab.vision.recognizer import labelled_face
+
         live = [t for t in self._tracks if time - t.time <= MAX_GAP_SECONDS]
         pairs = sorted(
             (
@@ -96,7 +102,8 @@ class FaceTracker:
             else:
                 track.probabilities = self._smoothed(track, face, time)
                 track.box, track.time = face.box, time
-            result.append((track.id, _with_probabilities(face, track.probabilities)))
+            smoothed = labelled_face(face.box, track.probabilities, self.min_confidence)
+            result.append((track.id, smoothed))
         self._tracks = live
         return result
 
@@ -108,10 +115,3 @@ class FaceTracker:
             name: weight * p + (1.0 - weight) * track.probabilities.get(name, p)
             for name, p in face.probabilities.items()
         }
-
-
-def _with_probabilities(face: Face, probabilities: dict[str, float]) -> Face:
-    """``face`` with ``probabilities`` and the emotion they make most likely."""
-    rounded = {n: round(float(p), 6) for n, p in probabilities.items()}
-    best = max(rounded, key=rounded.get)
-    return replace(face, emotion=best, probability=rounded[best], probabilities=rounded)
