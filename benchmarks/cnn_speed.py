@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from ferlab.deep.augment import normalize, random_warp
 from ferlab.deep.model import architecture_from_config, build_cnn
+from ferlab.deep.run import image_statistics
 from ferlab.deep.settings import load_cnn_config
-from ferlab.deep.training import image_statistics
 from ferlab.experiment import load_splits
 
 ROOT = Path(__file__).resolve().parent.parent

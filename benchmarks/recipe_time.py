@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from ferlab.deep.distillation import load_teachers
 from ferlab.deep.model import architecture_from_config, build_cnn
+from ferlab.deep.run import image_statistics
 from ferlab.deep.settings import load_cnn_config
-from ferlab.deep.training import CNNTrainer, TensorData, image_statistics, load_teachers
+from ferlab.deep.trainer import CNNTrainer, TensorData
 from ferlab.experiment import load_splits
 from recognizer_speed import this_cpu
 
@@ -61,10 +63,10 @@ def part_trainer(config: dict, splits, bf16: bool) -> CNNTrainer:
 def time_part(trainer: CNNTrainer, warmup: int, steps: int) -> tuple[float, float]:
     """Seconds per training step (after ``warmup`` steps) and seconds of one validation pass."""
     trainer.steps_per_epoch = warmup
-    trainer._train_epoch()
+    trainer.train_epoch()
     trainer.steps_per_epoch = steps
     started = time.perf_counter()
-    trainer._train_epoch()
+    trainer.train_epoch()
     step = (time.perf_counter() - started) / steps
     started = time.perf_counter()
     trainer.evaluate(trainer.data.val_images, trainer.data.val_labels)

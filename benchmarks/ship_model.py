@@ -65,7 +65,7 @@ def training_data_line(held_out: dict) -> str:
 
 def teacher_files(config: dict) -> list[str]:
     """The model files the run's ``distill.teacher`` names (none, one or several)."""
-    from ferlab.deep.training import teacher_paths
+    from ferlab.deep.distillation import teacher_paths
 
     return teacher_paths(config.get("distill", {}).get("teacher"))
 

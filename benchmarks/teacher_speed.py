@@ -45,7 +45,7 @@ def largest_logit_difference(first, second) -> float:
     images = first.data.val_images[:256]
     x = center_crop(normalize(images, first.mean, first.std), first.augment["crop"])
     with torch.no_grad():
-        return float((first._teacher_logits(x) - second._teacher_logits(x)).abs().max())
+        return float((first.teacher_logits(x) - second.teacher_logits(x)).abs().max())
 
 
 def main() -> None:

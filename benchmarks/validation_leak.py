@@ -67,7 +67,7 @@ def validation_gap(record: dict) -> dict:
     all the records hold out a tenth, so the parts differ where their seeds do)."""
     from ferlab.data.split import held_out_part
     from ferlab.deep import load_cnn
-    from ferlab.deep.training import teacher_paths
+    from ferlab.deep.distillation import teacher_paths
 
     gaps, other = [], []
     for run in record["runs"]:

@@ -29,7 +29,7 @@ from ferlab.data.fer2013 import CLASS_NAMES
 from ferlab.deep.classifier import CNNClassifier
 from ferlab.deep.export import export_onnx
 from ferlab.deep.model import architecture_from_config, build_cnn
-from ferlab.deep.training import image_statistics
+from ferlab.deep.run import image_statistics
 from ferlab.models import load_model
 from ferlab.onnx_model import quantize_onnx
 from recognizer_speed import faces_per_second, this_cpu

@@ -19,16 +19,13 @@ from ferlab.data.images import LabeledImages  # noqa: E402
 from ferlab.data.split import SplitImages  # noqa: E402
 from ferlab.deep import load_cnn  # noqa: E402
 from ferlab.deep.augment import center_crop, normalize, random_warp  # noqa: E402
+from ferlab.deep.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from ferlab.deep.io import model_meta, save_cnn  # noqa: E402
 from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened  # noqa: E402
+from ferlab.deep.run import run_cnn_training  # noqa: E402
+from ferlab.deep.schedule import lr_factor  # noqa: E402
 from ferlab.deep.settings import load_cnn_config  # noqa: E402
-from ferlab.deep.training import (  # noqa: E402
-    CHECKPOINT_NAME,
-    CNNTrainer,
-    TensorData,
-    lr_factor,
-    run_cnn_training,
-)
+from ferlab.deep.trainer import CNNTrainer, TensorData  # noqa: E402
 from ferlab.deep.tta import crop_views  # noqa: E402
 from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
 
@@ -119,8 +116,8 @@ def test_cpu_bf16_trains_in_bfloat16_reproducibly(splits):
 
     trainer, bf16 = trained_weights("device.cpu_bf16=true")
     x = torch.zeros(2, 1, 40, 40)
-    with trainer._autocast():
-        assert trainer.module(trainer._prepare(x)).dtype == torch.bfloat16
+    with trainer.autocast():
+        assert trainer.module(trainer.prepare(x)).dtype == torch.bfloat16
     _, again = trained_weights("device.cpu_bf16=true")
     _, float32 = trained_weights()
     assert all(torch.equal(bf16[name], again[name]) for name in bf16)
@@ -513,7 +510,7 @@ def test_cnn_commands_without_torch_print_the_install_hint(tmp_path):
 
 
 def test_distillation_loss_matches_its_formula():
-    from ferlab.deep.training import distillation_loss
+    from ferlab.deep.losses import distillation_loss
 
     gen = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
@@ -534,13 +531,13 @@ def teacher_divergence(student, splits) -> float:
     with torch.no_grad():
         student.module.eval()
         s = torch.log_softmax(student.module(x), dim=1)
-        t = torch.log_softmax(student._teacher_logits(x), dim=1)
+        t = torch.log_softmax(student.teacher_logits(x), dim=1)
         return float((t.exp() * (t - s)).sum(1).mean())
 
 
 def test_distillation_brings_the_student_toward_the_teacher(trained, splits, tmp_path):
     """A student trained on the teacher's outputs alone (alpha = 1) moves toward them."""
-    from ferlab.deep.training import load_teachers
+    from ferlab.deep.distillation import load_teachers
 
     teacher_path, _ = trained
     teachers = load_teachers(str(teacher_path), torch.device("cpu"), CLASSES)
@@ -556,7 +553,7 @@ def test_distillation_brings_the_student_toward_the_teacher(trained, splits, tmp
 
 
 def test_a_teacher_with_other_classes_is_refused(trained, tmp_path):
-    from ferlab.deep.training import load_teachers
+    from ferlab.deep.distillation import load_teachers
 
     teacher_path, _ = trained
     with pytest.raises(ConfigError, match="predicts"):
@@ -605,7 +602,7 @@ def student_batch(trainer, splits):
 def test_a_flip_teacher_averages_its_logits_over_the_batch_and_its_mirror(trained, splits):
     """With ``distill.flip`` the teacher's logits are the mean over the batch and the batch
     mirrored left to right; without it, over the batch alone."""
-    from ferlab.deep.training import load_teachers
+    from ferlab.deep.distillation import load_teachers
 
     teacher_path, _ = trained
     trainer = make_trainer(
@@ -618,17 +615,17 @@ def test_a_flip_teacher_averages_its_logits_over_the_batch_and_its_mirror(traine
         plain = teacher.module((pixels - teacher.mean) / teacher.std)
         mirrored = teacher.module((pixels.flip(-1) - teacher.mean) / teacher.std)
         torch.testing.assert_close(
-            trainer._teacher_logits(x), (plain + mirrored) / 2, atol=1e-5, rtol=0
+            trainer.teacher_logits(x), (plain + mirrored) / 2, atol=1e-5, rtol=0
         )
         assert not torch.allclose(plain, mirrored, atol=1e-3)
         trainer.config["distill"]["flip"] = False
-        torch.testing.assert_close(trainer._teacher_logits(x), plain, atol=1e-5, rtol=0)
+        torch.testing.assert_close(trainer.teacher_logits(x), plain, atol=1e-5, rtol=0)
 
 
 def test_float32_cpu_teachers_run_through_onnx_runtime_with_pytorchs_logits(trained, splits):
     """On the CPU in float32 the teachers run as ONNX Runtime sessions, exported on first use,
     for any batch size, giving PyTorch's logits; in bfloat16 PyTorch runs them."""
-    from ferlab.deep.training import OnnxNetwork, load_teachers
+    from ferlab.deep.distillation import OnnxNetwork, load_teachers
 
     teacher_path, _ = trained
     config = tiny_config(f'distill.teacher="{teacher_path}"')
@@ -639,20 +636,18 @@ def test_float32_cpu_teachers_run_through_onnx_runtime_with_pytorchs_logits(trai
     with torch.no_grad():
         for rows in (slice(0, 8), slice(8, 13), slice(None)):
             expected = teacher.module((pixels[rows] - teacher.mean) / teacher.std)
-            torch.testing.assert_close(
-                trainer._teacher_logits(x[rows]), expected, atol=1e-5, rtol=0
-            )
+            torch.testing.assert_close(trainer.teacher_logits(x[rows]), expected, atol=1e-5, rtol=0)
     assert trainer.teacher_runtime == "onnxruntime"
-    assert isinstance(trainer._networks[0], OnnxNetwork)
+    assert isinstance(trainer.teacher_networks.networks[0], OnnxNetwork)
 
     bf16 = make_trainer(
         tiny_config(f'distill.teacher="{teacher_path}"', "device.cpu_bf16=true"), splits
     )
     bf16.teachers = trainer.teachers
     with torch.no_grad():
-        assert bf16._teacher_logits(x).shape == (len(x), len(CLASSES))
+        assert bf16.teacher_logits(x).shape == (len(x), len(CLASSES))
     assert bf16.teacher_runtime == "torch"
-    assert not isinstance(bf16._networks[0], OnnxNetwork)
+    assert not isinstance(bf16.teacher_networks.networks[0], OnnxNetwork)
     # PyTorch teachers take the student's channels_last format (twice as fast in bfloat16).
     convs = [m for m in teacher.module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
@@ -662,7 +657,7 @@ def test_float32_cpu_teachers_run_through_onnx_runtime_with_pytorchs_logits(trai
 def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, splits, tmp_path):
     """With several teacher files the student learns their mean logits, each member seeing the
     batch in its own pixel scaling; the run records the list."""
-    from ferlab.deep.training import load_teachers
+    from ferlab.deep.distillation import load_teachers
 
     first, _ = trained
     architecture = architecture_from_config(tiny_config()["model"], len(CLASSES))
@@ -680,7 +675,7 @@ def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, split
     with torch.no_grad():
         members = [t.module((pixels - t.mean) / t.std) for t in trainer.teachers]
         torch.testing.assert_close(
-            trainer._teacher_logits(x), (members[0] + members[1]) / 2, atol=1e-5, rtol=0
+            trainer.teacher_logits(x), (members[0] + members[1]) / 2, atol=1e-5, rtol=0
         )
     assert not torch.allclose(members[0], members[1], atol=1e-2)
 

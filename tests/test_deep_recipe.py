@@ -22,18 +22,13 @@ from ferlab.deep.augment import (  # noqa: E402
     random_erase,
     sample_beta,
 )
+from ferlab.deep.checkpoint import CHECKPOINT_NAME, MODEL_NAME  # noqa: E402
+from ferlab.deep.distillation import load_teachers  # noqa: E402
 from ferlab.deep.ema import WeightAverage  # noqa: E402
+from ferlab.deep.losses import Targets, distillation_loss, mixed_cross_entropy  # noqa: E402
+from ferlab.deep.run import run_cnn_training  # noqa: E402
 from ferlab.deep.settings import CNN_DEFAULTS  # noqa: E402
 from ferlab.deep.tensors import CHECKPOINT_FORMAT, MODEL_FORMAT, read_tensors  # noqa: E402
-from ferlab.deep.training import (  # noqa: E402
-    CHECKPOINT_NAME,
-    MODEL_NAME,
-    Targets,
-    distillation_loss,
-    load_teachers,
-    mixed_cross_entropy,
-    run_cnn_training,
-)
 from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
 from test_deep import (  # noqa: E402
     CLASSES,
@@ -281,15 +276,15 @@ def test_with_a_teacher_and_mixup_the_teacher_sees_the_same_mixed_images(splits)
     trainer.module.register_forward_pre_hook(lambda m, args: seen["student"].append(args[0]))
     teacher_net.register_forward_pre_hook(lambda m, args: seen["teacher"].append(args[0]))
     lams = []
-    batch = trainer._training_batch
+    batch = trainer.training_batch
 
     def spied(index):
         x, targets, soft = batch(index)
         lams.append(targets.lam)
         return x, targets, soft
 
-    trainer._training_batch = spied
-    trainer._train_epoch()
+    trainer.training_batch = spied
+    trainer.train_epoch()
     assert len(seen["student"]) == len(seen["teacher"]) == trainer.steps_per_epoch
     for student_x, teacher_x in zip(seen["student"], seen["teacher"], strict=True):
         torch.testing.assert_close(teacher_x, student_x, atol=1e-5, rtol=0)
@@ -350,7 +345,7 @@ def test_teacher_views_hold_the_teachers_logits_on_each_view(teacher_path, split
     """Each view is an augmented copy of every training image (float16), with the teachers'
     flip-averaged logits on it; the views differ, and the same seed draws the same views."""
     trainer = view_trainer(teacher_path, splits)
-    views = trainer._make_teacher_views(3)
+    views = trainer.make_teacher_views(3)
     n = len(splits.train)
     assert views.images.shape == (3, n, 1, 40, 40) and views.images.dtype == torch.float16
     assert views.logits.shape == (3, n, len(CLASSES))
@@ -358,13 +353,13 @@ def test_teacher_views_hold_the_teachers_logits_on_each_view(teacher_path, split
         for view in range(3):
             x = views.images[view].float()
             torch.testing.assert_close(
-                views.logits[view], trainer._teacher_logits(x), atol=0.02, rtol=0
+                views.logits[view], trainer.teacher_logits(x), atol=0.02, rtol=0
             )
             torch.testing.assert_close(  # the mirror image has the same flip-averaged logits
-                views.logits[view], trainer._teacher_logits(x.flip(-1)), atol=0.02, rtol=0
+                views.logits[view], trainer.teacher_logits(x.flip(-1)), atol=0.02, rtol=0
             )
     assert not torch.allclose(views.images[0], views.images[1], atol=0.1)
-    again = view_trainer(teacher_path, splits)._make_teacher_views(3)
+    again = view_trainer(teacher_path, splits).make_teacher_views(3)
     assert torch.equal(views.images, again.images) and torch.equal(views.logits, again.logits)
 
 
@@ -377,18 +372,18 @@ def test_with_teacher_views_each_epoch_trains_on_the_next_view_and_no_teacher_ru
     trainer.teacher_runtime = "torch"  # so that a hook sees every teacher call
     teacher_calls = []
     trainer.teachers[0].module.register_forward_pre_hook(lambda m, a: teacher_calls.append(1))
-    views = trainer.teacher_views = trainer._make_teacher_views(2)
+    views = trainer.teacher_views = trainer.make_teacher_views(2)
     made = len(teacher_calls)
     assert made == 2 * 2 * math.ceil(len(splits.train) / trainer.batch_size)  # views x flip
     batches = []
-    real_batch = trainer._training_batch
+    real_batch = trainer.training_batch
 
     def spied(index):
         x, targets, soft = real_batch(index)
         batches.append((trainer.epoch, index, x, soft))
         return x, targets, soft
 
-    trainer._training_batch = spied
+    trainer.training_batch = spied
     trainer.train()
     assert len(teacher_calls) == made
     mirrored = 0

@@ -110,7 +110,7 @@ def with_options(model: Classifier, *, tta: str = "none", device: str | None = N
             raise ConfigError("--tta applies to CNN models (.safetensors, .onnx) only")
         model.tta = tta
     if hasattr(model, "to"):
-        from ferlab.deep.training import resolve_device
+        from ferlab.deep.device import resolve_device
 
         model.to(resolve_device(device or "auto"))
     elif device is not None:

@@ -1,0 +1,232 @@
+"""One CNN training run, from a config to a run folder: model, history, curves and summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlab.deep.checkpoint import CHECKPOINT_NAME, MODEL_NAME, load_start
+from ferlab.deep.device import cpu_has_bf16, setup_device
+from ferlab.deep.distillation import load_teachers
+from ferlab.deep.io import model_meta, save_cnn
+from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened
+from ferlab.deep.settings import validate_cnn_config
+from ferlab.deep.trainer import CNNTrainer, EpochCallback, TensorData
+from ferlab.errors import ConfigError
+
+# What may differ between a CNN run and its --resume (the schedule depends on the epochs, so
+# they may not): where the data lie (their contents are checked) and where the run computes.
+CNN_MAY_CHANGE = ("data.path", "device.device", "device.threads")
+# The CNN's own preprocessing, recorded with the data settings: pixels standardised by one mean/std.
+PREPROCESSING = "cnn-standardize"
+
+
+def training_part(splits, *, refit: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N, 48, 48) uint8 and labels (N,) a run trains on: the training part, and
+    with ``refit`` the validation part after it."""
+    if not refit:
+        return splits.train.images, splits.train.labels
+    return (
+        np.concatenate([splits.train.images, splits.val.images]),
+        np.concatenate([splits.train.labels, splits.val.labels]),
+    )
+
+
+def image_statistics(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the training pixels."""
+    pixels = images.astype(np.float64)
+    return float(pixels.mean()), float(max(pixels.std(), 1e-6))
+
+
+@dataclass
+class RunPlan:
+    """What a run trains on and what its model file records, known before any weight moves.
+
+    ``train_images`` (N, 48, 48) uint8 and ``train_labels`` (N,); ``start`` is the model file of
+    ``model.init`` (whose pixel scaling the run keeps) or None.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    mean: float
+    std: float
+    architecture: dict
+    training_info: dict
+    meta: dict
+    start: object | None
+
+
+def plan_run(config: dict, splits) -> RunPlan:
+    """The :class:`RunPlan` of a validated CNN ``config`` on ``splits``; a start file that does
+    not fit the run is refused here."""
+    from ferlab.data.split import REFIT_KEY, TRAINING_DATA_KEYS
+
+    if tuple(splits.image_shape) != (48, 48):
+        raise ConfigError(
+            f"the CNN takes 48x48 grayscale images; {config['data']['dataset']!r} has "
+            f"{'x'.join(map(str, splits.image_shape))}"
+        )
+    refit = config["data"]["refit"]
+    train_images, train_labels = training_part(splits, refit=refit)
+    mean, std = image_statistics(train_images)
+    architecture = architecture_from_config(config["model"], len(splits.class_names))
+    data_info = {**config["data"], "preprocessing": PREPROCESSING}
+    training_info = {"data": {k: data_info[k] for k in TRAINING_DATA_KEYS}, "seed": config["seed"]}
+    if refit:
+        training_info["data"][REFIT_KEY] = True
+    start = None
+    if config["model"]["init"]:
+        start = load_start(
+            config["model"]["init"], architecture, splits.class_names, training_info, refit=refit
+        )
+        mean, std = start.mean, start.std
+    meta = model_meta(
+        architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
+    )
+    return RunPlan(train_images, train_labels, mean, std, architecture, training_info, meta, start)
+
+
+def initial_network(config: dict, plan: RunPlan) -> torch.nn.Module:
+    """The network before training, from the run's seed: fresh, or the start file widened."""
+    torch.manual_seed(config["seed"])
+    module = build_cnn(plan.architecture)
+    if plan.start is not None:
+        copies = torch.Generator().manual_seed(config["seed"])
+        copy_widened(plan.start.module, module, copies)
+    return module
+
+
+def report_start(trainer: CNNTrainer, plan: RunPlan, splits, other_split_teachers: int) -> None:
+    """Say on stderr what the run trains on, and warn of a biased validation or slow bfloat16."""
+    refit = trainer.config["data"]["refit"]
+    params = sum(p.numel() for p in trainer.module.parameters())
+    held_out = (
+        f"the validation part's {len(splits.val)} included (data.refit)"
+        if refit
+        else f"validating on {len(splits.val)}"
+    )
+    architecture = plan.architecture
+    print(
+        f"training on {len(plan.train_labels)} samples, {held_out}; "
+        f"CNN widths {architecture['widths']} convs {architecture['convs']} "
+        f"({params:,} parameters) on {trainer.device}",
+        file=sys.stderr,
+    )
+    if other_split_teachers:
+        print(
+            f"warning: {other_split_teachers} of {len(trainer.teachers)} teachers trained on "
+            "another split, which holds most of this run's validation part, so its validation "
+            "accuracy will be optimistic; give every run the same data.split_seed to keep "
+            "the validation part unseen",
+            file=sys.stderr,
+        )
+    if trainer.autocast_device == "cpu" and not cpu_has_bf16():
+        print(
+            "warning: device.cpu_bf16 is on, but this CPU has no bfloat16 instructions "
+            "(AVX-512 BF16 or AMX), so training runs several times slower than in float32; "
+            "leave it off here",
+            file=sys.stderr,
+        )
+
+
+def scores_on_tests(model_path: Path, device: torch.device, splits) -> dict[str, float]:
+    """The saved model's accuracy on each test split, without and with flip TTA, and the
+    first test split's as ``test_accuracy``."""
+    from ferlab.deep.io import load_cnn
+
+    classifier = load_cnn(model_path).to(device)
+    scores = {}
+    for name, part in splits.tests.items():
+        scores[f"{name}_accuracy"] = float((classifier.predict(part.images) == part.labels).mean())
+    classifier.tta = "flip"
+    for name, part in splits.tests.items():
+        scores[f"{name}_accuracy_flip_tta"] = float(
+            (classifier.predict(part.images) == part.labels).mean()
+        )
+    if splits.tests:
+        scores["test_accuracy"] = scores[f"{next(iter(splits.tests))}_accuracy"]
+    return scores
+
+
+def run_summary(trainer: CNNTrainer, history: dict, splits, seconds: float) -> dict:
+    """The run's ``summary.json`` before the test scores: validation accuracy, epochs, times,
+    sizes and where it computed."""
+    config, device = trainer.config, trainer.device
+    summary = {
+        "dataset": config["data"]["dataset"],
+        "val_accuracy": trainer.evaluate(trainer.data.val_images, trainer.data.val_labels)[1],
+        "epochs": trainer.epoch,
+        "best_epoch": trainer.best_epoch,
+        "stopped_early": trainer.stopped_early,
+        "seconds": round(seconds, 2),
+        "train_seconds": round(float(sum(history["seconds"])), 2),
+        "n_train": len(trainer.data.train_labels),
+        "n_val": len(splits.val),
+        "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }
+    if config["data"]["refit"]:
+        summary["refit"] = True
+    return summary
+
+
+def run_cnn_training(
+    config: dict,
+    out_dir: str | Path,
+    *,
+    resume: str | Path | None = None,
+    device: str | None = None,
+    verbose: bool = True,
+    strict: bool = False,
+    use_cache: bool = True,
+    splits=None,
+    epoch_callback: EpochCallback | None = None,
+) -> dict:
+    """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
+    from ferlab.data.split import load_splits, teachers_on_other_splits
+    from ferlab.experiment import start_run, write_json
+    from ferlab.plots import plot_history
+
+    config = validate_cnn_config(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    torch_device = setup_device(device or config["device"]["device"], config["device"]["threads"])
+    if splits is None:
+        splits = load_splits(config, strict=strict, use_cache=use_cache)
+    plan = plan_run(config, splits)
+    teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
+    other_split_teachers = teachers_on_other_splits(
+        plan.training_info, [teacher.training_info for teacher in teachers]
+    )
+    # Only once every input file is read: a bad one leaves the run folder empty, not half made.
+    start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
+    data = TensorData.from_arrays(
+        plan.train_images, plan.train_labels, splits.val.images, splits.val.labels, torch_device
+    )
+    trainer = CNNTrainer(
+        config, initial_network(config, plan), data, plan.mean, plan.std, device=torch_device,
+        out_dir=out_dir, meta=plan.meta, verbose=verbose, epoch_callback=epoch_callback,
+        teachers=teachers,
+    )  # fmt: skip
+    if verbose:
+        report_start(trainer, plan, splits, other_split_teachers)
+    history = trainer.resume(resume) if resume else trainer.train()
+    save_cnn(trainer.module, plan.meta, out_dir / MODEL_NAME)
+    write_json(out_dir / "history.json", history)
+    write_json(out_dir / "config.json", config)
+    plot_history(history, out_dir, title=out_dir.name, best_epoch=trainer.best_epoch or None)
+    summary = run_summary(trainer, history, splits, time.perf_counter() - started)
+    if teachers:
+        summary["teachers_on_other_splits"] = other_split_teachers
+    if trainer.views_seconds is not None:
+        summary["views_seconds"] = round(trainer.views_seconds, 2)
+    summary.update(scores_on_tests(out_dir / MODEL_NAME, torch_device, splits))
+    write_json(out_dir / "summary.json", summary)
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return summary
