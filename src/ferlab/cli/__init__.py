@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "ferlab.cli.train",
     "ferlab.cli.evaluate",
     "ferlab.cli.predict",
+    "ferlab.cli.analyse",
     "ferlab.cli.compare",
     "ferlab.cli.extend",
     "ferlab.cli.search",
