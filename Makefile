@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test release-check lint format bench clean
+.PHONY: demo test release-check lint format bench docs clean
 
 $(BIN)/ferlab: pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || test -n "$(PYTHON)" || { \
@@ -50,5 +50,11 @@ format: $(BIN)/ferlab
 bench: $(BIN)/ferlab
 	$(BIN)/python benchmarks/engine_speed.py
 
+# The documentation site, offline: the configuration reference must match the schema, and any
+# warning (a broken link, a missing page) fails the build. Open site/index.html.
+docs: $(BIN)/ferlab
+	$(BIN)/python scripts/config_reference.py --check
+	$(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache
