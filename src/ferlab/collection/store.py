@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ferlab.arrays import file_mode
 from ferlab.errors import FerlabError
 from ferlab.vision.detection import LANDMARKS
 
@@ -219,6 +218,18 @@ class ChunkStore:
             self._write_at(seq, kept)
         else:
             path.unlink()
+
+
+def file_mode() -> int:
+    """The permissions a new file gets here (0o666 less the umask, read without changing it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
 
 
 def _parse(text: str, kind: str):
