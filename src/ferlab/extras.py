@@ -17,6 +17,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "sqlalchemy": "lab",
     "dask": "lab",
     "distributed": "lab",
+    "pyarrow": "lab",
     "torch": "deep",
     "safetensors": "deep",
     "dask_jobqueue": "cluster",
@@ -26,7 +27,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
 }
 # What each extra adds, as the message says it.
 PURPOSE = {
-    "lab": "train, evaluate, compare, extend, search",
+    "lab": "train, evaluate, compare, extend, search, analyse",
     "deep": "PyTorch; its CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu",
     "cluster": "cluster searches, PostgreSQL, the dashboard",
     "dev": "tests and demo photos",
