@@ -452,3 +452,27 @@ def test_a_real_server_with_two_workers(astronaut_png, tmp_path):
             urllib.request.urlopen(too_big, timeout=30)
         assert answer.value.code == 413
         assert json.load(answer.value)["error"]["code"] == "too_large"
+
+
+def test_photo_errors_are_typed_so_the_status_code_never_depends_on_wording(astronaut_png):
+    from ferlab.errors import ImageTooLarge, UnknownImageFormat
+    from ferlab.serve.app import photo_error
+    from ferlab.vision.photo import read_photo
+
+    cases = {
+        "too_large": lambda: read_photo(astronaut_png, max_pixels=512 * 512 - 1),
+        "unknown": lambda: read_photo(b"plain text, not a photo"),
+        "truncated": lambda: read_photo(astronaut_png[: len(astronaut_png) // 2]),
+    }
+    errors = {}
+    for name, read in cases.items():
+        with pytest.raises(FerlabError) as caught:
+            read()
+        errors[name] = caught.value
+    assert isinstance(errors["too_large"], ImageTooLarge)
+    assert isinstance(errors["unknown"], UnknownImageFormat)
+    assert not isinstance(errors["truncated"], ImageTooLarge | UnknownImageFormat)
+    statuses = {name: photo_error(e, b"", "image/png").status for name, e in errors.items()}
+    assert statuses == {"too_large": 413, "unknown": 400, "truncated": 400}
+    heic = photo_error(errors["unknown"], b"\0\0\0\x18ftypheic", "image/heic")
+    assert (heic.status, heic.code) == (415, "unsupported_format")

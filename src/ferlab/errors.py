@@ -9,6 +9,14 @@ class DataError(FerlabError, ValueError):
     """Bad or unreadable data."""
 
 
+class ImageTooLarge(DataError):
+    """An image with more pixels than accepted (a decompression bomb among them)."""
+
+
+class UnknownImageFormat(DataError):
+    """Data that is not an image, or in a format ferlab cannot decode."""
+
+
 class ModelFileError(FerlabError, ValueError):
     """A model or checkpoint file that is missing, corrupt or not ferlab's."""
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ferlab.data.integrity import ARCHIVE_ERRORS, finish_tar, one_line, open_tar, open_zip
-from ferlab.errors import DataError
+from ferlab.errors import DataError, ImageTooLarge, UnknownImageFormat
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MAX_FILE_BYTES = 64 * 1024 * 1024  # one image or batch file; larger ones are refused unread
@@ -104,7 +104,8 @@ def load_image(
     """Open and fully decode one image, checking its pixel count from the header first.
 
     Raises ValueError (one line) on unreadable, truncated or over-large images, so that a
-    decompression bomb costs neither time nor memory.
+    decompression bomb costs neither time nor memory: :class:`ImageTooLarge` for too many
+    pixels, :class:`UnknownImageFormat` for data that is no image Pillow knows.
     """
     source = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
@@ -114,16 +115,16 @@ def load_image(
             width, height = image.size
             if width * height > max_pixels:
                 image.close()
-                raise ValueError(
+                raise ImageTooLarge(
                     f"{width}x{height} is {width * height:,} pixels, more than the "
                     f"{max_pixels:,} accepted"
                 )
             image.load()
             return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValueError("image too large (decompression bomb guard)") from None
+        raise ImageTooLarge("image too large (decompression bomb guard)") from None
     except UnidentifiedImageError:
-        raise ValueError("not an image, or an unsupported format") from None
+        raise UnknownImageFormat("not an image, or an unsupported format") from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"unreadable or truncated image ({exc.__class__.__name__})") from None
 

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ferlab import __version__
-from ferlab.errors import DataError
+from ferlab.errors import DataError, ImageTooLarge, UnknownImageFormat
 from ferlab.serve import (
     DEFAULT_CLIENT_UPLOADS,
     DEFAULT_MAX_BYTES,
@@ -201,7 +201,7 @@ class Service:
         try:
             rgb = read_photo(data, max_pixels=self.max_pixels)
         except DataError as exc:
-            raise photo_error(str(exc), data, declared) from None
+            raise photo_error(exc, data, declared) from None
         faces = self.recognizer.analyze_array(rgb)
         return {
             "faces": [face.to_dict() for face in faces],
@@ -441,12 +441,13 @@ async def file_from_form(request: Request, body: bytes, max_bytes: int) -> tuple
     return data, declared
 
 
-def photo_error(message: str, data: bytes, declared: str) -> ServeError:
-    """The ServeError for read_photo's DataError ``message`` about ``data`` (sent as ``declared``)."""
-    detail = message.split(": ", 1)[-1]
-    if "pixels, more than the" in message or "decompression bomb" in message:
+def photo_error(error: DataError, data: bytes, declared: str) -> ServeError:
+    """The ServeError for read_photo's ``error`` about ``data`` (sent as ``declared``): 413 for
+    too many pixels, 415 for a known format ferlab cannot read, else 400."""
+    detail = str(error).split(": ", 1)[-1]
+    if isinstance(error, ImageTooLarge):
         return ServeError("too_large", 413, f"the photo has too many pixels: {detail}")
-    if "not an image, or an unsupported format" not in message:
+    if not isinstance(error, UnknownImageFormat):
         return ServeError("not_an_image", 400, f"the photo cannot be read: {detail}")
     known = unsupported_format(data, declared)
     if known:

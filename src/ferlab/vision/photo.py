@@ -71,5 +71,6 @@ def read_photo(source: PhotoSource, *, max_pixels: int = MAX_PIXELS) -> np.ndarr
     try:
         with load_image(source, max_pixels) as image:
             return np.asarray(_to_rgb(ImageOps.exif_transpose(image)))
-    except ValueError as exc:
-        raise DataError(f"{name}: {exc}") from None
+    except ValueError as exc:  # the same error type (too large, unknown format), named
+        kind = type(exc) if isinstance(exc, DataError) else DataError
+        raise kind(f"{name}: {exc}") from None
