@@ -17,6 +17,8 @@ import json
 import re
 from pathlib import Path
 
+from mkdocs.exceptions import PluginError
+
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = re.compile(r"^<!-- include (\S+) -->$", re.M)
 OPTIONAL = frozenset({"photos.md", "collection.md"})
@@ -75,7 +77,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     def included(match: re.Match) -> str:
         path = ROOT / match.group(1)
         if not path.is_file():
-            raise FileNotFoundError(f"{page.file.src_path}: included file {path} is missing")
+            raise PluginError(f"{page.file.src_path}: included file {path} is missing")
         return path.read_text(encoding="utf-8").strip()
 
     markdown = INCLUDE.sub(included, markdown)
