@@ -456,7 +456,7 @@ def test_a_real_server_with_two_workers(astronaut_png, tmp_path):
 
 def test_photo_errors_are_typed_so_the_status_code_never_depends_on_wording(astronaut_png):
     from ferlab.errors import ImageTooLarge, UnknownImageFormat
-    from ferlab.serve.app import photo_error
+    from ferlab.serve.upload import photo_error
     from ferlab.vision.photo import read_photo
 
     cases = {

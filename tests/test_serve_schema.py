@@ -21,7 +21,9 @@ from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
-from ferlab.serve.app import IMAGE_TYPES, create_app, pillow_media_types  # noqa: E402
+from ferlab.serve.app import create_app  # noqa: E402
+from ferlab.serve.schema import IMAGE_TYPES  # noqa: E402
+from ferlab.serve.upload import pillow_media_types  # noqa: E402
 
 # A bounded run: up to 150 requests per operation and mode (valid and invalid requests), about
 # 300 in all since the GET operations take no input (the outside run sent ~10,000).

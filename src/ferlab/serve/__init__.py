@@ -26,7 +26,7 @@ __all__ = ["ServeSettings", "create_app", "serve"]
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000  # ferlab.vision.photo.MAX_PIXELS, without importing NumPy here
 DEFAULT_QUEUE = 16
-# Slow and idle clients (the README's serving section gives the reasons for these figures).
+# Slow and idle clients (docs/serve.md gives the reasons for these figures).
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a request's line and headers
 DEFAULT_READ_TIMEOUT = 10.0  # seconds between two reads of a body
 DEFAULT_MIN_UPLOAD_RATE = 240  # bytes/s a body averages after the grace (Kestrel's figure)
