@@ -29,18 +29,7 @@ import numpy as np
 from ferlab.errors import FerlabError
 from ferlab.vision.detection import Detection
 from ferlab.vision.framing import Framing
-
-
-@dataclass(frozen=True)
-class Network:
-    """One of MediaPipe's BlazeFace networks: its ONNX file in ``ferlab/assets``, input side and
-    anchor layout (SSD strides, with 2 anchors per cell and layer when ``paired``)."""
-
-    file: str
-    side: int
-    strides: tuple[int, ...]
-    paired: bool
-
+from ferlab.vision.ssd import Network, anchor_centres, box_iou, decode, weighted_nms
 
 NETWORKS = {
     "back": Network("blazeface_back.onnx", 256, (16, 32, 32, 32), True),
@@ -59,11 +48,9 @@ CANDIDATE_SCORE = 0.4
 # faces pasted on photos).
 CONTEXT = 2.5
 VERIFY_IOU = 0.3  # a verifying detection must overlap the candidate by this much
-VERIFY_BATCH = 32
+VERIFY_BATCH = 32  # views per ONNX Runtime call, bounding memory on crowded photos
 # A detection with this much of its area inside a larger face is not a face of its own.
-NESTED = 0.6  # views per ONNX Runtime call, bounding memory on crowded photos
-RAW_SCORE_LIMIT = 80.0  # MediaPipe clips the logits before the sigmoid
-SUPPRESSION_IOU = 0.3  # MediaPipe's weighted NMS threshold
+NESTED = 0.6
 # A tile's detection this close (fraction of the tile side) to an edge the tile shares with the
 # rest of the photo may be a cut face; the neighbouring tile or the coarser view sees it whole.
 EDGE_MARGIN = 0.03
@@ -71,70 +58,6 @@ EDGE_MARGIN = 0.03
 # finds faces from SMALLEST_FACE to about half of its square, so a face too small for one view
 # is well inside the range of the next.
 LEVEL_RATIO = 6.0
-
-
-def anchor_centres(network: Network) -> np.ndarray:
-    """The anchors' centres (K, 2) as (x, y) fractions of the square, in the network's order:
-    MediaPipe's SSD anchors, where layers of one stride share a grid and each adds its anchors
-    to every cell."""
-    centres, strides = [], list(network.strides)
-    while strides:
-        stride, layers = strides[0], 0
-        while strides and strides[0] == stride:
-            strides.pop(0)
-            layers += 1
-        per_cell = layers * (2 if network.paired else 1)
-        cells = network.side // stride
-        ys, xs = np.mgrid[0:cells, 0:cells]
-        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], -1).reshape(-1, 1, 2)
-        centres.append(np.repeat(grid, per_cell, axis=1).reshape(-1, 2))
-    return np.concatenate(centres).astype(np.float32)
-
-
-def decode(raw: np.ndarray, logits: np.ndarray, anchors: np.ndarray, side: int):
-    """Boxes (N, K, 4) as x0, y0, x1, y1, landmarks (N, K, 6, 2) and scores (N, K), all as
-    fractions of the square, from the network's outputs ``raw`` (N, K, 16) and ``logits``
-    (N, K, 1) and the anchors' centres (K, 2)."""
-    offsets = raw / side
-    centre = offsets[..., 0:2] + anchors
-    half = offsets[..., 2:4] / 2
-    boxes = np.concatenate([centre - half, centre + half], axis=-1)
-    landmarks = offsets[..., 4:16].reshape(*raw.shape[:2], 6, 2) + anchors[:, None, :]
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits[..., 0], -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
-    return boxes, landmarks, scores
-
-
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Intersection over union of one x0, y0, x1, y1 box (4,) with each of ``others`` (M, 4)."""
-    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
-def weighted_nms(
-    boxes: np.ndarray, landmarks: np.ndarray, scores: np.ndarray, iou: float = SUPPRESSION_IOU
-) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """MediaPipe's weighted non-maximum suppression: the best-scoring box and every box
-    overlapping it by more than ``iou`` become one detection, their boxes (M, 4) and landmarks
-    (M, 6, 2) averaged with the scores as weights; the detection keeps the best score."""
-    order = np.argsort(-scores, kind="stable")
-    boxes, landmarks, scores = boxes[order], landmarks[order], scores[order]
-    kept = []
-    remaining = np.ones(len(scores), bool)
-    for i in range(len(scores)):
-        if not remaining[i]:
-            continue
-        group = remaining & (_iou(boxes[i], boxes) > iou)
-        group[i] = True
-        remaining &= ~group
-        weights = scores[group][:, None]
-        box = (boxes[group] * weights).sum(0) / weights.sum()
-        points = (landmarks[group] * weights[:, :, None]).sum(0) / weights.sum()
-        kept.append((box, points, float(scores[i])))
-    return kept
 
 
 @dataclass(frozen=True)
@@ -277,7 +200,7 @@ class BlazeFaceDetector:
             views = [_turned_view(rgb, frame, side) for frame in frames]
             found, landmarks, scores = runner.run(views)
             for i, frame in enumerate(frames):
-                near = np.flatnonzero(_iou(expected, found[i]) >= VERIFY_IOU)
+                near = np.flatnonzero(box_iou(expected, found[i]) >= VERIFY_IOU)
                 if not len(near):
                     continue
                 best = near[np.argmax(scores[i][near])]
