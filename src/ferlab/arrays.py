@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import lzma
 import os
-import tempfile
 import tokenize
 import zipfile
 import zlib
@@ -18,27 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from ferlab.errors import ModelFileError
+from ferlab.files import atomic_path
 
 META_KEY = "__meta__"
 MAX_ARRAY_BYTES = 4 * 1024**3  # all arrays of one file together, checked before reading any
 
 
-def file_mode() -> int:
-    """The permissions a new file gets here (0o666 less the umask), as ``open`` would give it."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o644
-
-
 def write_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Atomically write arrays and JSON metadata to ``path`` (a crash never leaves half a file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {META_KEY: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
     for name, value in arrays.items():
         array = np.asarray(value)
@@ -47,15 +34,8 @@ def write_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]
                 f"array {name!r} has dtype object; model files hold numeric arrays only"
             )
         payload[name] = array
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
-        os.chmod(tmp_name, file_mode())  # mkstemp makes 0600 files; outputs get the usual mode
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **payload)
     return path
 
 

@@ -16,6 +16,7 @@ from ferlab.config import changed_keys
 from ferlab.data import LabeledImages
 from ferlab.data.split import TRAINING_DATA_KEYS, SplitImages, load_splits
 from ferlab.errors import ConfigError
+from ferlab.files import write_json_atomic
 from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
 
@@ -141,18 +142,7 @@ def start_run(
                     f"--resume with other data: the data at {config['data']['path']} is not the "
                     "data the checkpoint's run started with"
                 )
-    write_json(out_dir / "run.json", record)
-
-
-def write_json(path: Path, payload) -> None:
-    """Write indented JSON atomically (a crash or a full disk never leaves half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(out_dir / "run.json", record)
 
 
 def run_training(
@@ -186,8 +176,8 @@ def run_training(
         )
     history = solver.resume(resume) if resume else solver.train()
     model.save(out_dir / "model.npz")
-    write_json(out_dir / "history.json", history)
-    write_json(out_dir / "config.json", config)
+    write_json_atomic(out_dir / "history.json", history)
+    write_json_atomic(out_dir / "config.json", config)
     plot_history(history, out_dir, title=out_dir.name, best_epoch=solver.best_epoch or None)
     summary = {
         "dataset": config["data"]["dataset"],
@@ -205,6 +195,6 @@ def run_training(
         summary[f"{name}_accuracy"] = accuracy(model, X_test, y_test)
     if features.tests:
         summary["test_accuracy"] = summary[f"{next(iter(features.tests))}_accuracy"]
-    write_json(out_dir / "summary.json", summary)
+    write_json_atomic(out_dir / "summary.json", summary)
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return summary

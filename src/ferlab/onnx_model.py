@@ -20,6 +20,7 @@ import numpy as np
 
 from ferlab.calibration import TTA_VIEWS, average_views, check_temperature, flip_views
 from ferlab.errors import ConfigError, DataError, FerlabError, ModelFileError
+from ferlab.files import atomic_path, write_bytes_atomic
 
 MAX_ONNX_BYTES = 100 * 1024 * 1024
 BATCH = 256
@@ -94,12 +95,7 @@ class OnnxClassifier:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the ONNX file as it was loaded; return its path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self._file_bytes)
-        tmp.replace(path)
-        return path
+        return write_bytes_atomic(path, self._file_bytes)
 
 
 def _static_dims(value_info) -> list:
@@ -215,10 +211,8 @@ def set_temperature(
         model.metadata_props.add(key=entry.key, value=entry.value)
     model.metadata_props.add(key=TEMPERATURE_KEY, value=json.dumps(value))
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        onnx.save(model, str(tmp))
     return target
 
 
@@ -280,6 +274,6 @@ def quantize_onnx(
         key="ferlab_quantization",
         value=f"int8 static, per-channel 7-bit weights, QDQ; calibrated on {len(images)} images",
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(target))
+    with atomic_path(target) as tmp:
+        onnx.save(model, str(tmp))
     return target

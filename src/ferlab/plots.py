@@ -7,6 +7,16 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from ferlab.files import atomic_path
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (PNG by default)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
+
 
 def _mark_best(ax, best_epoch: int | None) -> None:
     if best_epoch:
@@ -50,7 +60,7 @@ def plot_history(
         fig.suptitle(f"{title}: loss")
     fig.tight_layout()
     paths = [out_dir / "loss.png"]
-    fig.savefig(paths[0], dpi=100)
+    save_figure(fig, paths[0])
 
     fig = Figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
@@ -69,7 +79,7 @@ def plot_history(
         ax.set_title(f"{title}: accuracy")
     fig.tight_layout()
     paths.append(out_dir / "accuracy.png")
-    fig.savefig(paths[1], dpi=100)
+    save_figure(fig, paths[1])
     return paths
 
 
@@ -99,5 +109,4 @@ def plot_emotion_timeline(
     axes[-1].set_xlabel("time (s)")
     fig.suptitle(f"{title}: emotions per face track" if title else "emotions per face track")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from ferlab.data.images import IMAGE_SUFFIXES, decode_image
 from ferlab.errors import DataError, ModelFileError
+from ferlab.files import write_text_atomic
 
 
 @dataclass
@@ -104,11 +106,9 @@ def predict_folder(folder: str | Path, model_path: str | Path) -> list[Predictio
 
 def write_predictions_csv(predictions: list[Prediction], path: str | Path) -> Path:
     """Write ``file,class_index,class_name,probability`` rows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "class_index", "class_name", "probability"])
-        for p in predictions:
-            writer.writerow([p.file, p.class_index, p.class_name, f"{p.probability:.6f}"])
-    return path
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(["file", "class_index", "class_name", "probability"])
+    for p in predictions:
+        writer.writerow([p.file, p.class_index, p.class_name, f"{p.probability:.6f}"])
+    return write_text_atomic(path, handle.getvalue())

@@ -18,6 +18,7 @@ from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened
 from ferlab.deep.settings import validate_cnn_config
 from ferlab.deep.trainer import CNNTrainer, EpochCallback, TensorData
 from ferlab.errors import ConfigError
+from ferlab.files import write_json_atomic
 
 # What may differ between a CNN run and its --resume (the schedule depends on the epochs, so
 # they may not): where the data lie (their contents are checked) and where the run computes.
@@ -189,7 +190,7 @@ def run_cnn_training(
 ) -> dict:
     """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
     from ferlab.data.split import load_splits, teachers_on_other_splits
-    from ferlab.experiment import start_run, write_json
+    from ferlab.experiment import start_run
     from ferlab.plots import plot_history
 
     config = validate_cnn_config(config)
@@ -218,8 +219,8 @@ def run_cnn_training(
         report_start(trainer, plan, splits, other_split_teachers)
     history = trainer.resume(resume) if resume else trainer.train()
     save_cnn(trainer.module, plan.meta, out_dir / MODEL_NAME)
-    write_json(out_dir / "history.json", history)
-    write_json(out_dir / "config.json", config)
+    write_json_atomic(out_dir / "history.json", history)
+    write_json_atomic(out_dir / "config.json", config)
     plot_history(history, out_dir, title=out_dir.name, best_epoch=trainer.best_epoch or None)
     summary = run_summary(trainer, history, splits, time.perf_counter() - started)
     if teachers:
@@ -227,6 +228,6 @@ def run_cnn_training(
     if trainer.views_seconds is not None:
         summary["views_seconds"] = round(trainer.views_seconds, 2)
     summary.update(scores_on_tests(out_dir / MODEL_NAME, torch_device, splits))
-    write_json(out_dir / "summary.json", summary)
+    write_json_atomic(out_dir / "summary.json", summary)
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return summary

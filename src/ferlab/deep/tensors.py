@@ -10,8 +10,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ferlab.arrays import file_mode
 from ferlab.errors import ModelFileError
+from ferlab.files import atomic_path
 
 MODEL_FORMAT = "ferlab-cnn"
 CHECKPOINT_FORMAT = "ferlab-cnn-checkpoint"
@@ -22,13 +22,10 @@ META_KEY = "ferlab"
 def write_tensors(path: str | os.PathLike, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
     """Write tensors and JSON metadata as one safetensors file, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": meta["format"], META_KEY: json.dumps(meta)}
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(cpu, str(tmp), metadata=header)
-    os.chmod(tmp, file_mode())  # safetensors creates files readable by their owner only
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(cpu, str(tmp), metadata=header)
     return path
 
 

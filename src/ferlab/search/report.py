@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +12,9 @@ import optuna
 from optuna.trial import TrialState
 
 from ferlab.errors import ConfigError
+from ferlab.files import write_json_atomic, write_text_atomic
 from ferlab.metrics import percent
+from ferlab.plots import save_figure
 
 PLOTS = {
     "history.png": "plot_optimization_history",
@@ -76,18 +78,18 @@ def export_csv(study: optuna.Study, path: Path) -> Path:
     """Every trial as one CSV row: number, state, value, times, parameters, notes."""
     trials = study.get_trials(deepcopy=False)
     keys = sorted({key for trial in trials for key in trial.params})
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["number", "state", "value", "epochs", "seconds", "start", *keys, "note"])
-        for t in trials:
-            note = t.user_attrs.get("error") or t.user_attrs.get("pruned_reason") or ""
-            writer.writerow([
-                t.number, t.state.name, "" if t.value is None else t.value,
-                len(t.intermediate_values), t.user_attrs.get("seconds", ""),
-                t.datetime_start.isoformat() if t.datetime_start else "",
-                *(t.params.get(key, "") for key in keys), note,
-            ])  # fmt: skip
-    return path
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(["number", "state", "value", "epochs", "seconds", "start", *keys, "note"])
+    for t in trials:
+        note = t.user_attrs.get("error") or t.user_attrs.get("pruned_reason") or ""
+        writer.writerow([
+            t.number, t.state.name, "" if t.value is None else t.value,
+            len(t.intermediate_values), t.user_attrs.get("seconds", ""),
+            t.datetime_start.isoformat() if t.datetime_start else "",
+            *(t.params.get(key, "") for key in keys), note,
+        ])  # fmt: skip
+    return write_text_atomic(path, handle.getvalue())
 
 
 def _slice_params(study: optuna.Study, most: int = 4) -> list[str]:
@@ -130,7 +132,7 @@ def write_plots(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[st
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 figure.tight_layout()
-                figure.savefig(out_dir / name, dpi=100)
+                save_figure(figure, out_dir / name, dpi=100)
             plt.close(figure)
             written.append(out_dir / name)
         except Exception as exc:  # e.g. importances need two completed trials with varied params
@@ -208,13 +210,11 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, csv_export: bool =
                 "config": top.user_attrs.get("config"),
                 "best_so_far": best_so_far(study),
             }
-            (out_dir / "best.json").write_text(
-                json.dumps(payload, indent=2) + "\n", encoding="utf-8"
-            )
+            write_json_atomic(out_dir / "best.json", payload)
     if csv_export:
         parts.append(f"trials exported to {export_csv(study, out_dir / 'trials.csv')}")
     text = "\n\n".join(parts) + "\n"
-    (out_dir / "report.md").write_text(text, encoding="utf-8")
+    write_text_atomic(out_dir / "report.md", text)
     return text
 
 
@@ -242,7 +242,7 @@ def retrain_best(study: optuna.Study, out_dir: str | Path, *, verbose: bool = Tr
     from ferlab.data import dataset_spec
     from ferlab.errors import DataError
     from ferlab.evaluation import evaluate_split
-    from ferlab.experiment import run_training, write_json
+    from ferlab.experiment import run_training
     from ferlab.models import load_model
 
     config, what = best_config(study)
@@ -257,5 +257,5 @@ def retrain_best(study: optuna.Study, out_dir: str | Path, *, verbose: bool = Tr
             print(f"ferlab: note: {split}: {exc}", file=sys.stderr)
             continue
         summary[f"{split}_accuracy"] = report.accuracy
-    write_json(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return summary
