@@ -1,8 +1,8 @@
 """The record of what is done: which inputs the output holds, and with what content.
 
-An input is identified by its name, size and modification time, or with ``--hash`` also by the
-SHA-256 of its bytes (for collections copied with new times, or edited in place within one
-time tick). The record is not a separate file: it is read back from the output's complete chunks
+An input is identified by its name, size and modification time, or with ``--hash`` by its name,
+size and the SHA-256 of its bytes instead of the time (for collections copied with new times, or
+edited in place within one time tick). The record is not a separate file: it is read back from the output's complete chunks
 (:mod:`ferlab.collection.store`), whose rows carry these columns, so that the output and the
 record of it can never disagree. In memory it is one small integer per name.
 """
@@ -26,8 +26,10 @@ class Identity:
     sha256: str | None = None
 
     def key(self) -> int:
-        """A compact fingerprint of the identity (equal identities, equal keys, in one process)."""
-        return hash((self.size, self.mtime_ns, self.sha256)) & 0xFFFF_FFFF_FFFF
+        """A compact fingerprint (48 bits) of what the content is known by: size and hash when
+        there is a hash (a copy with new times is the same input), else size and time."""
+        known = (self.size, self.sha256) if self.sha256 is not None else (self.size, self.mtime_ns)
+        return hash(known) & 0xFFFF_FFFF_FFFF
 
 
 def sha256_of(path: str) -> str:
