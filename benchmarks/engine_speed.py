@@ -8,25 +8,24 @@ shared and noisy; prints medians and ratios and writes ``benchmarks/results/engi
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from harness import RESULTS, side_by_side, write_record
+
 ROWS, FEATURES, HIDDEN, CLASSES, BATCH = 28_709, 48 * 48, 457, 7, 160
 LR, MOMENTUM = 1e-3, 0.9
-RESULT = Path(__file__).parent / "results" / "engine_speed.json"
+RESULT = RESULTS / "engine_speed.json"
 
 
-def synthetic_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_data(seed: int = 0, rows: int = ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (rows, 2304) float32 and labels (rows,) in [0, 7)."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((ROWS, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, ROWS)
+    return rng.standard_normal((rows, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, rows)
 
 
 def time_engine(X: np.ndarray, y: np.ndarray) -> float:
@@ -92,56 +91,57 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-sklearn", action="store_true", help="skip the slow scikit-learn runs")
+    parser.add_argument(
+        "--rows", type=int, default=ROWS, help="rows of synthetic data (quick runs)"
+    )
+    parser.add_argument("--out", default=str(RESULT), help="JSON record to write")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    X, y = synthetic_data()
+    X, y = synthetic_data(rows=args.rows)
     runners = {"engine": time_engine, "pytorch": time_torch}
     if not args.no_sklearn:
         runners["sklearn"] = time_sklearn
-    times: dict[str, list[float]] = {name: [] for name in runners}
     with threadpool_limits(limits=args.threads):
         for run in runners.values():  # warm-up: first-call costs are not per-epoch costs
             run(X[: BATCH * 4], y[: BATCH * 4])
-        for repeat in range(args.repeats):
-            for name, run in runners.items():
-                times[name].append(run(X, y))
-                print(
-                    f"repeat {repeat + 1}/{args.repeats}  {name:8s} {times[name][-1]:.2f} s",
-                    file=sys.stderr,
-                )
+        timing = side_by_side(
+            {name: (lambda run=run: run(X, y)) for name, run in runners.items()},
+            args.repeats,
+            baseline="engine",
+            warmup=0,
+            self_timed=True,  # each runner times its epoch, without building the model
+            progress=True,
+        )
         blas = [
             {k: info.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
             for info in threadpool_info()
         ]
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    ratios = {
-        f"engine/{name}": medians["engine"] / medians[name] for name in medians if name != "engine"
-    }
+    medians = timing.medians
+    ratios = {f"engine/{name}": 1 / timing.ratios[name] for name in medians if name != "engine"}
     record = {
         "benchmark": "one epoch, 2304-457-7, batch 160, float32, SGD momentum 0.9",
-        "rows": ROWS,
+        "rows": args.rows,
         "threads": args.threads,
         "repeats": args.repeats,
-        "seconds": times,
+        "seconds": timing.seconds,
         "median_seconds": medians,
         "ratios": ratios,
+        "side_by_side": timing.record(),
         "numpy": np.__version__,
         "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        "python": sys.version.split()[0],
         "blas": blas,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)
     for name, value in medians.items():
         print(f"{name:8s} median {value:.2f} s/epoch")
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
-    print(f"written {RESULT}")
+    print(f"written {args.out}")
     return 0
 
 
