@@ -291,14 +291,17 @@ def stamped(record: Mapping, argv: list[str] | None = None) -> dict:
     it has: ``command`` (the command line, unless the record names its own, e.g. the training
     command it records; then the command line is ``recorded_by``), ``machine`` and
     ``recorded_at``."""
-    out = dict(record)
     line = command_line(argv)
-    out.setdefault("command", line)
+    stamp = {"command": line, "machine": machine(), "recorded_at": utc_now()}
+    out = {**stamp, **record}  # the record's own keys win; the stamp's come first in the file
     if out["command"] != line:
         out.setdefault("recorded_by", line)
-    out.setdefault("machine", machine())
-    out.setdefault("recorded_at", dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return out
+
+
+def utc_now() -> str:
+    """The time now in UTC, as 2026-12-07T14:05:09Z."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_record(path: str | os.PathLike, record: Mapping, *, stamp: bool = True) -> Path:

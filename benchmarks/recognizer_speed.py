@@ -14,23 +14,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-RESULT = Path(__file__).parent / "results" / "recognizer_speed.json"
+from harness import RESULTS, side_by_side, this_cpu, write_record
+
+RESULT = RESULTS / "recognizer_speed.json"
 BATCH = 256
 
 
+def classify_all(predict, faces) -> None:
+    """``predict`` on ``faces`` (N, 48, 48) uint8 in batches of ``BATCH``."""
+    for start in range(0, len(faces), BATCH):
+        predict(faces[start : start + BATCH])
+
+
 def faces_per_second(predict, faces, repeats) -> float:
+    """Faces per second of ``predict`` over ``faces``: the median of ``repeats`` passes."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        for start in range(0, len(faces), BATCH):
-            predict(faces[start : start + BATCH])
+        classify_all(predict, faces)
         times.append(time.perf_counter() - started)
     return len(faces) / statistics.median(times)
 
@@ -67,31 +74,6 @@ def time_photos(recognizer, scenes) -> tuple[float, float, int]:
         classify_s += time.perf_counter() - middle
         found += len(boxes)
     return detect_s, classify_s, found
-
-
-def cpu_description(cpuinfo: str, fallback: str) -> dict:
-    """The CPU's model name, its int8 dot-product extensions (ONNX Runtime's int8 kernels are
-    several times faster with VNNI) and its bfloat16 ones (PyTorch's bfloat16 training with
-    AMX), read from the text of ``/proc/cpuinfo``."""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, colon, value = line.partition(":")
-        if colon:
-            fields.setdefault(key.strip(), value.strip())  # the first processor's
-    flags = set(fields.get("flags", "").split())
-    model = " ".join(fields.get("model name", "").split())
-    return {
-        "model": model or fallback,
-        "int8_extensions": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
-        "bf16_extensions": sorted(flags & {"avx512_bf16", "amx_bf16"}),
-    }
-
-
-def this_cpu() -> dict:
-    """``cpu_description`` of the machine this runs on."""
-    cpuinfo = Path("/proc/cpuinfo")
-    text = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return cpu_description(text, platform.processor() or platform.machine())
 
 
 def main() -> None:
@@ -132,24 +114,39 @@ def main() -> None:
         export_onnx(cnn, float_onnx)
         runners["onnxruntime_float"] = load_model(float_onnx, threads=1).predict_proba
         runners["pytorch"] = cnn.predict_proba
-    rates: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(3):  # interleaved rounds: the machine is shared and noisy
-        for name, predict in runners.items():
-            rates[name].append(faces_per_second(predict, faces, args.repeats))
-    face_rates = {name: round(statistics.median(r), 1) for name, r in rates.items()}
-
-    photos = {}
+    # interleaved rounds (the machine is shared and noisy): 3 x --repeats passes of each
+    faces_timing = side_by_side(
+        {name: (lambda p=predict: classify_all(p, faces)) for name, predict in runners.items()},
+        3 * args.repeats,
+        baseline="onnxruntime",
+    )
+    face_rates = {name: round(len(faces) / s, 1) for name, s in faces_timing.medians.items()}
+    photos, photo_timings = {}, {}
     recognizers = {name: EmotionRecognizer(args.model, detector=name) for name in args.detectors}
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
         scenes = photo_scenes(public, args.photos, (width, height))
-        times = {name: [0.0, 0.0, 0] for name in recognizers}
-        for _ in range(2):  # interleaved rounds
-            for name, recognizer in recognizers.items():
-                detect_s, classify_s, found = time_photos(recognizer, scenes)
-                times[name][0] += detect_s / 2
-                times[name][1] += classify_s / 2
-                times[name][2] = found
+        rounds: dict[str, list[tuple[float, float, int]]] = {name: [] for name in recognizers}
+
+        def end_to_end(name: str, scenes=scenes, rounds=rounds):
+            def run() -> float:
+                rounds[name].append(time_photos(recognizers[name], scenes))
+                return rounds[name][-1][0] + rounds[name][-1][1]
+
+            return run
+
+        timing = side_by_side(
+            {name: end_to_end(name) for name in recognizers}, 2, warmup=0, self_timed=True
+        )
+        photo_timings[size] = timing.record()
+        times = {
+            name: (
+                statistics.mean(r[0] for r in runs),
+                statistics.mean(r[1] for r in runs),
+                runs[-1][2],
+            )
+            for name, runs in rounds.items()
+        }
         for name, (detect_s, classify_s, found) in times.items():
             photos[f"{name}_{size}"] = {
                 "detector": f"{name} {recognizers[name].detector.version}",
@@ -162,21 +159,18 @@ def main() -> None:
                 "ms_classify_per_photo": round(1000 * classify_s / args.photos, 2),
             }
     record = {
-        "command": "python benchmarks/recognizer_speed.py --data fer2013-images.tar.gz"
-        + (" --cnn MODEL.safetensors" if args.cnn else "")
-        + f" --detectors {' '.join(args.detectors)} --sizes {' '.join(args.sizes)}",
         "threads": 1,
-        "machine": platform.platform(),
         "cpu": this_cpu(),
         "faces_per_second": face_rates,
         "onnx_over_pytorch": round(face_rates["onnxruntime"] / face_rates["pytorch"], 2)
         if "pytorch" in face_rates
         else None,
         "photo_pipeline": photos,
+        "faces_side_by_side": faces_timing.record(),
+        "photos_side_by_side": photo_timings,
     }
     print(json.dumps(record, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":
