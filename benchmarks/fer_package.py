@@ -19,19 +19,17 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
-import json
-import platform
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ferlab.metrics import class_measures, confusion_matrix
-from recognizer_speed import faces_per_second, this_cpu
+from harness import RESULTS, side_by_side, this_cpu, write_record
+from recognizer_speed import classify_all
 from ship_model import calibration_faces
 
-RESULT = Path(__file__).parent / "results" / "fer_package.json"
+RESULT = RESULTS / "fer_package.json"
 FER_MODEL = "data/emotion_model_quantized.tflite"
 FER_SIZE = 64  # fer's emotion_target_size
 
@@ -130,31 +128,32 @@ def main() -> None:
                 details[name][split] = accuracy_and_recall(model.predict_proba, part)
             print(f"{name}: PublicTest {details[name]['public_test']['accuracy']}%, "
                   f"PrivateTest {details[name]['private_test']['accuracy']}%")  # fmt: skip
-        rates: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(args.rounds):
-            for name, model in models.items():
-                rates[name].append(faces_per_second(model.predict_proba, faces, args.repeats))
-
-    fer_rate = statistics.median(rates["fer"])
+        # all models interleaved, --rounds x --repeats passes each (the machine is shared)
+        timing = side_by_side(
+            {
+                name: (lambda m=model: classify_all(m.predict_proba, faces))
+                for name, model in models.items()
+            },
+            args.rounds * args.repeats,
+            baseline="fer",
+        )
     fer_public = details["fer"]["public_test"]["accuracy"]
     for name in models:
-        rate = statistics.median(rates[name])
+        rate = len(faces) / timing.medians[name]
         details[name]["faces_per_second"] = round(rate, 1)
-        details[name]["speed_ratio_to_fer"] = round(rate / fer_rate, 3)
+        details[name]["speed_ratio_to_fer"] = round(1 / timing.ratios[name], 3)
         gain = details[name]["public_test"]["accuracy"] - fer_public
         details[name]["public_points_over_fer"] = round(gain, 2)
-        print(f"{name}: {rate:,.0f} faces/s ({rate / fer_rate:.2f}x fer), "
+        print(f"{name}: {rate:,.0f} faces/s ({1 / timing.ratios[name]:.2f}x fer), "
               f"PublicTest {gain:+.2f} points over fer")  # fmt: skip
     record = {
-        "command": "python benchmarks/fer_package.py --data fer2013-images.tar.gz"
-        + (f" --cnn {' '.join(args.cnn)}" if args.cnn else ""),
         "threads": 1,
-        "machine": platform.platform(),
         "cpu": this_cpu(),
         "faces_timed": len(faces),
         "models": details,
+        "side_by_side": timing.record(),
     }
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_record(args.out, record)
     print(f"wrote {args.out}")
 
 
