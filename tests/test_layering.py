@@ -1,4 +1,5 @@
-"""ferlab's modules form no import cycle, counting imports inside functions too."""
+"""ferlab's modules form no import cycle and import only downwards, through a declared order of
+layers, counting imports inside functions too."""
 
 import ast
 from pathlib import Path
@@ -53,3 +54,53 @@ def test_no_import_cycle():
     for name in graph:
         graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+# The layers, lowest first: a module may import its own layer and those below, never above.
+# Each name is a top-level module or package of ferlab ("ferlab" is the root package's lazy API).
+LAYERS = [
+    # foundation: errors, the one atomic writer, array files, metrics, progress, plots, assets
+    ("errors", "files", "arrays", "calibration", "metrics", "progress", "plots", "assets",
+     "configs", "extras"),
+    ("nn",),  # the NumPy engine, with its own settings type
+    ("data",),  # readers, cache, splits
+    ("settings", "config"),  # the config schema and loading
+    ("experiment",),  # a training run's folder, and the fully connected run
+    ("deep", "onnx_model"),  # the CNN: training, model files, export
+    ("models",),  # load_model over every model file kind
+    ("vision", "predict", "evaluation", "search"),  # faces in photos, scoring, searching
+    ("compare", "extend", "versions", "collection", "photos"),  # commands built on the above
+    ("serve", "cli", "ferlab", "test_fer_model", "test_deep_fer_model"),  # entry points
+]  # fmt: skip
+# Imports from a lower layer to a higher one that the tree still holds, each named as
+# "importer -> imported" (module names): to be emptied, never added to.
+KNOWN_UPWARD_IMPORTS: set[str] = set()
+
+
+def unit_of(module: str) -> str:
+    """The top-level module or package ``module`` belongs to (``ferlab`` for the root)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "ferlab"
+
+
+def test_every_module_sits_in_one_declared_layer():
+    names = [name for layer in LAYERS for name in layer]
+    assert len(names) == len(set(names))
+    units = {unit_of(module_name(p)) for p in (SRC / "ferlab").rglob("*.py")}
+    missing = sorted(units - set(names))
+    assert not missing, f"place {', '.join(missing)} in tests/test_layering.py's LAYERS"
+
+
+def test_imports_point_down_the_layers():
+    level = {name: index for index, layer in enumerate(LAYERS) for name in layer}
+    files = {module_name(p): p for p in (SRC / "ferlab").rglob("*.py")}
+    upward = set()
+    for name, path in files.items():
+        for imported in imports_of(path, set(files)) - {name}:
+            # ``from ferlab import __version__`` reads a constant, not the root's lazy API.
+            if imported == "ferlab" or name.startswith(imported + "."):
+                continue
+            if level.get(unit_of(imported), 0) > level.get(unit_of(name), 0):
+                upward.add(f"{name} -> {imported}")
+    assert sorted(upward - KNOWN_UPWARD_IMPORTS) == [], "imports from a lower layer upwards"
+    assert sorted(KNOWN_UPWARD_IMPORTS - upward) == [], "gone: remove from KNOWN_UPWARD_IMPORTS"

@@ -19,6 +19,7 @@ from ferlab.errors import ConfigError
 from ferlab.files import write_json_atomic
 from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
+from ferlab.settings import fc_engine_settings
 
 
 @dataclass
@@ -57,16 +58,9 @@ def make_features(splits: SplitImages, preprocessing: str, dtype=np.float32) -> 
 
 def build_model(config: dict, features: Features, splits: SplitImages) -> FullyConnectedNet:
     """The configured fully connected net, carrying the preprocessing and class names."""
-    model_config = config["model"]
-    model = FullyConnectedNet(
-        features.X_train.shape[1],
-        model_config["hidden_dims"],
-        len(splits.class_names),
-        dropout=model_config["dropout"],
-        reg=model_config["reg"],
-        weight_scale=model_config["weight_scale"],
-        dtype=np.dtype(model_config["dtype"]),
-        seed=config["seed"],
+    settings, _ = fc_engine_settings(config)
+    model = FullyConnectedNet.from_settings(
+        features.X_train.shape[1], len(splits.class_names), settings, seed=config["seed"]
     )
     model.preprocessor = features.preprocessor
     model.class_names = list(splits.class_names)
@@ -80,13 +74,13 @@ def build_model(config: dict, features: Features, splits: SplitImages) -> FullyC
 
 def build_solver(config: dict, model, features: Features, splits: SplitImages, **kwargs) -> Solver:
     """A Solver with the configured update rule and schedule."""
-    solver_config = dict(config["solver"])
-    return Solver(
+    _, settings = fc_engine_settings(config)
+    return Solver.from_settings(
         model,
         features.solver_data(),
+        settings,
         seed=config["seed"],
         image_shape=splits.image_shape,
-        **solver_config,
         **kwargs,
     )
 

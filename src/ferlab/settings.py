@@ -25,10 +25,10 @@ from pydantic import (
 )
 
 from ferlab.errors import ConfigError
+from ferlab.nn.settings import DTYPES, MONITORS, OPTIMIZERS, ModelSettings, SolverSettings
 
 PREPROCESSING = ("center", "standardize", "per_image")
-FC_OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov", "adam")
-MONITORS = ("val_loss", "val_acc")
+FC_OPTIMIZERS = OPTIMIZERS
 
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
@@ -97,25 +97,45 @@ class DataSettings(DataSource, HeldOut, Preprocessed):
     """The data of a fully connected training config."""
 
 
+# The fully connected engine's settings: defaults and choices come from the engine's own type
+# (ferlab.nn.settings), whose rules tests/test_settings.py checks agree with these.
+_MODEL, _SOLVER = ModelSettings(), SolverSettings()
+
+
 class FCModelSettings(Section):
-    hidden_dims: list[Count] = Field([100], description="hidden layer widths; [] is softmax")
-    dropout: Probability = Field(0.0, description="probability of dropping a unit")
-    reg: float = Field(0.0, ge=0.0, description="L2 strength: 0.5 * reg * sum(W**2)")
-    weight_scale: Positive | None = Field(None, description="initial weight std (None: He)")
-    dtype: Literal["float32", "float64"] = Field("float32", description="array precision")
+    hidden_dims: list[Count] = Field(
+        list(_MODEL.hidden_dims), description="hidden layer widths; [] is softmax"
+    )
+    dropout: Probability = Field(_MODEL.dropout, description="probability of dropping a unit")
+    reg: float = Field(_MODEL.reg, ge=0.0, description="L2 strength: 0.5 * reg * sum(W**2)")
+    weight_scale: Positive | None = Field(
+        _MODEL.weight_scale, description="initial weight std (None: He)"
+    )
+    dtype: Literal[DTYPES] = Field(_MODEL.dtype, description="array precision")
 
 
 class FCSolverSettings(Section):
-    optimizer: Literal["sgd", "sgd_momentum", "nesterov", "adam"] = "sgd_momentum"
-    lr: Positive = Field(1e-3, description="learning rate")
-    momentum: Probability = Field(0.9, description="momentum (sgd_momentum, nesterov)")
-    lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="lr factor after each epoch")
-    batch_size: Count = 100
-    epochs: Count = 10
-    patience: Count | None = Field(None, description="epochs without improvement before stop")
-    flip: bool = Field(False, description="mirror a random half of each batch")
-    shift: int = Field(0, ge=0, le=16, description="move each image by up to N pixels")
-    monitor: Literal["val_loss", "val_acc"] = Field("val_loss", description="what stopping watches")
+    optimizer: Literal[FC_OPTIMIZERS] = _SOLVER.optimizer
+    lr: Positive = Field(_SOLVER.lr, description="learning rate")
+    momentum: Probability = Field(_SOLVER.momentum, description="momentum (sgd_momentum, nesterov)")
+    lr_decay: float = Field(
+        _SOLVER.lr_decay, gt=0.0, le=1.0, description="lr factor after each epoch"
+    )
+    batch_size: Count = _SOLVER.batch_size
+    epochs: Count = _SOLVER.epochs
+    patience: Count | None = Field(
+        _SOLVER.patience, description="epochs without improvement before stop"
+    )
+    flip: bool = Field(_SOLVER.flip, description="mirror a random half of each batch")
+    shift: int = Field(_SOLVER.shift, ge=0, le=16, description="move each image by up to N pixels")
+    monitor: Literal[MONITORS] = Field(_SOLVER.monitor, description="what stopping watches")
+
+
+def fc_engine_settings(config: dict) -> tuple[ModelSettings, SolverSettings]:
+    """The NumPy engine's frozen settings of a validated fully connected config's ``model`` and
+    ``solver`` tables (the engine checks them again as it builds the net and the Solver)."""
+    model = {**config["model"], "hidden_dims": tuple(config["model"]["hidden_dims"])}
+    return ModelSettings(**model), SolverSettings(**config["solver"])
 
 
 class TrainSettings(Section):

@@ -20,7 +20,7 @@ from ferlab.nn.layers import (
     softmax_loss,
 )
 from ferlab.nn.preprocess import Preprocessor
-from ferlab.settings import FCModelSettings, validate_arguments
+from ferlab.nn.settings import ModelSettings, checked
 
 PREDICT_BATCH = 4096
 
@@ -37,16 +37,16 @@ class FullyConnectedNet:
         hidden_dims: Sequence[int],
         num_classes: int,
         *,
-        dropout: float = 0.0,
-        reg: float = 0.0,
-        weight_scale: float | None = None,
-        dtype: np.dtype | type = np.float32,
+        dropout: float = ModelSettings.dropout,
+        reg: float = ModelSettings.reg,
+        weight_scale: float | None = ModelSettings.weight_scale,
+        dtype: np.dtype | type | str = ModelSettings.dtype,
         seed: int | None = None,
     ) -> None:
         if int(input_dim) < 1 or int(num_classes) < 2:
             raise ValueError("input_dim must be >= 1 and num_classes >= 2")
-        validate_arguments(
-            FCModelSettings, "FullyConnectedNet", hidden_dims=list(hidden_dims), dropout=dropout,
+        self.settings: ModelSettings = checked(
+            ModelSettings, "FullyConnectedNet", hidden_dims=list(hidden_dims), dropout=dropout,
             reg=reg, weight_scale=weight_scale, dtype=np.dtype(dtype).name,
         )  # fmt: skip
         self.input_dim = int(input_dim)
@@ -72,6 +72,17 @@ class FullyConnectedNet:
             )
             self.params[f"b{i}"] = np.zeros(fan_out, dtype=self.dtype)
         self.trainable = {name: True for name in self.params}
+
+    @classmethod
+    def from_settings(
+        cls, input_dim: int, num_classes: int, settings: ModelSettings, *, seed: int | None = None
+    ) -> FullyConnectedNet:
+        """A net of ``settings`` for inputs (N, input_dim) and ``num_classes`` classes."""
+        return cls(
+            input_dim, settings.hidden_dims, num_classes, dropout=settings.dropout,
+            reg=settings.reg, weight_scale=settings.weight_scale, dtype=np.dtype(settings.dtype),
+            seed=seed,
+        )  # fmt: skip
 
     @property
     def num_layers(self) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -16,11 +18,11 @@ from ferlab.errors import DataError, ModelFileError, TrainingDiverged
 from ferlab.metrics import percent
 from ferlab.nn.layers import softmax_loss
 from ferlab.nn.optim import get_update_rule
+from ferlab.nn.settings import SolverSettings, checked
 from ferlab.progress import show_bars
-from ferlab.settings import FCSolverSettings, validate_arguments
 
 CHECKPOINT_NAME = "checkpoint.npz"
-MONITORS = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
+MONITOR_NAMES = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
 # train_loss is the objective (data loss + L2 term); train_l2 is its L2 part, so that the data
 # loss compares with val_loss (a data loss alone).
 HISTORY_KEYS = ("train_loss", "train_l2", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -60,25 +62,25 @@ class Solver:
         model,
         data: dict,
         *,
-        optimizer: str = "sgd_momentum",
-        lr: float = 1e-3,
-        momentum: float = 0.9,
-        lr_decay: float = 1.0,
-        batch_size: int = 100,
-        epochs: int = 10,
-        patience: int | None = None,
+        optimizer: str = SolverSettings.optimizer,
+        lr: float = SolverSettings.lr,
+        momentum: float = SolverSettings.momentum,
+        lr_decay: float = SolverSettings.lr_decay,
+        batch_size: int = SolverSettings.batch_size,
+        epochs: int = SolverSettings.epochs,
+        patience: int | None = SolverSettings.patience,
         seed: int = 0,
         checkpoint_dir: str | os.PathLike | None = None,
         verbose: bool = True,
         image_shape: tuple[int, ...] | None = None,
-        flip: bool = False,
-        shift: int = 0,
+        flip: bool = SolverSettings.flip,
+        shift: int = SolverSettings.shift,
         epoch_callback: EpochCallback | None = None,
         restore_best: bool | None = None,
-        monitor: str = "val_loss",
+        monitor: str = SolverSettings.monitor,
     ) -> None:
-        validate_arguments(
-            FCSolverSettings, "Solver", optimizer=optimizer, lr=lr, momentum=momentum,
+        self.settings: SolverSettings = checked(
+            SolverSettings, "Solver", optimizer=optimizer, lr=lr, momentum=momentum,
             lr_decay=lr_decay, batch_size=batch_size, epochs=epochs, patience=patience,
             flip=flip, shift=shift, monitor=monitor,
         )  # fmt: skip
@@ -118,6 +120,12 @@ class Solver:
         self.best_epoch = 0
         self.best_params: dict[str, np.ndarray] | None = None
         self.stopped_early = False
+
+    @classmethod
+    def from_settings(cls, model, data: dict, settings: SolverSettings, **runtime: Any) -> Solver:
+        """A Solver of ``settings``; ``runtime`` holds the rest (seed, checkpoint_dir, verbose,
+        image_shape, epoch_callback, restore_best)."""
+        return cls(model, data, **dataclasses.asdict(settings), **runtime)
 
     # -- training -----------------------------------------------------------------------------
 
@@ -217,7 +225,7 @@ class Solver:
             )
             if self.stopped_early:
                 tqdm.write(
-                    f"early stop: no better {MONITORS[self.monitor]} for {self.patience} epochs; "
+                    f"early stop: no better {MONITOR_NAMES[self.monitor]} for {self.patience} epochs; "
                     f"restoring epoch {self.best_epoch}",
                     file=sys.stderr,
                 )
