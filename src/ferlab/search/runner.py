@@ -257,18 +257,7 @@ def run_trials(
     failed and queued again once, like a crashed one.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    if sampler == "tpe":
-        study.sampler = optuna.samplers.TPESampler(
-            seed=trial_seed(seed, len(study.get_trials(deepcopy=False))),
-            multivariate=True,
-            constant_liar=True,
-        )
-    recovered = recover_orphans(study, storage)
-    if recovered:
-        print(
-            f"ferlab: {recovered} interrupted trial(s) marked failed and queued again",
-            file=sys.stderr,
-        )
+    _prepare(study, storage, sampler, seed)
     shared = is_rdb(storage)
     tally = Tally(study)
     bar = Progress(study, n_trials, tally, progress)
@@ -289,10 +278,9 @@ def run_trials(
                 and len(pending) < executor.slots
                 and tally.total(COUNTED) < n_trials
             ):
-                trial_id, number, config = ask(study, space, sampler, seed, tally)
-                tally.set(number, TrialState.RUNNING)
-                rule = MedianRule(tally.curves.medians() if pruner == "median" else {})
-                task = TrialTask(storage, study.study_name, trial_id, number, config, pruner, rule)
+                trial_id, number, task = _next_task(
+                    study, storage, space, sampler, seed, pruner, tally
+                )
                 pending[executor.submit(execute_trial, task, trial_fn)] = (trial_id, number)
             if not pending:
                 if out_of_time or tally.total(FINISHED) >= n_trials:
@@ -318,16 +306,49 @@ def run_trials(
                     f"the last one: {last_error or 'no message'}"
                 )
     except BaseException:
-        # Interrupted (Ctrl-C or an error): queue the unfinished trials again so nothing is lost.
-        executor.cancel(pending)
-        for trial_id, _number in pending.values():
-            outcome = TrialOutcome("fail", message="its search was interrupted")
-            record(study, trial_id, outcome, interrupted=True)
+        _requeue(study, executor, pending)
         raise
     finally:
         bar.refresh()
         bar.close()
     return study
+
+
+def _requeue(study: optuna.Study, executor, pending: dict) -> None:
+    """Interrupted (Ctrl-C or an error): the unfinished trials are queued again, nothing lost."""
+    executor.cancel(pending)
+    for trial_id, _number in pending.values():
+        outcome = TrialOutcome("fail", message="its search was interrupted")
+        record(study, trial_id, outcome, interrupted=True)
+
+
+def _prepare(study: optuna.Study, storage: str, sampler: str, seed: int) -> None:
+    """Before the first trial: TPE seeded by the trials already made, and the trials of a
+    killed driver failed and queued again."""
+    if sampler == "tpe":
+        study.sampler = optuna.samplers.TPESampler(
+            seed=trial_seed(seed, len(study.get_trials(deepcopy=False))),
+            multivariate=True,
+            constant_liar=True,
+        )
+    recovered = recover_orphans(study, storage)
+    if recovered:
+        print(
+            f"ferlab: {recovered} interrupted trial(s) marked failed and queued again",
+            file=sys.stderr,
+        )
+
+
+def _next_task(study, storage: str, space, sampler: str, seed: int, pruner: str, tally: Tally):
+    """(trial id, number, TrialTask) of a new trial asked of the study and counted as running."""
+    trial_id, number, config = ask(study, space, sampler, seed, tally)
+    tally.set(number, TrialState.RUNNING)
+    rule = MedianRule(tally.curves.medians() if pruner == "median" else {})
+    return (
+        trial_id,
+        number,
+        TrialTask(storage, study.study_name, trial_id, number, config, pruner, rule),
+    )
 
 
 def _collect(study, tally, executor, pending: dict, shared: bool, trial_timeout: float | None):

@@ -170,6 +170,12 @@ def create_app(
     app.add_exception_handler(ServeError, serve_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(Exception, internal_error_handler)
+    add_routes(app, service)
+    return app
+
+
+def add_routes(app: FastAPI, service: Service) -> None:
+    """The API's endpoints, the page and its static files, answered by ``service``."""
 
     @app.post(
         "/v1/analyze",
@@ -211,7 +217,6 @@ def create_app(
         return FileResponse(static_dir() / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
-    return app
 
 
 def app_from_environment() -> FastAPI:
