@@ -12,7 +12,8 @@ the project), one bit flipped at each of 25 seeded random places, each damaged c
 
 The same is done for a zip of the same files. Then the load-time cost of verification, side by
 side: the SHA-256 of the real 55 MB archive against its full load (done once, when the cache is
-built), and the cache file's own SHA-256 check against a cached load (done on every load).
+built), and the cache file's own SHA-256 check against a cached load (done on every load); the
+four are timed in ``--repeats`` interleaved rounds and their medians compared.
 
     .venv/bin/python benchmarks/archive_integrity.py            # writes results/archive_integrity.json
     # the same on the code before this change, side by side:
@@ -30,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -42,10 +42,12 @@ import numpy as np
 
 from ferlab.data import load_fer2013
 from ferlab.errors import FerlabError
+from harness import RESULTS as RECORDS
+from harness import command_line, side_by_side, write_record
 
 DATA = Path("/work/shared/data/fer2013-images.tar.gz")
 SCRATCH = Path(tempfile.gettempdir()) / "ferlab-archive-integrity"
-RESULTS = Path(__file__).parent / "results" / "archive_integrity.json"
+RESULTS = RECORDS / "archive_integrity.json"
 PER_CLASS = {"train": 3, "test": 2}  # images of each class and split folder: 35 in all
 
 
@@ -144,15 +146,6 @@ def flip_run(archive: Path, flips: int, seed: int, work: Path) -> dict:
     }
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def verification_cost(repeats: int) -> dict:
     """SHA256SUMS check against a full load of the real archive; cache digest against a hit.
 
@@ -171,9 +164,20 @@ def verification_cost(repeats: int) -> dict:
     start = time.perf_counter()
     data = load_fer2013(DATA)  # cache miss: (verifies the SHA-256,) decodes, writes the cache
     miss = time.perf_counter() - start
-    uncached = best_of(lambda: load_fer2013(DATA, use_cache=False), repeats)
-    hit = best_of(lambda: load_fer2013(DATA), repeats)  # reads the cache (and checks its digest)
     (target,) = (SCRATCH / "cache").glob("fer2013-class_folders-*.npz")
+    timed = {
+        "full_load_uncached": lambda: load_fer2013(DATA, use_cache=False),
+        "cached_load": lambda: load_fer2013(DATA),  # reads the cache (and checks its digest)
+    }
+    if verify_sha256 is not None:
+        assert target == cache_path("fer2013-class_folders", DATA, {"strict": False})
+        assert verify_sha256(DATA) is not None, "SHA256SUMS beside the data lists the archive"
+        meta, arrays = read_npz(target, expected_format="ferlab-data-cache")
+        meta.pop("sha256")
+        timed["sha256sums_check"] = lambda: file_sha256(DATA)
+        timed["cache_digest_check"] = lambda: arrays_digest(meta, arrays)
+    timing = side_by_side(timed, repeats, warmup=0)  # the cache miss above warmed them up
+    uncached, hit = timing.medians["full_load_uncached"], timing.medians["cached_load"]
     result = {
         "archive": str(DATA),
         "archive_bytes": DATA.stat().st_size,
@@ -183,15 +187,11 @@ def verification_cost(repeats: int) -> dict:
         "first_load_building_cache_s": round(miss, 3),
         "cached_load_s": round(hit, 4),
         "repeats": repeats,
+        "side_by_side": timing.record(),
     }
     if verify_sha256 is None:
         return result
-    assert target == cache_path("fer2013-class_folders", DATA, {"strict": False})
-    assert verify_sha256(DATA) is not None, "SHA256SUMS beside the data lists the archive"
-    sha = best_of(lambda: file_sha256(DATA), repeats)
-    meta, arrays = read_npz(target, expected_format="ferlab-data-cache")
-    meta.pop("sha256")
-    digest = best_of(lambda: arrays_digest(meta, arrays), repeats)
+    sha, digest = timing.medians["sha256sums_check"], timing.medians["cache_digest_check"]
     result.update(
         {
             "sha256sums_check_s": round(sha, 4),
@@ -222,9 +222,8 @@ def main(argv=None) -> int:
     files = real_images()
     result = {
         "label": args.label,
-        "command": "python benchmarks/archive_integrity.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line(None if argv is None else [__file__, *argv]),
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "source": f"{len(files)} real JPEG files of {DATA.name}, fer2013/<split>/<class>/<name>",
         "tar_gz": flip_run(
             write_tar_gz(files, work / "fer2013-small.tar.gz"), args.flips, args.seed, work
@@ -248,8 +247,7 @@ def main(argv=None) -> int:
                 key: round(now[key] / then[key], 3)
                 for key in ("full_load_uncached_s", "first_load_building_cache_s", "cached_load_s")
             }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(args.out, result)
     summary = {k: result[k].get("counts", result[k]) for k in ("tar_gz", "zip")}
     print(json.dumps({"label": args.label, **summary}, indent=1))
     if "verification_cost" in result:

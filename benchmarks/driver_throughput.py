@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +27,7 @@ from ferlab.search.cluster import InlineExecutor
 from ferlab.search.space import parse_space
 from ferlab.search.storage import open_storage
 from ferlab.search.study import search
+from harness import write_record
 
 SPACE = Path(__file__).resolve().parents[1] / "src/ferlab/configs/spaces/fer2013_random.toml"
 EPOCHS = 5
@@ -145,16 +143,14 @@ def main() -> int:
                 flush=True,
             )
     record = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "when": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "trial": f"instant: {EPOCHS} reported epochs, run in the driver's process",
         "pruner": args.pruner,
         "space": SPACE.relative_to(SPACE.parents[2]).as_posix(),
         "runs": runs,
     }
     if args.out:
-        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.out, record)
     return 0
 
 

@@ -63,7 +63,6 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import json
 import multiprocessing
 import os
 import pickle
@@ -85,10 +84,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from harness import RESULTS as RECORDS
+from harness import command_line, write_record
+
 SHARED = Path("/work/shared/data")
 SCRATCH = Path(tempfile.gettempdir()) / "ferlab-fuzz"
 FINDINGS = Path(tempfile.gettempdir()) / "ferlab-fuzz-findings"
-RESULTS = Path(__file__).parent / "results" / "fuzz_readers.json"
+RESULTS = RECORDS / "fuzz_readers.json"
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 CIFAR_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -908,8 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     import PIL
 
     result = {
-        "command": "python benchmarks/fuzz_readers.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(None if argv is None else [__file__, *argv]),
         "seed": args.seed,
         "seconds_per_target": args.seconds,
         "time_limit_s": args.time_limit,
@@ -926,8 +927,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "targets": report,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(args.out, result)
     print(
         f"{result['total_executions']} executions in {result['total_seconds']} s, "
         f"{result['total_findings']} findings -> {args.out}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from ferlab.search.report import best_so_far, completed, summary_counts
 from ferlab.search.storage import storage_spec
 from ferlab.search.study import open_study
+from harness import write_record
 
 
 def main() -> int:
@@ -56,7 +57,7 @@ def main() -> int:
     if args.retrain:
         summary = json.loads((Path(args.retrain) / "summary.json").read_text())
         record["retrain"] = {"command": args.retrain_command, "summary": summary}
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_record(args.out, record)
     print(json.dumps({k: record[k] for k in ("wall_minutes", "states")}), file=sys.stderr)
     return 0
 

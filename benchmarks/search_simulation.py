@@ -22,8 +22,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import platform
 import random
 import sys
 import time
@@ -39,6 +37,7 @@ from ferlab.search.cluster import DaskExecutor
 from ferlab.search.space import parse_space
 from ferlab.search.storage import open_storage
 from ferlab.search.study import search
+from harness import stamped, write_record
 
 SPACE = Path(__file__).resolve().parents[1] / "src/ferlab/configs/spaces/fer2013_random.toml"
 CRASH = "simulated crash"
@@ -187,15 +186,10 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     record = simulate(args.postgres, n_trials=args.trials, workers=args.workers,
                       processes=args.processes, mean_s=args.mean_seconds)  # fmt: skip
-    record = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "when": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        **record,
-    }
+    record = stamped({"when": dt.datetime.now().isoformat(timespec="seconds"), **record})
     print(json.dumps(record, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.out, record, stamp=False)
     return 0
 
 

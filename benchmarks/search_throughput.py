@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ferlab.search.storage import open_storage, storage_spec
+from harness import stamped, write_record
 
 PRUNERS = ("median", "none")
 
@@ -95,7 +95,7 @@ def write_results(args: argparse.Namespace, start: dt.datetime, end: dt.datetime
     hours = (end - start).total_seconds() / 3600
     results = {"space": args.space, "seed": args.seed, "workers_each": args.workers,
                "window": [start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")],
-               "wall_minutes": round(hours * 60, 2), "machine": platform.node(),
+               "wall_minutes": round(hours * 60, 2),
                "note": "both searches ran at the same time on the same machine"}  # fmt: skip
     names = {"median": args.pruned_study, "none": args.unpruned_study}
     for pruner in PRUNERS:
@@ -119,7 +119,8 @@ def write_results(args: argparse.Namespace, start: dt.datetime, end: dt.datetime
             "mean_epochs_per_trial": round(epochs / max(1, len(finished)), 2),
             "best_val_accuracy": max((t.value for t in complete), default=None),
         }
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    results = stamped(results)
+    write_record(args.out, results, stamp=False)
     print(json.dumps(results, indent=2))
     return 0
 
