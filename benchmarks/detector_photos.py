@@ -9,22 +9,19 @@ and false detections on the photos without a human face (paintings, animals, dra
     python benchmarks/detector_photos.py [--detectors blazeface haar blazeface:20] [--out FILE]
 
 A detector named ``NAME:PIXELS`` runs with ``min_face=PIXELS`` (``blazeface:20``: finer tiles).
+Then the detectors' time over all the photos, side by side (``--repeats`` interleaved rounds,
+ratios to the first detector; 0 skips it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from harness import RESULTS, side_by_side, write_record
+from real_photos import photo_set
 
-from real_photos import photo_set  # noqa: E402
-
-RESULT = Path(__file__).parent / "results" / "detector_photos.json"
+RESULT = RESULTS / "detector_photos.json"
 
 
 def iou(a, b) -> float:
@@ -94,6 +91,7 @@ def run(detector, photos) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="+", default=["blazeface", "haar", "blazeface:20"])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the side-by-side timing")
     parser.add_argument("--out", default=str(RESULT))
     args = parser.parse_args()
 
@@ -103,14 +101,13 @@ def main() -> None:
 
     cv2.setNumThreads(1)
     photos = photo_set(require_all=True)
-    record = {
-        "command": "python benchmarks/detector_photos.py --detectors " + " ".join(args.detectors),
-        "machine": platform.platform(),
-        "detectors": {},
-    }
+    record = {"detectors": {}}
+    detectors = {}
     for name in args.detectors:
         kind, _, min_face = name.partition(":")
-        detector = make_detector(kind, min_face=int(min_face) if min_face else None)
+        detectors[name] = detector = make_detector(
+            kind, min_face=int(min_face) if min_face else None
+        )
         result = run(detector, photos)
         result["detector"] = f"{detector.name} {detector.version}"
         result["min_face"] = getattr(detector, "min_face", None)
@@ -121,8 +118,18 @@ def main() -> None:
             f"{result['false_on_photos_without_faces']} of them on the "
             f"{result['photos'] - result['photos_with_faces']} photos without a face"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    if args.repeats:
+        timing = side_by_side(
+            {
+                name: (lambda d=d: [d.detect(p.image) for p in photos])
+                for name, d in detectors.items()
+            },
+            args.repeats,
+            warmup=0,  # the scoring pass above was each detector's warm-up
+        )
+        record["side_by_side"] = timing.record()
+        print("\n".join(timing.lines()))
+    write_record(args.out, record)
     print(f"written to {args.out}")
 
 

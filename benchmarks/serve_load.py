@@ -18,7 +18,6 @@ import http.client
 import io
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -32,7 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-RECORD = Path(__file__).parent / "results" / "serve_load.json"
+from harness import RESULTS, write_record
+
+RECORD = RESULTS / "serve_load.json"
 SERVE = [sys.executable, "-c", "import sys; from ferlab.cli import main; sys.exit(main())", "serve"]
 TARGET_P95_MS = 300.0
 
@@ -326,9 +327,7 @@ def main() -> None:
         )
     normal = [c for c in cases if not c["case"].startswith("overload")]
     record = {
-        "command": shlex.join(["python", "benchmarks/serve_load.py", *sys.argv[1:]]),
         "measured_at_utc": started.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "note": args.note,
         "photos": {
             "count": len(images),
@@ -349,8 +348,7 @@ def main() -> None:
         },
         "cases": cases,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)  # with the machine (its cpus, python, ...) and command
     print(f"written to {args.out}")
 
 

@@ -33,9 +33,7 @@ import datetime
 import http.client
 import json
 import os
-import shlex
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -44,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import RESULTS, write_record
 from serve_load import SERVE, MemoryWatch, free_port, photos, stop_server
 
-RECORD = Path(__file__).parent / "results" / "serve_slow_clients.json"
+RECORD = RESULTS / "serve_slow_clients.json"
 HONEST = "127.0.0.2"
 TARGET_RATIO = 2.0
 
@@ -301,9 +300,7 @@ def main() -> None:
             f"  {case['honest_by_status']}  {case['attackers_by_status']}"
         )
     record = {
-        "command": shlex.join(["python", "benchmarks/serve_slow_clients.py", *sys.argv[1:]]),
         "measured_at_utc": started.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "load_average_1min_before": round(load, 2),
         "note": args.note,
         "server": "ferlab serve with its defaults, one worker, a fresh process per case",
@@ -313,8 +310,7 @@ def main() -> None:
         "/healthz 200",
         "cases": cases,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)  # with the machine (its cpus, python, ...) and command
     print(f"written to {args.out}")
 
 

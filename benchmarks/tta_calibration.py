@@ -28,19 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
+from harness import RESULTS, ROOT, side_by_side, write_record
+
 MODELS = RESULTS / "models"
 RESULT = RESULTS / "tta_calibration.json"
-RELIABILITY_PNG = RESULTS / "tta_calibration_reliability.png"
-COVERAGE_PNG = RESULTS / "tta_calibration_risk_coverage.png"
+PLOT_ENDS = ("reliability.png", "risk_coverage.png")  # beside the record: RECORD_<end>
 SHIPPED = ROOT / "src" / "ferlab" / "assets" / "fer2013_cnn.onnx"
 SIBLING = "fer2013_cnn_cpu_split0_view_part3_seed0"
 HELD_OUT_TOO = [f"fer2013_cnn_cpu_split0_long_seed{n}" for n in range(3)]
@@ -91,21 +88,33 @@ def ece_noise_floor(probs: np.ndarray, repeats: int = 50) -> dict:
     }
 
 
-def speed(path: Path, faces: np.ndarray, repeats: int) -> dict[str, float]:
-    """Faces/s per TTA choice of the ONNX file at ``path``, one thread, rounds interleaved."""
+def speed(path: Path, faces: np.ndarray, repeats: int) -> tuple[dict[str, float], dict]:
+    """Faces/s per TTA choice of the ONNX file at ``path``, one thread, side by side (3 x
+    ``repeats`` interleaved rounds), and the timing's record part."""
     from ferlab.calibration import TTA_VIEWS
     from ferlab.models import load_model
-    from recognizer_speed import faces_per_second
+    from recognizer_speed import classify_all
 
     models = {}
     for mode in TTA_VIEWS:
         models[mode] = load_model(path, threads=1)
         models[mode].tta = mode
-    rates: dict[str, list[float]] = {mode: [] for mode in models}
-    for _ in range(3):
-        for mode, model in models.items():
-            rates[mode].append(faces_per_second(model.predict_proba, faces, repeats))
-    return {mode: round(statistics.median(r), 1) for mode, r in rates.items()}
+    timing = side_by_side(
+        {
+            mode: (lambda m=model: classify_all(m.predict_proba, faces))
+            for mode, model in models.items()
+        },
+        3 * repeats,
+        baseline="none",
+    )
+    rates = {mode: round(len(faces) / seconds, 1) for mode, seconds in timing.medians.items()}
+    return rates, timing.record()
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def plot_reliability(tests: dict, path: Path) -> None:
@@ -168,6 +177,7 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write", action="store_true", help="store the temperatures in the file")
+    parser.add_argument("--out", type=Path, default=RESULT, help="JSON record (PNGs beside it)")
     args = parser.parse_args()
 
     import torch
@@ -222,7 +232,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         calibrated = set_temperature(SHIPPED, Path(folder) / "calibrated.onnx", temperature)
         faces = data.split("public_test").images[: args.faces]
-        faces_per_second = speed(calibrated, faces, args.repeats)
+        faces_per_second, speed_timing = speed(calibrated, faces, args.repeats)
         if args.write:
             set_temperature(SHIPPED, SHIPPED, temperature)
     default = "flip" if min(gains) > 0 and faces_per_second["flip"] >= SPEED_BUDGET else "none"
@@ -259,14 +269,13 @@ def main() -> None:
                 for k, v in coverage_at_accuracy(after, test.labels, 0.8).items()
             },
         }
-    plot_reliability(tests, RELIABILITY_PNG)
-    plot_coverage(tests, COVERAGE_PNG)
+    plots = [args.out.with_name(f"{args.out.stem}_{end}") for end in PLOT_ENDS]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot_reliability(tests, plots[0])
+    plot_coverage(tests, plots[1])
     for record in tests.values():
         del record["risk_coverage_curve"]
     record = {
-        "command": "python benchmarks/tta_calibration.py --data fer2013-images.tar.gz"
-        + (" --write" if args.write else ""),
-        "machine": platform.platform(),
         "held_out": {
             "faces": len(val),
             "part": held_out_part(sibling.training_info),
@@ -279,14 +288,15 @@ def main() -> None:
         "validation": validation,
         "flip_gain_on_validation": [round(g, 4) for g in gains],
         "faces_per_second": faces_per_second,
+        "speed_side_by_side": speed_timing,
         "threads": 1,
         "speed_budget": SPEED_BUDGET,
         "default_tta": default,
         "tests": tests,
         "tests_by_tta": by_mode,
-        "plots": [str(p.relative_to(ROOT)) for p in (RELIABILITY_PNG, COVERAGE_PNG)],
+        "plots": [shown(p) for p in plots],
     }
-    RESULT.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)
     summary = {k: record[k] for k in ("temperature", "faces_per_second", "default_tta")}
     print(json.dumps(summary | {"tests_by_tta": by_mode}, indent=2))
 
