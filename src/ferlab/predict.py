@@ -1,4 +1,8 @@
-"""Predicting the class of every image in a folder with any ferlab classifier file."""
+"""Predicting the class of every image in a folder with any ferlab classifier file.
+
+Each image becomes the model's input as ``ferlab predict --detector none`` makes it
+(:func:`ferlab.data.images.fit_image`): converted to the model's mode, resized to its size.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.data.images import IMAGE_SUFFIXES, decode_image
-from ferlab.errors import DataError, ModelFileError
+from ferlab.data.images import IMAGE_SUFFIXES, decode_image, target_format
+from ferlab.errors import DataError
 from ferlab.files import write_text_atomic
 
 
@@ -31,19 +35,6 @@ def image_files(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: no such image folder")
     return sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name)
-
-
-def target_format(input_shape) -> tuple[tuple[int, int], str]:
-    """Pillow size (W, H) and mode ('L' or 'RGB') for a model's input shape."""
-    if not input_shape or len(input_shape) not in (2, 3):
-        raise ModelFileError(
-            f"the model does not record a 2-D image input shape (found {input_shape!r})"
-        )
-    height, width = int(input_shape[0]), int(input_shape[1])
-    channels = int(input_shape[2]) if len(input_shape) == 3 else 1
-    if channels not in (1, 3):
-        raise ModelFileError(f"unsupported number of image channels: {channels}")
-    return (width, height), ("RGB" if channels == 3 else "L")
 
 
 def read_images(files: list[Path], input_shape) -> tuple[np.ndarray, list[Path]]:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ferlab.data.integrity import ARCHIVE_ERRORS, finish_tar, one_line, open_tar, open_zip
-from ferlab.errors import DataError, ImageTooLarge, UnknownImageFormat
+from ferlab.errors import DataError, ImageTooLarge, ModelFileError, UnknownImageFormat
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MAX_FILE_BYTES = 64 * 1024 * 1024  # one image or batch file; larger ones are refused unread
@@ -137,11 +137,33 @@ def decode_image(
     Returns the array and whether it had to be resized. Raises ValueError on unreadable data.
     """
     with load_image(data) as image:
-        converted = image.convert(mode)
+        return fit_image(image, size, mode)
+
+
+def fit_image(
+    image: Image.Image, size: tuple[int, int] | None, mode: str
+) -> tuple[np.ndarray, bool]:
+    """``image`` as a uint8 array in ``mode`` ('L' (H, W) or 'RGB' (H, W, 3)), resized
+    (bilinear) to ``size`` (W, H) unless None, and whether it had to be resized: how every
+    whole image becomes a model's input."""
+    converted = image.convert(mode)
     resized = size is not None and converted.size != size
     if resized:
         converted = converted.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(converted, dtype=np.uint8), resized
+
+
+def target_format(input_shape) -> tuple[tuple[int, int], str]:
+    """Pillow size (W, H) and mode ('L' or 'RGB') for a model's input shape (H, W) or (H, W, C)."""
+    if not input_shape or len(input_shape) not in (2, 3):
+        raise ModelFileError(
+            f"the model does not record a 2-D image input shape (found {input_shape!r})"
+        )
+    height, width = int(input_shape[0]), int(input_shape[1])
+    channels = int(input_shape[2]) if len(input_shape) == 3 else 1
+    if channels not in (1, 3):
+        raise ModelFileError(f"unsupported number of image channels: {channels}")
+    return (width, height), ("RGB" if channels == 3 else "L")
 
 
 def _too_large(size: int) -> Callable[[], bytes]:

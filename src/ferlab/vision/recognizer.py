@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ferlab.calibration import TTA_VIEWS, UNCERTAIN
+from ferlab.data.images import fit_image, target_format
 from ferlab.errors import FerlabError
 from ferlab.vision.detect import DEFAULT_DETECTOR, LANDMARKS, Detection, make_detector
 from ferlab.vision.framing import Framing, face_crop
@@ -176,11 +177,8 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def whole_image_input(rgb: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The whole RGB image resized (bilinear) to a model's input ``shape`` (H, W) or (H, W, 3)."""
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
-        raise FerlabError(f"the model does not take 2-D images (input shape {shape or 'unknown'})")
-    mode = "RGB" if len(shape) == 3 and shape[2] == 3 else "L"
-    image = Image.fromarray(rgb).convert(mode)
-    if image.size != (shape[1], shape[0]):
-        image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8).reshape(shape)
+    """The whole RGB image (H, W, 3) as a model's input of ``shape`` (H, W) or (H, W, 3):
+    converted and resized (bilinear) as crop folders are read (:func:`fit_image`)."""
+    size, mode = target_format(shape)
+    array, _ = fit_image(Image.fromarray(rgb), size, mode)
+    return array.reshape(shape)
