@@ -11,6 +11,9 @@ from ferlab.cli.common import (
     output_folder,
     recorded_data_path,
 )
+from ferlab.settings import ExtendSettings
+
+DEFAULTS = ExtendSettings()  # the options' defaults are the settings schema's
 
 
 def register(subparsers) -> None:
@@ -30,16 +33,18 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--freeze",
         choices=("all-but-last", "none"),
-        default="all-but-last",
+        default=DEFAULTS.freeze,
         help="all-but-last: train the output layer only (transfer learning); none: fine-tune all",
     )
     add_out_arguments(parser, what="the extended model and extend.json", default=None)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--optimizer", default="adam")
-    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--optimizer", default=DEFAULTS.optimizer)
+    parser.add_argument(
+        "--patience", type=int, default=DEFAULTS.patience, help="early-stopping patience"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument(
         "--balance",
         action="store_true",
@@ -54,7 +59,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferlab.extend import extend_model
-    from ferlab.settings import ExtendSettings, validate_options
+    from ferlab.settings import validate_options
 
     new_classes = [name.strip() for name in args.new_classes.split(",") if name.strip()]
     settings = validate_options(
