@@ -23,6 +23,7 @@ import numpy as np
 
 from ferlab.deep import load_cnn
 from ferlab.evaluation import evaluate_split
+from harness import STAMP_KEYS, write_record
 
 SPLITS = ("public", "private")
 
@@ -64,8 +65,8 @@ def recorded_run(record_file: str, name: str, ttas: list[str]) -> dict:
     record = json.loads(Path(record_file).read_text(encoding="utf-8"))
     if "runs" in record:
         runs = record["runs"]
-    else:  # a record of one run is that run, beside the record's command and note
-        runs = [{k: v for k, v in record.items() if k not in ("command", "note")}]
+    else:  # a record of one run is that run, beside the record's command, note and stamp
+        runs = [{k: v for k, v in record.items() if k not in ("note", *STAMP_KEYS)}]
     matches = [run for run in runs if run["run"] == name]
     if len(matches) != 1:
         raise SystemExit(f"cnn_record.py: {record_file} has no single run called {name}")
@@ -153,7 +154,7 @@ def main() -> None:
             "ensemble": record_ensemble(runs, args.data, args.ensemble_with),
             "runs": records,
         }
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_record(args.out, record)  # the training command, and this one as recorded_by
     print(f"written to {args.out}")
 
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-RESULT = Path(__file__).parent / "results" / "pipeline_accuracy.json"
+from harness import RESULTS, stamped, write_record
+
+RESULT = RESULTS / "pipeline_accuracy.json"
 
 
 def scenes(faces, rng, backgrounds, max_faces=3, turn=0.0):
@@ -235,7 +236,6 @@ def main() -> None:
             "framing": {"scale": recognizer.framing.scale, "shift": recognizer.framing.shift},
             "backgrounds": list(BACKGROUNDS),
             "seed": args.seed,
-            "machine": platform.platform(),
         }
         if kind == "calibration":
             record[kind] = result = calibrate(recognizer, data, args.calibrate, rng, backgrounds)
@@ -258,9 +258,10 @@ def main() -> None:
                 f"(gap {result['gap_points']:.2f} points); all crops {result['crop_accuracy_on_all']:.2%}"
             )
         suffix = "" if kind != "evaluation" or not args.turn else f"_turned{args.turn:g}"
-        previous[f"{kind}{suffix}_{name}"] = record
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(previous, indent=2) + "\n")
+        # each entry with its machine and time; its command names its one detector, the command
+        # line that ran is its recorded_by
+        previous[f"{kind}{suffix}_{name}"] = stamped(record)
+    write_record(args.out, previous, stamp=False)
     print(f"written to {args.out}")
 
 
