@@ -403,11 +403,11 @@ def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
 
 
 def test_predict_on_a_folder_for_both_model_types(trained, tmp_path):
+    from ferlab.compat import test_deep_fer_model
     from ferlab.data.fer2013 import CLASS_NAMES
     from ferlab.models import model_kind
     from ferlab.nn import FullyConnectedNet, Preprocessor
     from ferlab.predict import predict_folder
-    from ferlab.test_deep_fer_model import test_deep_fer_model
 
     cnn_path, _ = trained
     fc = FullyConnectedNet(48 * 48, [8], 7, seed=0)
@@ -432,6 +432,22 @@ def test_predict_on_a_folder_for_both_model_types(trained, tmp_path):
     assert fc_labels.shape == (5,) and set(fc_labels) <= set(range(7))
     stem = cnn_path.with_suffix("")  # the report's suffix-less model name
     np.testing.assert_array_equal(test_deep_fer_model(folder, stem), expected)
+
+
+def test_the_compat_script_takes_the_reports_cnn_model_name(trained, tmp_path, capsys):
+    """``python -m ferlab.compat --cnn FOLDER deep_fer_model`` finds the .safetensors file."""
+    from ferlab.compat import main as compat_main
+
+    cnn_path, _ = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = faces(3, 12).images
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    assert compat_main(["--cnn", str(folder), str(cnn_path.with_suffix(""))]) == 0
+    printed = [int(line) for line in capsys.readouterr().out.split()]
+    assert printed == list(load_cnn(cnn_path).predict(images))
+    assert compat_main([str(folder), str(cnn_path.with_suffix(""))]) == 2  # looks for .npz
 
 
 def write_fer_folder(root, per_class=4):

@@ -70,7 +70,7 @@ LAYERS = [
     ("models",),  # load_model over every model file kind
     ("vision", "predict", "evaluation", "search"),  # faces in photos, scoring, searching
     ("compare", "extend", "versions", "collection", "photos"),  # commands built on the above
-    ("serve", "cli", "ferlab", "test_fer_model", "test_deep_fer_model"),  # entry points
+    ("serve", "cli", "ferlab", "compat"),  # entry points
 ]  # fmt: skip
 # Imports from a lower layer to a higher one that the tree still holds, each named as
 # "importer -> imported" (module names): to be emptied, never added to.

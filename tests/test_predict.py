@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from ferlab.cli import main
+from ferlab.compat import test_fer_model
 from ferlab.data.fer2013 import CLASS_NAMES
 from ferlab.errors import DataError, ModelFileError
 from ferlab.nn import FullyConnectedNet, Preprocessor
 from ferlab.predict import predict_folder, read_images, target_format
-from ferlab.test_fer_model import test_fer_model
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_module_script_prints_one_index_per_image(model_path, folder):
         [
             sys.executable,
             "-m",
-            "ferlab.test_fer_model",
+            "ferlab.compat",
             str(folder),
             str(model_path.with_suffix("")),
         ],

@@ -1,7 +1,12 @@
-"""The original report's interface: ``test_fer_model(img_folder, model_path)`` and its script.
+"""The original report's interface: ``test_fer_model`` and ``test_deep_fer_model``.
 
-Run ``python -m ferlab.test_fer_model [image_folder] [model_file]``; it prints one class index per
-image, in lexicographic file-name order.
+``test_fer_model(img_folder, model_path)`` and ``test_deep_fer_model(img_folder, model_path)``
+return one class index per image, in lexicographic file-name order; the report named model files
+without a suffix (``fer_model``, ``deep_fer_model``), which both accept. Any ferlab model file
+works with either. This module is named so that pytest never collects it.
+
+Run ``python -m ferlab.compat [--cnn] [image_folder] [model_file]``; it prints one class index
+per image (``--cnn``: the default model is ``deep_fer_model.safetensors``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from ferlab.errors import FerlabError
 
 DEFAULT_IMAGE_FOLDER = "datasets/FER2013/Test"
 DEFAULT_MODEL_FILE = "fer_model"
+DEFAULT_DEEP_MODEL_FILE = "deep_fer_model"
+USAGE = "usage: python -m ferlab.compat [--cnn] [image_folder] [model_file]"
 
 
 def model_file(model_path: str | Path, suffix: str = ".npz") -> Path:
@@ -35,23 +42,29 @@ def test_fer_model(img_folder: str | Path, model_path: str | Path) -> np.ndarray
     return np.array([p.class_index for p in predictions], dtype=np.int64)
 
 
+def test_deep_fer_model(img_folder: str | Path, model_path: str | Path) -> np.ndarray:
+    """Class indices (0..6) predicted for the images in ``img_folder``, in file-name order;
+    ``deep_fer_model`` finds ``deep_fer_model.safetensors``."""
+    return test_fer_model(img_folder, model_file(model_path, ".safetensors"))
+
+
 test_fer_model.__test__ = False  # not a pytest test, despite its name
+test_deep_fer_model.__test__ = False
 
 
-def main(
-    argv: list[str] | None = None,
-    *,
-    default_model: str = DEFAULT_MODEL_FILE,
-    suffix: str = ".npz",
-    doc: str = __doc__,
-) -> int:
-    """Print the predictions for ``[image_folder] [model_file]``, one per line."""
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: list[str] | None = None) -> int:
+    """Print the predictions for ``[--cnn] [image_folder] [model_file]``, one per line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cnn = "--cnn" in argv
+    argv = [a for a in argv if a != "--cnn"]
     if len(argv) > 2 or any(a in ("-h", "--help") for a in argv):
-        print(doc.strip().splitlines()[2].strip(), file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     folder = argv[0] if argv else DEFAULT_IMAGE_FOLDER
-    model = model_file(argv[1] if len(argv) > 1 else default_model, suffix)
+    default, suffix = (
+        (DEFAULT_DEEP_MODEL_FILE, ".safetensors") if cnn else (DEFAULT_MODEL_FILE, ".npz")
+    )
+    model = model_file(argv[1] if len(argv) > 1 else default, suffix)
     warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
     try:
         predictions = test_fer_model(folder, model)
