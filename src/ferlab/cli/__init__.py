@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "ferlab.cli.analyse",
     "ferlab.cli.compare",
     "ferlab.cli.extend",
+    "ferlab.cli.adapt",
     "ferlab.cli.search",
     "ferlab.cli.cnn",
     "ferlab.cli.serve",

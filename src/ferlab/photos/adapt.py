@@ -1,0 +1,461 @@
+"""Adapting a model to a user's labelled photos, with the statistics to know whether it helped.
+
+How much to train (the head alone or the last block too, and for how many epochs, or not at
+all) is chosen by cross-validation on the user's photos only. The paired test between the
+original and the adapted model is nested so that no fold it reports chose anything: on each of
+k stratified folds, an inner cross-validation on the other folds chooses, the network is
+trained on the other folds and both models are scored on the fold. The fold errors go through
+:func:`ferlab.compare.paired_tests` (the corrected resampled t-test and Wilcoxon). The model
+written at the end is trained on every photo with the choice of the k-fold cross-validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ferlab.compare import ALPHA, cv_folds, paired_tests
+from ferlab.errors import ConfigError, DataError
+from ferlab.photos.sets import PhotoSet, class_indices, load_photo_set
+
+MODEL_FILES = {"onnx": "model.onnx", "cnn": "model.safetensors"}
+ADAPT_FILES = ("adapt.json", "model_card.json", "MODEL_CARD.md", "no_face.txt")
+INNER_FOLDS = 3
+
+
+def check_class_sizes(labels: np.ndarray, class_names: list[str], folds: int) -> None:
+    """Refuse, in one line, fewer than 3 folds or a class with fewer photos than folds."""
+    if folds < 3:
+        raise ConfigError(
+            f"--folds must be at least 3 (the choice is cross-validated inside each fold), got {folds}"
+        )
+    counts = np.bincount(labels, minlength=len(class_names))
+    small = [(class_names[i], int(c)) for i, c in enumerate(counts) if 0 < c < folds]
+    if small:
+        listed = ", ".join(f"{name} has {count}" for name, count in small)
+        raise DataError(
+            f"too few photos with a face for {folds} folds: {listed}; each class needs at least "
+            f"{folds} (add photos, drop the class, or lower --folds)"
+        )
+
+
+def fold_errors(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[int, float]:
+    """Error rate at each epoch count of one run's scored probabilities."""
+    return {e: float((p.argmax(axis=1) != labels).mean()) for e, p in probabilities.items()}
+
+
+def restandardised(network, images: np.ndarray):
+    """A shallow copy of a CNN classifier whose input standardisation is that of ``images``
+    (its module is shared, not copied)."""
+    from ferlab.photos.tune import photo_standardisation
+
+    copied = copy.copy(network)
+    copied.mean, copied.std = photo_standardisation(images)
+    return copied
+
+
+def _runs(network, crops, labels, train_idx, test_idx, seed, tta) -> dict:
+    """Errors on ``test_idx`` of every candidate choice fitted on ``train_idx``: {Choice: error}.
+
+    The photos' standardisation is computed on ``train_idx`` only; the parent's error is the
+    float network's with its own standardisation."""
+    from ferlab.photos.tune import DEPTHS, PARENT, Choice, front_outputs, split_network, train_end
+
+    network.tta = tta
+    test = labels[test_idx]
+    parent_pred = network.predict_proba(crops[test_idx]).argmax(axis=1)
+    errors = {PARENT: float((parent_pred != test).mean())}
+    adjusted = restandardised(network, crops[train_idx])
+    for depth in DEPTHS:
+        front, end = split_network(adjusted.module, depth)
+        train_in = front_outputs(adjusted, front, crops[train_idx])
+        test_in = front_outputs(adjusted, front, crops[test_idx])
+        probs = train_end(
+            end, train_in, labels[train_idx], depth, seed=seed, score=test_in, tta=tta
+        )
+        for epochs, error in fold_errors(probs, test).items():
+            if epochs == 0 and depth != DEPTHS[0]:
+                continue  # no training is the same whatever the depth
+            errors[Choice("photos", depth, epochs)] = error
+    return errors
+
+
+def best_choice(errors: list[dict]) -> tuple:
+    """The choice with the lowest mean error over folds (ties: the simplest) and every mean."""
+    from ferlab.photos.tune import candidates
+
+    means = {c: float(np.mean([e[c] for e in errors])) for c in candidates()}
+    order = candidates()
+    choice = min(order, key=lambda c: (round(means[c], 9), order.index(c)))
+    return choice, means
+
+
+def cross_validate(
+    parent, network, crops: np.ndarray, labels: np.ndarray, *, folds: int, seed: int,
+    tta: str, verbose: bool,
+) -> dict:  # fmt: skip
+    """The nested cross-validation: per fold, the parent file's error, the inner choice and
+    the adapted error; and the k-fold mean error of every choice (which the final model uses)."""
+    from tqdm.auto import tqdm
+
+    from ferlab.progress import show_bars
+
+    parent_pred = np.asarray(parent.predict_proba(crops)).argmax(axis=1)
+    splits = cv_folds(labels, folds, 1, seed)
+    rows, outer = [], []
+    bar = tqdm(splits, desc="folds", unit="fold", disable=not show_bars(verbose), file=sys.stderr)
+    for _, fold, train_idx, test_idx in bar:
+        fold_seed = seed + 1000 + fold
+        outer_errors = _runs(network, crops, labels, train_idx, test_idx, fold_seed, tta)
+        outer.append(outer_errors)
+        inner_labels = labels[train_idx]
+        present = np.bincount(inner_labels)
+        inner_k = min(INNER_FOLDS, int(present[present > 0].min()))
+        inner = [
+            _runs(network, crops, labels, train_idx[a], train_idx[b], fold_seed + 1 + i, tta)
+            for _, i, a, b in cv_folds(inner_labels, inner_k, 1, fold_seed)
+        ]
+        choice, _ = best_choice(inner)
+        row = {
+            "fold": fold,
+            "n_train": len(train_idx),
+            "n_test": len(test_idx),
+            "inner_folds": inner_k,
+            "choice": choice.key,
+            "error_original": float((parent_pred[test_idx] != labels[test_idx]).mean()),
+            "error_adapted": outer_errors[choice],
+        }
+        rows.append(row)
+        if verbose:
+            tqdm.write(
+                f"fold {fold}: original error {row['error_original']:.4f}, adapted "
+                f"({choice.describe()}) {row['error_adapted']:.4f}",
+                file=sys.stderr,
+            )
+    choice, means = best_choice(outer)
+    return {"folds": rows, "choice": choice, "mean_errors": means}
+
+
+def photo_verdict(record: dict) -> str:
+    """One line: whether adapting helped on these photos, with the corrected test's p-value."""
+    original, adapted = record["original"]["mean_error"], record["adapted"]["mean_error"]
+    tests = record["tests"]
+    p, w = tests["corrected_resampled_t"]["p_value"], tests["wilcoxon"]["p_value"]
+    where = f"over {record['folds']} folds of {record['n_faces']} faces"
+    figures = (
+        f"accuracy {100 * (1 - original):.1f}% -> {100 * (1 - adapted):.1f}% {where} "
+        f"(corrected resampled t-test p = {p:.3g}, Wilcoxon p = {w:.3g})"
+    )
+    if p < ALPHA and adapted < original:
+        return f"adapting helped: {figures}"
+    if p < ALPHA:
+        return f"adapting made it worse: {figures}; keep the original model"
+    return f"no significant difference at the {ALPHA:g} level: {figures}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def adapt_faces(
+    parent, crops: np.ndarray, labels: np.ndarray, class_names: list[str], *,
+    folds: int = 5, seed: int = 0, tta: str = "flip", verbose: bool = True,
+) -> tuple[dict, object]:  # fmt: skip
+    """Cross-validate, test and train the adapted network on face crops (N, 48, 48) uint8 with
+    labels (N,) over ``class_names`` (the parent's classes, then any new ones).
+
+    Returns the record (choice, folds, tests, verdict) and the adapted
+    :class:`~ferlab.deep.CNNClassifier` trained on every face.
+    """
+    import torch
+
+    from ferlab.deep import CNNClassifier
+    from ferlab.extend import grow_linear_head
+    from ferlab.photos.parent import rebuild_from_onnx
+    from ferlab.photos.tune import front_outputs, split_network, train_end
+
+    check_class_sizes(labels, class_names, folds)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    if isinstance(parent, CNNClassifier):
+        network, agreement = copy.deepcopy(parent).to("cpu"), 1.0
+        network.tta = "none"
+    else:
+        network, agreement = rebuild_from_onnx(parent, crops[:256])
+    added = class_names[len(parent.class_names) :]
+    if added:
+        grow_linear_head(network.module, len(added))
+        network.class_names = list(class_names)
+        network.meta["class_names"] = list(class_names)
+        network.meta["architecture"]["num_classes"] = len(class_names)
+    parent_tta = getattr(parent, "tta", "none")
+    if hasattr(parent, "tta"):
+        parent.tta = tta
+    try:
+        cv = cross_validate(
+            parent, network, crops, labels, folds=folds, seed=seed, tta=tta, verbose=verbose
+        )
+    finally:
+        if hasattr(parent, "tta"):
+            parent.tta = parent_tta
+    rows = cv["folds"]
+    original = [r["error_original"] for r in rows]
+    adapted = [r["error_adapted"] for r in rows]
+    n_train = float(np.mean([r["n_train"] for r in rows]))
+    n_test = float(np.mean([r["n_test"] for r in rows]))
+    choice = cv["choice"]
+    if choice.standardise == "photos":
+        network = restandardised(network, crops)
+        network.meta["preprocessing"] = {
+            "mean": network.mean, "std": network.std, "crop": network.crop,
+        }  # fmt: skip
+    if choice.epochs:
+        front, end = split_network(network.module, choice.depth)
+        inputs = front_outputs(network, front, crops)
+        trained = train_end(end, inputs, labels, choice.depth, epochs=(choice.epochs,), seed=seed)
+        end.load_state_dict(trained[choice.epochs].state_dict())
+    network.module.eval()
+    network.tta = tta
+    record = {
+        "n_faces": len(labels),
+        "class_names": list(class_names),
+        "new_classes": list(added),
+        "class_counts": {
+            n: int(c)
+            for n, c in zip(
+                class_names, np.bincount(labels, minlength=len(class_names)), strict=True
+            )
+        },
+        "folds": folds,
+        "seed": seed,
+        "tta": tta,
+        "rebuilt_agreement": agreement,
+        "choice": {
+            "standardise": choice.standardise,
+            "depth": choice.depth,
+            "epochs": choice.epochs,
+            "what": choice.describe(),
+            "changed": choice.standardise != "model",
+        },  # fmt: skip
+        "cv_mean_error": {c.key: e for c, e in cv["mean_errors"].items()},
+        "fold_results": rows,
+        "original": {"errors": original, "mean_error": float(np.mean(original))},
+        "adapted": {"errors": adapted, "mean_error": float(np.mean(adapted))},
+        "tests": paired_tests(original, adapted, n_train, n_test),
+        "alpha": ALPHA,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    record["verdict"] = photo_verdict(record)
+    return record, network
+
+
+def write_adapted(
+    network,
+    parent_path: Path,
+    parent_kind: str,
+    out_dir: Path,
+    calibration: np.ndarray,
+    *,
+    quantized: bool,
+) -> Path:
+    """Write the adapted network as the parent's kind: ONNX (int8 when the parent was, its
+    activation ranges set on the user's faces) or a CNN ``.safetensors`` file."""
+    from ferlab.deep.export import export_onnx
+
+    target = out_dir / MODEL_FILES[parent_kind]
+    if parent_kind == "cnn":
+        network.save(target)
+        return target
+    if not quantized:
+        export_onnx(network, target, name=network.meta.get("name") or "adapted")
+        return target
+    from ferlab.onnx_model import quantize_onnx
+
+    with tempfile.TemporaryDirectory(prefix="ferlab-adapt-") as folder:
+        float_path = Path(folder) / "float.onnx"
+        export_onnx(network, float_path, name="adapted")
+        quantize_onnx(float_path, target, calibration)
+    return target
+
+
+def model_card(record: dict) -> str:
+    """The adapted model's card as Markdown, from the run's record."""
+    parent, data = record["parent"], record["data"]
+    tests = record["tests"]
+    counts = ", ".join(f"{n} {c}" for n, c in record["class_counts"].items() if c)
+    lines = [
+        f"# Adapted model: {Path(record['model_file']).name}",
+        "",
+        f"- Parent model: `{parent['path']}` ({parent['kind']}, sha256 `{parent['sha256'][:16]}...`"
+        + (f", {parent['name']}" if parent.get("name") else "")
+        + ")",
+        f"- Data: {data['faces']} faces from {data['photos']} labelled photos at `{data['source']}` "
+        f"(fingerprint `{data['fingerprint'][:16]}...`; {data['no_face']} photos without a face "
+        "found were left out)",
+        f"- Faces per class: {counts}",
+        f"- New classes: {', '.join(record['new_classes']) or 'none'}",
+        f"- Trained: {record['choice']['what']}, chosen by {record['folds']}-fold "
+        "cross-validation on these photos only",
+        f"- Measured (nested cross-validation, no fold chose anything it scores): "
+        f"{record['verdict']}",
+        f"- Paired t-test p = {tests['paired_t']['p_value']:.3g} (too optimistic: folds share "
+        "training photos); the corrected resampled t-test accounts for that.",
+        f"- Detector {record['detector']}, framing as `ferlab predict`; test-time augmentation "
+        f"{record['tta']}.",
+        "",
+        "## Limits",
+        "",
+        "- Measured on photos like these only; the figures say nothing about other cameras, "
+        "people or labels.",
+        "- The fold figures are those of the float network; the written file"
+        + (
+            " is int8, its activation ranges set on these photos"
+            if record.get("quantized")
+            else " is the float network"
+        )
+        + f" (it agrees with the float network on {100 * record['file_agreement']:.1f}% of the faces).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def adapt_photos(
+    photos: str | Path | PhotoSet,
+    model="shipped",
+    *,
+    out_dir: str | Path,
+    mapping: dict[str, str] | None = None,
+    new_classes: list[str] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    detector: str = "blazeface",
+    tta: str = "flip",
+    verbose: bool = True,
+) -> dict:
+    """Adapt ``model`` (a CNN file, a ferlab ONNX file or ``"shipped"``) to labelled photos.
+
+    Writes into ``out_dir``: the adapted model (``model.onnx`` for an ONNX parent, int8 when
+    the parent is; ``model.safetensors`` for a CNN one), ``adapt.json`` (the choice, every
+    fold, the paired tests, the verdict and the written file's prediction for every face),
+    ``model_card.json`` and ``MODEL_CARD.md`` naming the parent and the data, and
+    ``no_face.txt``. Labels in ``new_classes`` become new outputs (``extend``'s head growth).
+    Returns the record.
+    """
+    from ferlab.assets import resolve_model
+    from ferlab.models import load_model, model_kind
+    from ferlab.photos.evaluate import make_recognizer
+    from ferlab.photos.faces import find_faces
+
+    if not isinstance(photos, PhotoSet):
+        photos = load_photo_set(photos, mapping)
+    parent_path = resolve_model(model)
+    kind = model_kind(parent_path)
+    if kind not in MODEL_FILES:
+        raise ConfigError(
+            f"{parent_path}: a {kind} model; adapt works on CNN models (.safetensors) and their "
+            "ONNX exports (the shipped model is one)"
+        )
+    recognizer = make_recognizer(load_model(parent_path), detector=detector, tta="none")
+    parent = recognizer.model
+    class_indices(photos.labels, parent.class_names, new_classes or [])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    faces = find_faces(recognizer, photos, verbose=verbose)
+    face_labels = [photos.labels[r] for r in faces.rows]
+    labels, class_names = class_indices(face_labels, parent.class_names, new_classes or [])
+    record, network = adapt_faces(
+        parent, faces.crops, labels, class_names, folds=folds, seed=seed, tta=tta, verbose=verbose
+    )
+    quantized = kind == "onnx" and bool(getattr(parent, "meta", {}).get("quantization"))
+    parent_bytes = parent_path.read_bytes()
+    network.training_info = {
+        **(parent.training_info or {}),
+        "adapted_from": {"path": str(parent_path), "sha256": _sha256(parent_bytes)},
+        "adapted_on": {"photos": photos.source, "faces": len(labels), "seed": seed},
+    }
+    if not record["choice"]["changed"] and not record["new_classes"]:
+        target = out_dir / MODEL_FILES[kind]
+        shutil.copyfile(parent_path, target)  # cross-validation chose to change nothing
+    else:
+        target = write_adapted(
+            network, parent_path, kind, out_dir, faces.crops, quantized=quantized
+        )
+    written = load_model(target)
+    if hasattr(written, "tta"):
+        written.tta = tta
+    probabilities = np.asarray(written.predict_proba(faces.crops))
+    float_pred = (
+        network.predict_proba(faces.crops).argmax(axis=1)
+        if hasattr(network, "predict_proba")
+        else None
+    )
+    predictions = probabilities.argmax(axis=1)
+    record.update(
+        {
+            "model_file": str(target),
+            "model_sha256": _sha256(target.read_bytes()),
+            "quantized": quantized,
+            "detector": recognizer.detector.name,
+            "parent": {
+                "path": str(parent_path),
+                "kind": kind,
+                "sha256": _sha256(parent_bytes),
+                "name": getattr(parent, "meta", {}).get("name"),
+            },
+            "data": {
+                "source": photos.source,
+                "photos": len(photos),
+                "faces": len(labels),
+                "no_face": len(faces.missing),
+                "fingerprint": photos.fingerprint(),
+            },
+            "file_agreement": float((predictions == float_pred).mean())
+            if float_pred is not None
+            else 1.0,
+            "training_accuracy": float((predictions == labels).mean()),
+            "predictions": [
+                {
+                    "path": str(photos.paths[row]),
+                    "box": [b.x, b.y, b.w, b.h],
+                    "label": class_names[labels[i]],
+                    "predicted": written.class_names[int(predictions[i])],
+                    "probability": round(float(probabilities[i, predictions[i]]), 6),
+                }
+                for i, (row, b) in enumerate(zip(faces.rows, faces.boxes, strict=True))
+            ],
+        }
+    )
+    (out_dir / "adapt.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    card = {
+        k: record[k]
+        for k in (
+            "parent",
+            "data",
+            "class_counts",
+            "new_classes",
+            "choice",
+            "folds",
+            "tests",
+            "verdict",
+            "model_sha256",
+            "quantized",
+            "tta",
+            "detector",
+        )
+    }
+    card["file"] = target.name
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "MODEL_CARD.md").write_text(model_card(record), encoding="utf-8")
+    lines = [f"{photos.paths[r]}\t{photos.labels[r]}\t{why}\n" for r, why in faces.missing]
+    (out_dir / "no_face.txt").write_text("".join(lines), encoding="utf-8")
+    if verbose:
+        print(record["verdict"], file=sys.stderr)
+    return record
