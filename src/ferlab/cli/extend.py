@@ -11,9 +11,6 @@ from ferlab.cli.common import (
     output_folder,
     recorded_data_path,
 )
-from ferlab.settings import ExtendSettings
-
-DEFAULTS = ExtendSettings()  # the options' defaults are the settings schema's
 
 
 def register(subparsers) -> None:
@@ -33,18 +30,17 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--freeze",
         choices=("all-but-last", "none"),
-        default=DEFAULTS.freeze,
-        help="all-but-last: train the output layer only (transfer learning); none: fine-tune all",
+        default=None,
+        help="all-but-last: train the output layer only (transfer learning); none: fine-tune all "
+        "(default: all-but-last)",
     )
     add_out_arguments(parser, what="the extended model and extend.json", default=None)
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    parser.add_argument("--optimizer", default=DEFAULTS.optimizer)
-    parser.add_argument(
-        "--patience", type=int, default=DEFAULTS.patience, help="early-stopping patience"
-    )
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--optimizer", default=None)
+    parser.add_argument("--patience", type=int, default=None, help="early-stopping patience")
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--balance",
         action="store_true",
@@ -59,20 +55,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferlab.extend import extend_model
-    from ferlab.settings import validate_options
+    from ferlab.settings import ExtendSettings, validate_options
 
     new_classes = [name.strip() for name in args.new_classes.split(",") if name.strip()]
+    # Options left out take the schema's defaults (ExtendSettings), stated there only.
+    given = {name: getattr(args, name) for name in ExtendSettings.model_fields}
     settings = validate_options(
-        ExtendSettings,
-        freeze=args.freeze,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        patience=args.patience,
-        seed=args.seed,
-        test_split=args.test_split,
-        balance=args.balance,
+        ExtendSettings, **{name: value for name, value in given.items() if value is not None}
     )
     data = args.data or recorded_data_path(args.model)
     with output_folder(args.out, force=args.force) as out:
