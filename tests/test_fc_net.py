@@ -75,9 +75,9 @@ def test_frozen_layers_get_no_input_gradient_work():
     model = FullyConnectedNet(4, [3, 3], 2, seed=0)
     for name in ("W1", "b1", "W2", "b2"):
         model.trainable[name] = False
-    assert not model._needs_dX(3)
+    assert not model.needs_dX(3)
     model.trainable["b2"] = True
-    assert model._needs_dX(3) and not model._needs_dX(2)
+    assert model.needs_dX(3) and not model.needs_dX(2)
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,7 @@ def test_flip_mirrors_images_and_keeps_labels():
     solver.rng = np.random.default_rng(0)
     flip_mask = np.random.default_rng(0).random(2) < 0.5
     assert flip_mask.tolist() == [False, True]  # one image mirrored, one left alone
-    solver._augment(batch)
+    solver.augment(batch)
     expected = np.where(flip_mask[:, None], X.reshape(2, 3, 4)[:, :, ::-1].reshape(2, 12), X)
     np.testing.assert_array_equal(batch, expected)
 

@@ -121,7 +121,7 @@ class FullyConnectedNet:
         grads: dict[str, np.ndarray] = {}
         L = self.num_layers
         dout, grads[f"W{L}"], grads[f"b{L}"] = linear_backward(
-            dscores, caches[-1], need_dX=L > 1 and self._needs_dX(L)
+            dscores, caches[-1], need_dX=L > 1 and self.needs_dX(L)
         )
         for i in range(L - 1, 0, -1):
             if dout is None:  # every layer below is frozen: their gradients are never used
@@ -130,11 +130,11 @@ class FullyConnectedNet:
             dout = dropout_backward(dout, drop_cache)
             dout = relu_backward(dout, relu_cache)
             dout, grads[f"W{i}"], grads[f"b{i}"] = linear_backward(
-                dout, lin_cache, need_dX=i > 1 and self._needs_dX(i)
+                dout, lin_cache, need_dX=i > 1 and self.needs_dX(i)
             )
         return grads
 
-    def _needs_dX(self, layer: int) -> bool:
+    def needs_dX(self, layer: int) -> bool:
         """Whether any layer below ``layer`` is trainable, so its input gradient is needed."""
         return any(self.trainable[f"W{j}"] or self.trainable[f"b{j}"] for j in range(1, layer))
 

@@ -129,7 +129,7 @@ class Solver:
 
     # -- training -----------------------------------------------------------------------------
 
-    def _augment(self, X_batch: np.ndarray) -> None:
+    def augment(self, X_batch: np.ndarray) -> None:
         """Mirror a random half of the images left-right and shift each one, in place."""
         images = X_batch.reshape(len(X_batch), *self.image_shape)
         if self.flip:
@@ -164,7 +164,7 @@ class Solver:
             X_batch = np.take(self.X_train, idx, axis=0, out=batch_buffer[: len(idx)])
             y_batch = self.y_train[idx]
             if self.flip or self.shift:
-                self._augment(X_batch)
+                self.augment(X_batch)
             loss, l2, correct = self._step(X_batch, y_batch)
             if not np.isfinite(loss):
                 raise TrainingDiverged(
