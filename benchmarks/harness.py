@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -29,7 +30,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -304,25 +304,28 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def atomic_files():
+    """ferlab's one atomic writer (``ferlab.files``); this checkout's copy of it when the
+    ferlab imported is an older one without it (a before/after run under ``PYTHONPATH``)."""
+    try:
+        from ferlab import files
+    except ImportError:
+        spec = importlib.util.spec_from_file_location(
+            "ferlab_files_of_this_checkout", ROOT / "src" / "ferlab" / "files.py"
+        )
+        files = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(files)  # it imports nothing of ferlab
+    return files
+
+
 def write_record(path: str | os.PathLike, record: Mapping, *, stamp: bool = True) -> Path:
     """Write ``record`` as indented JSON to ``path`` atomically, :func:`stamped` unless
     ``stamp`` is False (a file of several records, each stamped itself); return the path.
 
-    The JSON text is made before any file is opened, and written to a temporary file beside
-    ``path`` that is renamed over it: a record JSON cannot hold, a full disk or Ctrl-C leaves
-    the previous file as it was and no temporary file. Missing folders are made.
+    The JSON text is made before any file is opened, then written through ferlab's atomic
+    writer (a temporary file beside ``path``, renamed over it): a record JSON cannot hold, a
+    full disk or Ctrl-C leaves the previous file as it was and no temporary file. Missing
+    folders are made.
     """
-    path = Path(path)
     text = json.dumps(stamped(record) if stamp else dict(record), indent=2) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(name, 0o644)
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
-    return path
+    return atomic_files().write_text_atomic(path, text)

@@ -131,7 +131,7 @@ def test_a_write_that_fails_midway_removes_its_temporary_file(tmp_path, monkeypa
     def no_rename(source, destination):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(harness.os, "replace", no_rename)
+    monkeypatch.setattr(os, "replace", no_rename)
     with pytest.raises(OSError, match="disk gone"):
         harness.write_record(target, {"figure": 2})
     assert json.loads(target.read_text())["figure"] == 1
@@ -145,3 +145,18 @@ def test_scripts_import_the_harness_when_run_from_the_repository_root(tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "--repeats" in done.stdout
+
+
+def test_the_writer_is_this_checkouts_when_the_imported_ferlab_has_none(tmp_path, monkeypatch):
+    """A before/after run imports an older ferlab (``PYTHONPATH=OLD/src``) without ferlab.files."""
+    import ferlab
+
+    monkeypatch.setitem(sys.modules, "ferlab.files", None)  # import ferlab.files now fails
+    monkeypatch.delattr(ferlab, "files", raising=False)
+    with pytest.raises(ImportError):
+        from ferlab import files  # noqa: F401
+    files = harness.atomic_files()
+    assert files.__name__ == "ferlab_files_of_this_checkout"
+    assert Path(files.__file__) == ROOT / "src" / "ferlab" / "files.py"
+    harness.write_record(tmp_path / "x.json", {"figure": 1}, stamp=False)
+    assert json.loads((tmp_path / "x.json").read_text()) == {"figure": 1}
