@@ -1,6 +1,7 @@
 """Seconds per training epoch of the CPU CNN config on FER2013, by thread count and data path.
 
-Times ``--batches`` steps after ``--warmup`` steps and extrapolates to a full epoch. Data paths:
+Times ``--batches`` steps after ``--warmup`` steps and extrapolates to a full epoch; per thread
+count the four variants are timed side by side (``--rounds`` interleaved rounds). Data paths:
 ``dataloader`` (a torch Dataset that crops and flips one numpy image at a time, the plain way),
 ``tensor`` (ferlab's: uint8 images kept in memory as one tensor, augmentation on whole batches),
 each without and with ``channels_last``.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.run import image_statistics
 from ferlab.deep.settings import load_cnn_config
 from ferlab.experiment import load_splits
+from harness import RESULTS, side_by_side, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +102,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batches", type=int, default=15)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cnn_speed.json"))
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per thread count")
+    parser.add_argument("--out", default=str(RESULTS / "cnn_speed.json"))
     args = parser.parse_args()
 
     config = load_cnn_config(args.config, data_path=args.data)
@@ -109,18 +111,25 @@ def main() -> None:
     mean, std = image_statistics(splits.train.images)
     steps_per_epoch = len(splits.train) // config["solver"]["batch_size"]
     load_before = os.getloadavg()
-    rows = []
+    rows, timings = [], {}
+    variants = {f"{path}{' channels_last' * last}": (path, last)
+                for path in ("dataloader", "tensor") for last in (False, True)}  # fmt: skip
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for path, channels_last in (
-            ("dataloader", False),
-            ("dataloader", True),
-            ("tensor", False),
-            ("tensor", True),
-        ):
-            seconds = time_steps(
-                config, splits, mean, std, path, channels_last, args.warmup, args.batches
-            )
+        timing = side_by_side(
+            {
+                name: lambda path=path, last=last: time_steps(
+                    config, splits, mean, std, path, last, args.warmup, args.batches
+                )
+                for name, (path, last) in variants.items()
+            },
+            args.rounds,
+            warmup=0,  # time_steps warms up itself
+            self_timed=True,
+        )
+        timings[f"{threads} threads"] = timing.record()
+        for name, (path, channels_last) in variants.items():
+            seconds = timing.medians[name]
             row = {
                 "threads": threads,
                 "data_path": path,
@@ -132,7 +141,6 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     result = {
         "what": "seconds per training epoch of the CPU CNN config on FER2013 (extrapolated)",
-        "command": "python benchmarks/cnn_speed.py --data /work/shared/data/fer2013-images.tar.gz",
         "config": Path(args.config).name,
         "model": config["model"],
         "crop": config["augment"]["crop"],
@@ -142,13 +150,13 @@ def main() -> None:
         "timed_batches": args.batches,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "note": "shared 2-core machine: other processes ran at the same time (see load average)",
         "rows": rows,
+        "side_by_side": timings,
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_record(args.out, result)
     print(f"written to {args.out}")
 
 
