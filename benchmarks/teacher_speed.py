@@ -12,8 +12,6 @@ runtimes give the same teacher logits. Writes ``benchmarks/results/teacher_speed
 
 from __future__ import annotations
 
-import json
-import statistics
 from pathlib import Path
 
 import torch
@@ -21,11 +19,11 @@ import torch
 from ferlab.deep.augment import center_crop, normalize
 from ferlab.deep.settings import load_cnn_config
 from ferlab.experiment import load_splits
+from harness import RESULTS, side_by_side, this_cpu, write_record
 from recipe_time import part_trainer, step_timing_arguments, time_part
-from recognizer_speed import this_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULT = ROOT / "benchmarks" / "results" / "teacher_speed.json"
+RESULT = RESULTS / "teacher_speed.json"
 CONFIG = "fer2013_cnn_cpu_short_distill.toml"
 VARIANTS = ("no teachers", "teachers in PyTorch", "teachers in ONNX Runtime")
 
@@ -55,13 +53,15 @@ def main() -> None:
     config = load_cnn_config(ROOT / "src" / "ferlab" / "configs" / CONFIG, data_path=args.data)
     splits = load_splits(config)
     runs = trainers(config, splits)
-    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-    for round_number in range(args.rounds):
-        for variant, trainer in runs.items():
-            times[variant].append(time_part(trainer, args.warmup, args.steps)[0])
-        print(f"round {round_number + 1}/{args.rounds} done", flush=True)
-
-    step = {variant: statistics.median(times[variant]) for variant in VARIANTS}
+    timing = side_by_side(
+        {variant: lambda t=trainer: time_part(t, args.warmup, args.steps)[0]
+         for variant, trainer in runs.items()},
+        args.rounds,
+        warmup=0,  # time_part warms up itself
+        self_timed=True,  # seconds per step
+        progress=True,
+    )  # fmt: skip
+    step = timing.medians
     floor = step["no teachers"]
     teachers = {variant: step[variant] - floor for variant in VARIANTS[1:]}
     for variant in VARIANTS:
@@ -76,7 +76,6 @@ def main() -> None:
     record = {
         "what": "seconds per distillation training step of the short_distill part (3 teachers, "
         "flip), teachers run by PyTorch against ONNX Runtime, float32, one thread",
-        "command": "python benchmarks/teacher_speed.py --data fer2013-images.tar.gz",
         "cpu": this_cpu(),
         "torch": torch.__version__,
         "config": CONFIG,
@@ -88,8 +87,9 @@ def main() -> None:
         "step_speedup": round(speedup, 2),
         "teacher_speedup": round(teacher_speedup, 2),
         "largest_teacher_logit_difference": difference,
+        "side_by_side": timing.record(),
     }
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_record(args.out, record)
     print(f"written to {args.out}")
 
 
