@@ -15,7 +15,6 @@ not depend on their values. Writes ``benchmarks/results/recipe_time.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -28,10 +27,10 @@ from ferlab.deep.run import image_statistics
 from ferlab.deep.settings import load_cnn_config
 from ferlab.deep.trainer import CNNTrainer, TensorData
 from ferlab.experiment import load_splits
-from recognizer_speed import this_cpu
+from harness import RESULTS, side_by_side, this_cpu, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULT = ROOT / "benchmarks" / "results" / "recipe_time.json"
+RESULT = RESULTS / "recipe_time.json"
 # (part, config, runs in the recipe): parts 1-3 make each of the three teachers; part 4 is the
 # shipped student; the widened student is a tried fifth part, timed for comparison.
 PARTS = [
@@ -99,11 +98,27 @@ def main() -> None:
         for part, config in configs.items()
         for bf16 in (False, True)
     }
-    times: dict[tuple, list] = {key: [] for key in trainers}
-    for round_number in range(args.rounds):
-        for key, trainer in trainers.items():
-            times[key].append(time_part(trainer, args.warmup, args.steps))
-        print(f"round {round_number + 1}/{args.rounds} done", flush=True)
+    validation: dict[tuple, list[float]] = {key: [] for key in trainers}
+
+    def timed(key: tuple):
+        def run() -> float:  # seconds per step; the validation pass's seconds kept aside
+            step, seconds = time_part(trainers[key], args.warmup, args.steps)
+            validation[key].append(seconds)
+            return step
+
+        return run
+
+    names = {key: f"{key[0]} {'bf16' if key[1] else 'fp32'}" for key in trainers}
+    timing = side_by_side(
+        {names[key]: timed(key) for key in trainers},
+        args.rounds,
+        warmup=0,  # time_part warms up itself
+        self_timed=True,
+        progress=True,
+    )
+    times = {
+        key: list(zip(timing.seconds[names[key]], validation[key], strict=True)) for key in trainers
+    }
 
     rows, totals = [], {False: 0.0, True: 0.0}
     for part, name, runs in PARTS:
@@ -134,7 +149,6 @@ def main() -> None:
     record = {
         "what": "machine time of the shipped CNN's CPU recipe, float32 against bfloat16 "
         "(device.cpu_bf16), from timed steps of each part",
-        "command": "python benchmarks/recipe_time.py --data fer2013-images.tar.gz",
         "cpu": this_cpu(),
         "torch": torch.__version__,
         "threads_per_run": 1,
@@ -146,8 +160,9 @@ def main() -> None:
         "recipe_machine_hours": {"fp32": hours[False], "bf16": hours[True]},
         "note": "runs on one thread each, three side by side on the 2 cores: machine time is "
         "the sum of the runs' times over 2. Estimated from timed steps, not from whole runs.",
+        "side_by_side": timing.record(),
     }
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_record(args.out, record)
     print(f"written to {args.out}")
 
 
