@@ -2,6 +2,9 @@
 
 Any model file works (fully connected ``.npz``, CNN ``.safetensors``, ``.onnx``). Without
 ``--data``, the data path recorded in the model's run folder (``config.json``) is used.
+
+With ``--photos DIR`` (class folders, or a CSV of path,label[,x,y,w,h]), the model is measured on
+your own labelled photos instead, each framed as ``predict`` frames it (ferlab.photos).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import argparse
 from pathlib import Path
 
 from ferlab.cli.common import add_data_arguments, output_folder, recorded_data_path
+from ferlab.errors import ConfigError
+from ferlab.vision.detect import DEFAULT_DETECTOR, DETECTORS
 
 TTA_CHOICES = ("none", "flip", "tencrop")
 
@@ -24,10 +29,28 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--split",
-        required=True,
         metavar="SPLIT",
         help="public or private (FER2013), test (digits, CIFAR-10), or val: the validation "
         "part held out of training, rebuilt from the model file",
+    )
+    parser.add_argument(
+        "--photos",
+        metavar="DIR",
+        help="your own labelled photos instead of a split: DIR/<label>/*.jpg or a "
+        "path,label[,x,y,w,h] CSV",
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="LABEL=CLASS",
+        help="with --photos: read a photo label as one of the model's classes (repeatable)",
+    )
+    parser.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=DETECTORS,
+        help="with --photos: the face detector, as predict's",
     )
     add_data_arguments(parser)
     parser.add_argument(
@@ -36,8 +59,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--tta",
         choices=TTA_CHOICES,
-        default="none",
-        help="test-time augmentation of a CNN: flip (mirror) or tencrop (corners, centre, mirrored)",
+        help="test-time augmentation of a CNN: flip (mirror) or tencrop (corners, centre, "
+        "mirrored); default none, or flip (predict's) with --photos",
     )
     parser.add_argument("--device", help="a CNN's device: cpu, cuda or cuda:N (default: auto)")
     parser.add_argument(
@@ -57,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
     from ferlab.evaluation import REPORT_FILES, evaluate_split
     from ferlab.models import load_model, with_options
 
+    if args.photos:
+        return run_photos(args)
+    if not args.split:
+        raise ConfigError("give --split SPLIT (a data split) or --photos DIR (your own photos)")
+    args.tta = args.tta or "none"
     classifier = with_options(load_model(args.model), tta=args.tta, device=args.device)
     suffix = "" if args.tta == "none" else f"-{args.tta}"
     out = Path(args.out) if args.out else Path(args.model).parent / f"eval-{args.split}{suffix}"
@@ -75,6 +103,29 @@ def run(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
         )
     print_report(report, args.format, out_dir)
+    return 0
+
+
+def run_photos(args: argparse.Namespace) -> int:
+    """``evaluate --photos``: the report on the user's photos, written to --out."""
+    from ferlab.evaluation import REPORT_FILES
+    from ferlab.photos.evaluate import PHOTO_FILES, evaluate_photos
+    from ferlab.photos.sets import parse_mapping
+
+    if args.split:
+        raise ConfigError("give either --split or --photos, not both")
+    tta = args.tta or "flip"
+    out = Path(args.out) if args.out else Path(args.photos).expanduser().parent / "eval-photos"
+    own = () if args.out else (*REPORT_FILES, *PHOTO_FILES)
+    with output_folder(out, force=args.force, replaceable=own) as out_dir:
+        result = evaluate_photos(
+            args.photos, args.model, out_dir=out_dir, mapping=parse_mapping(args.map),
+            detector=args.detector, tta=tta, verbose=not args.quiet,
+        )  # fmt: skip
+    print_report(result.report, args.format, out_dir)
+    if args.format != "json":
+        print(f"{result.summary()}; photos without a face: {out_dir}/no_face.txt; the most "
+              f"confident mistakes: {out_dir}/mistakes.png")  # fmt: skip
     return 0
 
 

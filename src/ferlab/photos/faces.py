@@ -86,14 +86,14 @@ def find_faces(recognizer, photos: PhotoSet, *, verbose: bool = True) -> PhotoFa
         crops.append(crop)
         rows.append(row)
         boxes.append(detection)
-    if verbose and missing:
-        print(f"no face in {len(missing)} of {len(photos)} photos", file=sys.stderr)
     if not crops:
         raise DataError(
             f"{photos.source}: no face found in any of the {len(photos)} photos "
             f"(detector {recognizer.detector.name}; try --detector haar, or --detector none for "
             "photos that are face crops already)"
         )
+    if verbose and missing:
+        print(f"no face in {len(missing)} of {len(photos)} photos", file=sys.stderr)
     shape = (0, *recognizer.input_shape)
     return PhotoFaces(
         np.stack(crops) if crops else np.zeros(shape, np.uint8),

@@ -27,7 +27,7 @@ DEPTHS = ("head", "blocks")
 EPOCHS = (0, 3, 6, 12)
 LEARNING_RATES = {"head": 0.02, "blocks": 0.002}
 PULL = 0.01  # weight of the L2-SP pull towards the parent's weights
-BATCH = 32
+BATCH = 32  # at most; a few dozen photos train in batches of an eighth of them (at least 4)
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ def train_end(
     optimizer = torch.optim.SGD(end.parameters(), lr=LEARNING_RATES[depth], momentum=0.9)
     generator = torch.Generator().manual_seed(seed)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    batch = max(4, min(BATCH, len(y) // 8))
     results: dict = {}
     if score is not None and 0 in epochs:
         results[0] = view_probabilities(end, score, tta)
@@ -140,8 +141,8 @@ def train_end(
         _freeze_norms(end)
         order = torch.randperm(len(y), generator=generator)
         flips = torch.randint(0, 2, (len(y),), generator=generator)
-        for start in range(0, len(y), BATCH):
-            index = order[start : start + BATCH]
+        for start in range(0, len(y), batch):
+            index = order[start : start + batch]
             x = inputs[index, flips[index]]
             loss = nn.functional.cross_entropy(end(x), y[index])
             pull = sum(
