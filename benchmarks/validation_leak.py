@@ -22,7 +22,8 @@ import json
 import statistics
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from harness import RESULTS, write_record
+
 MODELS = sorted((RESULTS / "models").glob("fer2013_cnn_cpu_*_seed[0-9].safetensors"))
 SEEDS = (0, 1, 2)
 
@@ -112,7 +113,6 @@ def main() -> None:
     clean = [r["gap"] for r in known if r["teachers_on_other_splits"] == 0]
     taught = [r["gap"] for r in known if r["teachers_on_other_splits"] > 0]
     result = {
-        "command": "python benchmarks/validation_leak.py --data fer2013-images.tar.gz",
         "threads": args.threads,
         "models_on_validation_parts": rows,
         "mean_accuracy": own_and_other(rows),
@@ -123,7 +123,7 @@ def main() -> None:
         },
     }
     print(json.dumps(result["mean_accuracy"]), json.dumps(result["mean_gap"]))
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_record(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -14,8 +14,6 @@ does not depend on the weights' values, so no training is needed to answer "woul
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -32,10 +30,11 @@ from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.run import image_statistics
 from ferlab.models import load_model
 from ferlab.onnx_model import quantize_onnx
-from recognizer_speed import faces_per_second, this_cpu
+from harness import RESULTS, side_by_side, this_cpu, write_record
+from recognizer_speed import classify_all
 from ship_model import calibration_faces
 
-RESULT = Path(__file__).parent / "results" / "width_speed.json"
+RESULT = RESULTS / "width_speed.json"
 SHIPPED_WIDTHS = "32,64,128,256"
 CROP = 40
 
@@ -113,45 +112,48 @@ def main() -> None:
                 "module": module,
             }
             print(f"widths {text}: {networks[text]['parameters']:,} parameters, {size:,} bytes")
-        rates: dict[str, list[float]] = {text: [] for text in networks}
-        steps: dict[str, list[float]] = {text: [] for text in networks}
-        for _ in range(3):  # interleaved rounds
-            for text, network in networks.items():
-                rates[text].append(
-                    faces_per_second(network["model"].predict_proba, faces, args.repeats)
-                )
-                steps[text].append(step_seconds(network["module"], args.steps))
+        # side by side, the first widths the baseline: 3 x --repeats passes over the faces,
+        # then 3 rounds of training steps
+        rates = side_by_side(
+            {text: lambda n=network: classify_all(n["model"].predict_proba, faces)
+             for text, network in networks.items()},
+            3 * args.repeats,
+        )  # fmt: skip
+        steps = side_by_side(
+            {text: lambda n=network: step_seconds(n["module"], args.steps)
+             for text, network in networks.items()},
+            3,
+            warmup=0,  # step_seconds warms up itself
+            self_timed=True,
+        )  # fmt: skip
 
     baseline = args.widths[0]
-    base_rate = statistics.median(rates[baseline])
-    base_step = statistics.median(steps[baseline])
     results = []
     for text, network in networks.items():
-        rate, step = statistics.median(rates[text]), statistics.median(steps[text])
+        rate, step = len(faces) / rates.medians[text], steps.medians[text]
         results.append({
             "widths": network["widths"],
             "parameters": network["parameters"],
             "int8_bytes": network["int8_bytes"],
             "int8_faces_per_second": round(rate, 1),
-            "speed_ratio_to_baseline": round(rate / base_rate, 3),
+            "speed_ratio_to_baseline": round(1 / rates.ratios[text], 3),
             "train_step_seconds": round(step, 4),
-            "train_step_ratio_to_baseline": round(step / base_step, 3),
+            "train_step_ratio_to_baseline": round(steps.ratios[text], 3),
         })  # fmt: skip
         print(
-            f"widths {text}: {rate:,.0f} faces/s int8 ({rate / base_rate:.2f}x the baseline), "
-            f"training step {step:.3f} s ({step / base_step:.2f}x)"
+            f"widths {text}: {rate:,.0f} faces/s int8 ({1 / rates.ratios[text]:.2f}x the "
+            f"baseline), training step {step:.3f} s ({steps.ratios[text]:.2f}x)"
         )
     record = {
-        "command": "python benchmarks/width_speed.py --data fer2013-images.tar.gz",
         "threads": 1,
-        "machine": platform.platform(),
         "cpu": this_cpu(),
         "baseline_widths": baseline,
         "faces": len(faces),
         "networks": results,
+        "faces_side_by_side": rates.record(),
+        "train_steps_side_by_side": steps.record(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, record)
     print(f"written to {args.out}")
 
 
