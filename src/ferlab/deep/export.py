@@ -16,6 +16,7 @@ from ferlab import __version__
 from ferlab.deep.augment import center_crop
 from ferlab.deep.classifier import CNNClassifier
 from ferlab.errors import FerlabError
+from ferlab.files import write_bytes_atomic
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -91,11 +92,11 @@ def export_onnx(
             "ONNX export needs onnx and onnxruntime: pip install 'ferlab[deep]'"
         ) from None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     classifier.to("cpu")
     wrapper = _Exported(classifier).eval()
-    _write_graph(wrapper, torch.zeros(2, 48, 48), str(path), ("pixels", "probabilities"))
-    model = onnx.load(str(path))
+    graph = io.BytesIO()
+    _write_graph(wrapper, torch.zeros(2, 48, 48), graph, ("pixels", "probabilities"))
+    model = onnx.load_from_string(graph.getvalue())
     for key, value in {
         "ferlab_class_names": json.dumps(classifier.class_names),
         "ferlab_input": "float32 pixels 0..255, shape (N, 48, 48)",
@@ -106,7 +107,7 @@ def export_onnx(
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    write_bytes_atomic(path, model.SerializeToString())
 
     images = np.random.default_rng(seed).integers(0, 256, (check_samples, 48, 48), dtype=np.uint8)
     expected = classifier.predict_proba(images) if classifier.tta == "none" else None
