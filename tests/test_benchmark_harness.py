@@ -138,10 +138,35 @@ def test_a_write_that_fails_midway_removes_its_temporary_file(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-def test_scripts_import_the_harness_when_run_from_the_repository_root(tmp_path):
-    """As CI and the docs run them: ``python benchmarks/X.py`` from the root."""
-    script = ROOT / "benchmarks" / "engine_speed.py"
-    done = subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--help"], cwd=ROOT,
+# Every script that writes a record, all through write_record (ship_model.py writes the model
+# card and its copy instead, and real_photos.py is a library of photos).
+RECORDING_SCRIPTS = [
+    "archive_integrity", "cnn_record", "cnn_speed", "detector_photos", "driver_throughput",
+    "engine_speed", "fer_package", "fuzz_readers", "pipeline_accuracy", "recipe_time",
+    "recognizer_speed", "search_record", "search_simulation", "search_throughput", "serve_load",
+    "serve_slow_clients", "teacher_speed", "tta_calibration", "validation_leak", "width_speed",
+]  # fmt: skip
+
+
+def test_every_recording_script_imports_with_the_harness_and_writes_through_it():
+    """Imported as ``python benchmarks/X.py`` imports them (``benchmarks/`` first on sys.path),
+    from the repository root, in one interpreter; and none writes its record another way."""
+    code = (
+        "import importlib, sys; sys.path.insert(0, 'benchmarks'); "
+        f"[importlib.import_module(name) for name in {RECORDING_SCRIPTS!r}]"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in RECORDING_SCRIPTS:
+        text = (ROOT / "benchmarks" / f"{name}.py").read_text(encoding="utf-8")
+        assert "write_record(" in text, f"{name}.py writes no record through the harness"
+        assert ".write_text(json.dumps" not in text and "platform.platform()" not in text, name
+
+
+def test_a_script_runs_from_the_repository_root():
+    """As the Makefile and the docs run them: ``python benchmarks/X.py``."""
+    done = subprocess.run([sys.executable, "benchmarks/engine_speed.py", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "--repeats" in done.stdout
