@@ -76,12 +76,15 @@ class PhotoEvaluation:
 
 def make_recognizer(model, *, detector: str = "blazeface", tta: str = "flip", threads: int = 1):
     """The :class:`EmotionRecognizer` that frames faces as ``predict`` does, for ``model`` (a
-    path, ``"shipped"`` or a loaded classifier)."""
+    path, ``"shipped"`` or a loaded classifier); ``tta`` applies to models that have views."""
+    from ferlab.models import load_model
     from ferlab.vision.recognizer import EmotionRecognizer
 
-    if isinstance(model, str) and model == "shipped":
-        model = None
-    return EmotionRecognizer(model, detector=detector, tta=tta, threads=threads)
+    if not hasattr(model, "predict_proba"):
+        model = load_model(model, threads=threads)
+    return EmotionRecognizer(
+        model, detector=detector, tta=tta if hasattr(model, "tta") else None, threads=threads
+    )
 
 
 def evaluate_faces(
