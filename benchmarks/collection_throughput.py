@@ -30,7 +30,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import machine, write_record
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ferlab-benchmarks"
 RESULT = Path(__file__).parent / "results" / "collection_throughput.json"
@@ -80,7 +81,8 @@ def build_collection(data: str, count: int, seed: int) -> Path:
         Image.fromarray(scene).save(path, quality=90)
         if (i + 1) % 2000 == 0:
             print(f"built {i + 1:,} photos in {time.perf_counter() - started:.0f} s", flush=True)
-    done.write_text(json.dumps({"photos": count, "seed": seed}))
+    marker = json.dumps({"photos": count, "seed": seed})
+    done.write_text(marker)
     return folder
 
 
@@ -385,7 +387,7 @@ def main() -> int:
     record = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "when": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work",
+        "machine": machine(),
     }
     if "throughput" in args.parts:
         if not args.data:
@@ -411,8 +413,7 @@ def main() -> int:
                                         block=max(1, args.sim_inputs // 10))  # fmt: skip
     merged = {**previous, **record}
     print(json.dumps(record, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(merged, indent=1) + "\n")
+    write_record(args.out, merged, stamp=False)  # each part names its own command
     return 0
 
 
