@@ -125,7 +125,8 @@ def sleep_then_load(task, settings) -> list:
 
 def analyse_prefix(folder: Path, prefix: int, out: Path, kind: str) -> tuple[float, float, int]:
     """``ferlab analyse`` on the first ``prefix`` photos: (seconds, start seconds, faces)."""
-    from ferlab.collection.runner import Options, analyse_collection, open_pool
+    from ferlab.collection.pools import open_pool
+    from ferlab.collection.runner import Options, analyse_collection
     from ferlab.collection.walk import iter_inputs
     from ferlab.collection.work import Settings
 
@@ -228,7 +229,8 @@ def memory_child(mode: str, count: int) -> dict:
     import pyarrow.parquet  # noqa: F401 (imported before the baseline, as the driver needs it)
 
     from ferlab.collection.ledger import Identity, Ledger
-    from ferlab.collection.runner import InlinePool, Options, analyse_collection
+    from ferlab.collection.pools import InlinePool
+    from ferlab.collection.runner import Options, analyse_collection
     from ferlab.collection.work import Settings
 
     baseline = proc_status_kb("VmRSS")
@@ -313,7 +315,8 @@ def dask_processes(workers: int, processes: int):
 def simulate(count: int, workers: int, processes: int, block: int) -> dict:
     from distributed import Client
 
-    from ferlab.collection.runner import DaskPool, Options, analyse_collection
+    from ferlab.collection.pools import DaskPool
+    from ferlab.collection.runner import Options, analyse_collection
     from ferlab.collection.work import Settings
 
     marks: list[tuple[int, float, float]] = []

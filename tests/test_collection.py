@@ -22,13 +22,8 @@ from PIL import Image
 
 from ferlab.cli import main
 from ferlab.collection import store as store_module
-from ferlab.collection.runner import (
-    InlinePool,
-    Options,
-    ProcessPool,
-    analyse_collection,
-    join_video,
-)
+from ferlab.collection.pools import InlinePool, ProcessPool
+from ferlab.collection.runner import Options, analyse_collection, join_video
 from ferlab.collection.store import (
     IDENTITY_COLUMNS,
     ROW_COLUMNS,

@@ -89,12 +89,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.collection.runner import (
-        Options,
-        analyse_collection,
-        count_in_background,
-        open_pool,
-    )
+    from ferlab.collection.pools import open_pool
+    from ferlab.collection.runner import Options, analyse_collection, count_in_background
     from ferlab.collection.store import read_manifest
     from ferlab.collection.walk import count_inputs, iter_inputs
     from ferlab.collection.work import Settings, recognizer

@@ -16,36 +16,36 @@ sent again up to ``retries`` times; then its inputs are left for the next run an
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
-import inspect
-import multiprocessing
 import os
 import sys
 import time
 import warnings
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from ferlab.collection.ledger import CHANGED, DONE, Identity, Ledger, sha256_of
+from ferlab.collection.report import (
+    PLAIN_PROGRESS_S,
+    Progress,
+    Summary,
+    save_timeline,
+    timeline_path,
+)
 from ferlab.collection.store import (
     MANIFEST,
     SCHEMA_VERSION,
     ChunkStore,
     read_manifest,
-    write_json,
 )
 from ferlab.collection.walk import Input, Skip
 from ferlab.collection.work import PhotoTask, RangeTask, Settings, face_rows, run_task, video_length
 from ferlab.errors import FerlabError
-
-PLAIN_PROGRESS_S = 30.0  # a plain progress line this often when stderr is not a terminal
-TTY_PROGRESS_S = 0.25
-EXAMPLES = 3  # names given per skip reason in the summary
+from ferlab.files import write_json_atomic
 
 
 @dataclass
@@ -75,211 +75,9 @@ class Options:
             raise FerlabError(f"--chunk-seconds must be >= 0, got {self.chunk_seconds}")
 
 
-@dataclass
-class Summary:
-    """What a run did: inputs found, analysed now, already done, redone because they changed,
-    skipped (by reason, with examples), left for the next run, faces and emotions."""
-
-    found: int = 0
-    analysed: int = 0
-    already_done: int = 0
-    redone: int = 0
-    left: int = 0
-    faces: int = 0
-    frames: int = 0
-    videos: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    emotions: Counter = field(default_factory=Counter)
-    timelines: list[str] = field(default_factory=list)
-    chunks: int = 0
-    seconds: float = 0.0
-    driver_cpu_seconds: float = 0.0
-
-    def skip(self, name: str, reason: str) -> None:
-        self.skipped[reason] += 1
-        shown = self.examples.setdefault(reason, [])
-        if len(shown) < EXAMPLES:
-            shown.append(name)
-
-    def to_dict(self) -> dict:
-        record = {k: getattr(self, k) for k in ("found", "analysed", "already_done", "redone",
-                                                "left", "faces", "frames", "videos", "chunks")}  # fmt: skip
-        record["skipped"] = dict(self.skipped.most_common())
-        record["skipped_examples"] = self.examples
-        record["emotions"] = dict(self.emotions.most_common())
-        record["timelines"] = self.timelines
-        record["seconds"] = round(self.seconds, 2)
-        record["inputs_per_second"] = round(self.analysed / max(self.seconds, 1e-9), 2)
-        record["driver_cpu_seconds"] = round(self.driver_cpu_seconds, 3)
-        return record
-
-    def text(self) -> str:
-        """The summary as lines for a person."""
-        lines = [
-            f"{self.found:,} inputs: {self.analysed:,} analysed in {self.seconds:.1f} s "
-            f"({self.analysed / max(self.seconds, 1e-9):.1f}/s), {self.already_done:,} already "
-            f"done, {self.redone:,} of them redone as changed"
-        ]
-        if self.videos:
-            lines.append(f"{self.videos:,} videos, {self.frames:,} frames analysed")
-        lines.append(f"{self.faces:,} faces")
-        if self.emotions:
-            total = sum(self.emotions.values())
-            lines.append("emotions: " + ", ".join(
-                f"{e} {n:,} ({n / total:.0%})" for e, n in self.emotions.most_common()))  # fmt: skip
-        for reason, count in self.skipped.most_common():
-            shown = ", ".join(self.examples.get(reason, []))
-            lines.append(f"skipped {count:,}: {reason} (e.g. {shown})")
-        if self.left:
-            lines.append(f"{self.left:,} inputs whose worker was lost too often are left for the "
-                         "next run of the same command")  # fmt: skip
-        if self.timelines:
-            lines.append(f"{len(self.timelines)} video timelines (PNG) in timelines/")
-        return "\n".join(lines)
-
-
 # Pools of workers. Each has ``slots`` (tasks it runs at once), ``submit(fn, *args)``,
 # ``wait_first(futures, timeout)`` and ``close()``; a future's ``result()`` raises when its worker
 # was lost.
-
-
-class InlinePool:
-    """Runs each task in the driver, at once (``--workers 0``)."""
-
-    slots = 1
-
-    def submit(self, fn, *args) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
-
-    def wait_first(self, futures, timeout: float | None = None) -> list:
-        return list(futures)
-
-    def close(self) -> None:
-        """Nothing runs in the background."""
-
-
-class ProcessPool:
-    """``workers`` processes (started fresh, not forked), each loading the model once with
-    ``settings.threads`` threads; a pool broken by a killed process is started again."""
-
-    def __init__(self, workers: int, settings: Settings, *, initializer=None) -> None:
-        self.slots = workers
-        self._args = (workers, settings, initializer)
-        self._pool = self._start()
-
-    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        workers, settings, initializer = self._args
-        from ferlab.collection.work import init_process
-
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=initializer or init_process,
-            initargs=(settings,),
-        )
-
-    def submit(self, fn, *args):
-        try:
-            return self._pool.submit(fn, *args)
-        except concurrent.futures.BrokenExecutor:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._start()
-            return self._pool.submit(fn, *args)
-
-    def wait_first(self, futures, timeout: float | None = None) -> list:
-        done, _ = concurrent.futures.wait(
-            list(futures), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
-        )
-        return list(done)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class DaskPool:
-    """Tasks on a Dask client, their results taken as they complete (``distributed.as_completed``,
-    so that waiting costs the same with 10 or 10,000 tasks in flight); ``slots`` None follows the
-    cluster's worker threads (counted at most once a second), so that workers that join are used
-    and lost ones not waited for."""
-
-    def __init__(self, client, slots: int | None) -> None:
-        from distributed import as_completed
-
-        self.client = client
-        self._fixed = slots
-        self._counted, self._counted_at = 1, float("-inf")
-        self._completed = as_completed()
-
-    @property
-    def slots(self) -> int:
-        if self._fixed is not None:
-            return max(1, self._fixed)
-        now = time.monotonic()
-        if now - self._counted_at >= 1.0:
-            self._counted = max(1, sum(self.client.nthreads().values()))
-            self._counted_at = now
-        return self._counted
-
-    def submit(self, fn, *args):
-        future = self.client.submit(fn, *args, pure=False)
-        self._completed.add(future)
-        return future
-
-    def wait_first(self, futures, timeout: float | None = None) -> list:
-        """The futures done now, or as soon as one is (none when ``timeout`` passes first)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            done = self._completed.next_batch(block=False)
-            if done or (deadline is not None and time.monotonic() >= deadline):
-                return [f for f in done if f in futures]
-            time.sleep(0.002)
-
-    def close(self) -> None:
-        """The client and cluster are closed by whoever opened them."""
-        self._completed.clear()
-
-
-@contextlib.contextmanager
-def open_pool(
-    settings: Settings,
-    *,
-    workers: int = 0,
-    dask: bool = False,
-    scheduler: str | None = None,
-    cluster: str | None = None,
-    jobs: int = 1,
-    cores: int = 1,
-    memory: str = "4GB",
-    walltime: str | None = None,
-) -> Iterator:
-    """Where tasks run: this process (``workers`` 0), ``workers`` processes here (a local Dask
-    cluster of them with ``dask``), a Dask cluster at ``scheduler``, or ``jobs`` batch jobs of
-    ``cores`` workers through dask-jobqueue (``cluster``: slurm, pbs or htcondor)."""
-    if workers < 0:
-        raise FerlabError(f"--workers must be >= 0, got {workers}")
-    if settings.threads < 1:
-        raise FerlabError(f"--threads must be >= 1, got {settings.threads}")
-    if scheduler is None and cluster is None and not dask:
-        pool = InlinePool() if workers == 0 else ProcessPool(workers, settings)
-        try:
-            yield pool
-        finally:
-            pool.close()
-        return
-    if dask and workers == 0 and scheduler is None and cluster is None:
-        raise FerlabError("--dask starts a local cluster of --workers N processes: give N >= 1")
-    from ferlab.search.cluster import open_client
-
-    with open_client(workers, scheduler=scheduler, cluster=cluster, jobs=jobs, cores=cores,
-                     memory=memory, walltime=walltime,
-                     threads=settings.threads) as (client, slots):  # fmt: skip
-        yield DaskPool(client, slots)
 
 
 @dataclass
@@ -290,49 +88,6 @@ class _Video:
     identity: Identity
     parts: int
     frames: dict[int, object] = field(default_factory=dict)
-
-
-class Progress:
-    """One progress line: redrawn in place on a terminal, a plain line now and then otherwise."""
-
-    def __init__(self, stream: TextIO, *, enabled: bool, every: float, total=None) -> None:
-        self.stream, self.enabled = stream, enabled
-        self.tty = enabled and stream.isatty()
-        self.every = TTY_PROGRESS_S if self.tty else every
-        self.total = total or (lambda: None)
-        self.started = self.last = time.monotonic()
-
-    def tick(self, summary: Summary, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not final and now - self.last < self.every):
-            return
-        self.last = now
-        elapsed = max(now - self.started, 1e-9)
-        rate, face_rate = summary.analysed / elapsed, summary.faces / elapsed
-        total = self.total()
-        processed = summary.analysed + summary.already_done - summary.redone
-        left = None
-        if total is not None and rate > 0:
-            left = max(0, total - processed - summary.left) / rate
-        line = (
-            f"{processed:,}"
-            + (f"/{total:,}" if total is not None else "")
-            + f" inputs ({rate:.1f}/s), {summary.faces:,} faces ({face_rate:.1f}/s)"
-            + f", {sum(summary.skipped.values()):,} skipped"
-            + (f", {_duration(left)} left" if left is not None else "")
-        )
-        if self.tty:
-            self.stream.write("\r" + line.ljust(78) + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 @contextlib.contextmanager
@@ -353,7 +108,7 @@ def check_manifest(folder: Path, record: dict) -> None:
     """Write the run's settings into a new output, or refuse to resume one made with others."""
     old = read_manifest(folder)
     if old is None:
-        write_json(folder / MANIFEST, record)
+        write_json_atomic(folder / MANIFEST, record)
         return
     if old.get("schema_version") != SCHEMA_VERSION:
         raise FerlabError(f"{folder}: made by another version of ferlab analyse (schema "
@@ -388,9 +143,7 @@ def load_ledger(store: ChunkStore) -> Ledger:
 def _tracker(settings: Settings):
     from ferlab.vision.track import FaceTracker
 
-    wanted = {"half_life": settings.smooth, "min_confidence": settings.min_confidence}
-    accepted = inspect.signature(FaceTracker).parameters
-    return FaceTracker(**{k: v for k, v in wanted.items() if k in accepted})
+    return FaceTracker(half_life=settings.smooth, min_confidence=settings.min_confidence)
 
 
 def join_video(frames: list, settings: Settings, class_names: list[str]) -> list[dict]:
@@ -407,28 +160,6 @@ def join_video(frames: list, settings: Settings, class_names: list[str]) -> list
             row["frame"], row["time"] = index, stamp
         rows += found
     return rows
-
-
-def save_timeline(rows: list[dict], class_names: list[str], path: Path, title: str) -> bool:
-    """Each track's emotion probabilities over time as a PNG; False when there is no face."""
-    series: dict[int, list] = {}
-    for row in rows:
-        if row.get("track") is not None:
-            probs = {c: row[f"prob_{c}"] for c in class_names}
-            series.setdefault(row["track"], []).append((row["time"], probs))
-    if not series:
-        return False
-    from ferlab.plots import plot_emotion_timeline
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plot_emotion_timeline(series, class_names, path, title=title)
-    return True
-
-
-def timeline_path(folder: Path, name: str) -> Path:
-    """Where the timeline of video ``name`` goes: its path mirrored under ``timelines/``."""
-    parts = [p for p in Path(name).parts if p not in ("/", "..", ".")]
-    return folder / "timelines" / (Path(*parts).as_posix() + ".png")
 
 
 def analyse_collection(
@@ -473,7 +204,7 @@ def analyse_collection(
             run.summary.seconds = time.monotonic() - run.started
             run.summary.driver_cpu_seconds = time.process_time() - run.cpu_started
             run.progress.tick(run.summary, final=True)
-        write_json(out / "summary.json", run.summary.to_dict())
+        write_json_atomic(out / "summary.json", run.summary.to_dict())
     return run.summary
 
 

@@ -20,12 +20,12 @@ import io
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ferlab.errors import FerlabError
+from ferlab.files import atomic_path
 from ferlab.vision.detection import LANDMARKS
 
 SCHEMA_VERSION = 1
@@ -122,18 +122,10 @@ class ChunkStore:
         return seq
 
     def _write_at(self, seq: int, rows: list[dict]) -> None:
-        path = self.path_of(seq)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                self._encode(rows, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(tmp, file_mode())  # mkstemp makes 0600 files
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path_of(seq)) as tmp, open(tmp, "wb") as stream:
+            self._encode(rows, stream)
+            stream.flush()
+            os.fsync(stream.fileno())  # a chunk on disk is a promise: the inputs are done
 
     def _encode(self, rows: list[dict], stream) -> None:
         if self.fmt == "parquet":
@@ -220,18 +212,6 @@ class ChunkStore:
             path.unlink()
 
 
-def file_mode() -> int:
-    """The permissions a new file gets here (0o666 less the umask, read without changing it)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o644
-
-
 def _parse(text: str, kind: str):
     if text == "":
         return None
@@ -276,12 +256,3 @@ def read_manifest(folder: str | Path) -> dict | None:
         return None
     except (OSError, ValueError) as exc:
         raise FerlabError(f"{path}: cannot be read ({exc})") from None
-
-
-def write_json(path: str | Path, record: dict) -> None:
-    """Write a JSON record atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
