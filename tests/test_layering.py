@@ -65,7 +65,8 @@ LAYERS = [
     ("nn",),  # the NumPy engine, with its own settings type
     ("data",),  # readers, cache, splits
     ("settings", "config"),  # the config schema and loading
-    ("experiment",),  # a training run's folder, and the fully connected run
+    ("runs",),  # a training run's folder, shared by every kind of training
+    ("experiment",),  # the fully connected run
     ("deep", "onnx_model"),  # the CNN: training, model files, export
     ("models",),  # load_model over every model file kind
     ("vision", "predict", "evaluation", "search"),  # faces in photos, scoring, searching

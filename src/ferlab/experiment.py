@@ -1,24 +1,19 @@
-"""Running a training configuration end to end: data, split, preprocessing, Solver, run directory."""
+"""Running a fully connected training configuration end to end: data, split, preprocessing,
+Solver; the run's folder is a :class:`~ferlab.runs.RunFolder`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ferlab.config import changed_keys
 from ferlab.data import LabeledImages
 from ferlab.data.split import TRAINING_DATA_KEYS, SplitImages, load_splits
-from ferlab.errors import ConfigError
-from ferlab.files import write_json_atomic
 from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
+from ferlab.runs import RunFolder
 from ferlab.settings import fc_engine_settings
 
 
@@ -95,50 +90,6 @@ def accuracy(model, X: np.ndarray, y: np.ndarray) -> float:
 FC_MAY_CHANGE = ("data.path", "solver.epochs", "solver.patience")
 
 
-def data_digest(splits: SplitImages) -> str:
-    """A fingerprint of the training and validation parts (images and labels)."""
-    digest = hashlib.sha256()
-    for part in (splits.train, splits.val):
-        digest.update(np.ascontiguousarray(part.labels).tobytes())
-        digest.update(np.ascontiguousarray(part.images).tobytes())
-    return digest.hexdigest()
-
-
-def start_run(
-    config: dict, out_dir: Path, splits: SplitImages, resume, may_change: tuple[str, ...]
-) -> None:
-    """Record a run's config and data fingerprint in ``out_dir/run.json`` as it starts.
-
-    On ``resume``, compare with the record in the checkpoint's folder: a changed key that may
-    not change, or other data, is refused with a message naming them.
-    """
-    record = {"config": config, "data_digest": data_digest(splits)}
-    if resume is not None:
-        stored_path = Path(resume).parent / "run.json"
-        try:
-            stored = json.loads(stored_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stored = None
-        if stored is None:
-            warnings.warn(
-                f"{stored_path} is missing: cannot check that --resume uses the same config",
-                stacklevel=2,
-            )
-        else:
-            changed = [k for k in changed_keys(stored["config"], config) if k not in may_change]
-            if changed:
-                raise ConfigError(
-                    f"--resume with another config: {', '.join(changed)} differ from the "
-                    f"checkpoint's run ({stored_path}); only {', '.join(may_change)} may change"
-                )
-            if stored.get("data_digest") != record["data_digest"]:
-                raise ConfigError(
-                    f"--resume with other data: the data at {config['data']['path']} is not the "
-                    "data the checkpoint's run started with"
-                )
-    write_json_atomic(out_dir / "run.json", record)
-
-
 def run_training(
     config: dict,
     out_dir: str | Path,
@@ -148,19 +99,18 @@ def run_training(
     strict: bool = False,
     use_cache: bool = True,
 ) -> dict:
-    """Train the configured net and write model, history, curves and summary into ``out_dir``."""
-    from ferlab.plots import plot_history
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    """Train the configured net and write model, history, curves and summary into ``out_dir``
+    (a :class:`~ferlab.runs.RunFolder`)."""
+    folder = RunFolder(out_dir, checkpoint_name=CHECKPOINT_NAME)
     splits = load_splits(config, strict=strict, use_cache=use_cache)
     features = make_features(
         splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
     )
-    start_run(config, out_dir, splits, resume, FC_MAY_CHANGE)
+    folder.start(config, splits, resume=resume, may_change=FC_MAY_CHANGE)
     model = build_model(config, features, splits)
-    solver = build_solver(config, model, features, splits, checkpoint_dir=out_dir, verbose=verbose)
+    solver = build_solver(
+        config, model, features, splits, checkpoint_dir=folder.path, verbose=verbose
+    )
     if verbose:
         print(
             f"training on {len(features.y_train)} samples, validating on {len(features.y_val)}; "
@@ -169,26 +119,16 @@ def run_training(
             file=sys.stderr,
         )
     history = solver.resume(resume) if resume else solver.train()
-    model.save(out_dir / "model.npz")
-    write_json_atomic(out_dir / "history.json", history)
-    write_json_atomic(out_dir / "config.json", config)
-    plot_history(history, out_dir, title=out_dir.name, best_epoch=solver.best_epoch or None)
+    model.save(folder.path / "model.npz")
+    folder.record(history, config, best_epoch=solver.best_epoch)
     summary = {
         "dataset": config["data"]["dataset"],
         "train_accuracy": accuracy(model, features.X_train, features.y_train),
         "val_accuracy": accuracy(model, features.X_val, features.y_val),
-        "epochs": solver.epoch,
-        "best_epoch": solver.best_epoch,
-        "stopped_early": solver.stopped_early,
-        "seconds": round(time.perf_counter() - started, 2),
-        "train_seconds": round(float(sum(history["seconds"])), 2),
-        "n_train": int(len(features.y_train)),
-        "n_val": int(len(features.y_val)),
+        **folder.loop_summary(solver, history, len(features.y_train), len(features.y_val)),
     }
     for name, (X_test, y_test) in features.tests.items():
         summary[f"{name}_accuracy"] = accuracy(model, X_test, y_test)
     if features.tests:
         summary["test_accuracy"] = summary[f"{next(iter(features.tests))}_accuracy"]
-    write_json_atomic(out_dir / "summary.json", summary)
-    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
-    return summary
+    return folder.finish(summary)

@@ -15,8 +15,9 @@ from ferlab.deep.distillation import check_view_logits
 from ferlab.deep.model import widens
 from ferlab.deep.tensors import CHECKPOINT_FORMAT, FORMAT_VERSION, read_tensors, write_tensors
 from ferlab.errors import ConfigError, ModelFileError
+from ferlab.nn.tracking import CHECKPOINT_STEM, BestEpoch, restored_history
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
+CHECKPOINT_NAME = f"{CHECKPOINT_STEM}.safetensors"
 MODEL_NAME = "model.safetensors"
 
 
@@ -26,7 +27,7 @@ class TrainerState(Protocol):
     config: dict
     meta: dict | None
     module: torch.nn.Module
-    best_state: dict[str, torch.Tensor]
+    best: BestEpoch  # the best epoch, its weights (best.kept) and early stopping
     ema: object | None  # a ferlab.deep.ema.WeightAverage
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
@@ -36,9 +37,6 @@ class TrainerState(Protocol):
     stored_view_logits: torch.Tensor | None
     data: object  # ferlab.deep.trainer.TensorData
     epoch: int
-    best_val_acc: float
-    best_epoch: int
-    stopped_early: bool
     history: dict[str, list]
 
 
@@ -77,7 +75,7 @@ def optimizer_state(keys: dict, tensors: dict[str, torch.Tensor]) -> dict:
 def save_checkpoint(trainer: TrainerState, path: str | Path) -> Path:
     """Write everything a resumed ``trainer`` needs to go on as if never stopped."""
     tensors = {f"model.{k}": v for k, v in trainer.module.state_dict().items()}
-    tensors.update({f"best.{k}": v for k, v in trainer.best_state.items()})
+    tensors.update({f"best.{k}": v for k, v in trainer.best.kept.items()})
     if trainer.ema is not None:
         tensors.update({f"ema.{k}": v for k, v in trainer.ema.state_dict().items()})
     optimizer = trainer.optimizer.state_dict()
@@ -94,9 +92,7 @@ def save_checkpoint(trainer: TrainerState, path: str | Path) -> Path:
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
         "epoch": trainer.epoch,
-        "best_val_acc": trainer.best_val_acc,
-        "best_epoch": trainer.best_epoch,
-        "stopped_early": trainer.stopped_early,
+        **trainer.best.state(),
         "ema_updates": None if trainer.ema is None else trainer.ema.updates,
         "history": trainer.history,
         "optimizer": {"param_groups": optimizer["param_groups"], "state": state_keys},
@@ -113,7 +109,7 @@ def load_checkpoint(trainer: TrainerState, path: str | Path) -> None:
         raise ModelFileError(f"{path}: checkpoint of a different network than this config's")
     try:
         trainer.module.load_state_dict(prefixed(tensors, "model."), strict=True)
-        trainer.best_state = prefixed(tensors, "best.")
+        trainer.best.kept = prefixed(tensors, "best.")
         if trainer.ema is not None:
             trainer.ema.load_state_dict(prefixed(tensors, "ema."), meta["ema_updates"])
         state = optimizer_state(meta["optimizer"]["state"], tensors)
@@ -128,10 +124,16 @@ def load_checkpoint(trainer: TrainerState, path: str | Path) -> None:
         raise ModelFileError(f"{path}: checkpoint does not fit this network ({exc})") from None
     trainer.stored_view_logits = stored_view_logits(trainer, tensors.get("views.logits"), path)
     trainer.epoch = int(meta["epoch"])
-    trainer.best_val_acc = float(meta["best_val_acc"])
-    trainer.best_epoch = int(meta["best_epoch"])
-    trainer.stopped_early = bool(meta["stopped_early"])
-    trainer.history = {key: list(meta["history"][key]) for key in trainer.history}
+    trainer.best.load(best_epoch_state(meta))
+    trainer.history = restored_history(meta["history"], list(trainer.history))
+
+
+def best_epoch_state(meta: dict) -> dict:
+    """A checkpoint's :meth:`BestEpoch.state`; checkpoints written before the CNN's monitor
+    was a setting watched validation accuracy and stored it as ``best_val_acc``."""
+    if "best_score" in meta:
+        return meta
+    return {**meta, "monitor": "val_acc", "best_score": -float(meta["best_val_acc"])}
 
 
 def stored_view_logits(

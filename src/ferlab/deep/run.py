@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened
 from ferlab.deep.settings import validate_cnn_config
 from ferlab.deep.trainer import CNNTrainer, EpochCallback, TensorData
 from ferlab.errors import ConfigError
-from ferlab.files import write_json_atomic
+from ferlab.runs import RunFolder
 
 # What may differ between a CNN run and its --resume (the schedule depends on the epochs, so
 # they may not): where the data lie (their contents are checked) and where the run computes.
@@ -154,20 +153,14 @@ def scores_on_tests(model_path: Path, device: torch.device, splits) -> dict[str,
     return scores
 
 
-def run_summary(trainer: CNNTrainer, history: dict, splits, seconds: float) -> dict:
+def run_summary(trainer: CNNTrainer, history: dict, splits, folder: RunFolder) -> dict:
     """The run's ``summary.json`` before the test scores: validation accuracy, epochs, times,
     sizes and where it computed."""
     config, device = trainer.config, trainer.device
     summary = {
         "dataset": config["data"]["dataset"],
         "val_accuracy": trainer.evaluate(trainer.data.val_images, trainer.data.val_labels)[1],
-        "epochs": trainer.epoch,
-        "best_epoch": trainer.best_epoch,
-        "stopped_early": trainer.stopped_early,
-        "seconds": round(seconds, 2),
-        "train_seconds": round(float(sum(history["seconds"])), 2),
-        "n_train": len(trainer.data.train_labels),
-        "n_val": len(splits.val),
+        **folder.loop_summary(trainer, history, len(trainer.data.train_labels), len(splits.val)),
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
@@ -188,15 +181,12 @@ def run_cnn_training(
     splits=None,
     epoch_callback: EpochCallback | None = None,
 ) -> dict:
-    """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``."""
+    """Train the configured CNN; write model, history, curves, config and summary to ``out_dir``
+    (a :class:`~ferlab.runs.RunFolder`)."""
     from ferlab.data.split import load_splits, teachers_on_other_splits
-    from ferlab.experiment import start_run
-    from ferlab.plots import plot_history
 
     config = validate_cnn_config(config)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    folder = RunFolder(out_dir, checkpoint_name=CHECKPOINT_NAME)
     torch_device = setup_device(device or config["device"]["device"], config["device"]["threads"])
     if splits is None:
         splits = load_splits(config, strict=strict, use_cache=use_cache)
@@ -206,28 +196,24 @@ def run_cnn_training(
         plan.training_info, [teacher.training_info for teacher in teachers]
     )
     # Only once every input file is read: a bad one leaves the run folder empty, not half made.
-    start_run(config, out_dir, splits, resume, CNN_MAY_CHANGE)
+    folder.start(config, splits, resume=resume, may_change=CNN_MAY_CHANGE)
     data = TensorData.from_arrays(
         plan.train_images, plan.train_labels, splits.val.images, splits.val.labels, torch_device
     )
     trainer = CNNTrainer(
         config, initial_network(config, plan), data, plan.mean, plan.std, device=torch_device,
-        out_dir=out_dir, meta=plan.meta, verbose=verbose, epoch_callback=epoch_callback,
+        out_dir=folder.path, meta=plan.meta, verbose=verbose, epoch_callback=epoch_callback,
         teachers=teachers,
     )  # fmt: skip
     if verbose:
         report_start(trainer, plan, splits, other_split_teachers)
     history = trainer.resume(resume) if resume else trainer.train()
-    save_cnn(trainer.module, plan.meta, out_dir / MODEL_NAME)
-    write_json_atomic(out_dir / "history.json", history)
-    write_json_atomic(out_dir / "config.json", config)
-    plot_history(history, out_dir, title=out_dir.name, best_epoch=trainer.best_epoch or None)
-    summary = run_summary(trainer, history, splits, time.perf_counter() - started)
+    save_cnn(trainer.module, plan.meta, folder.path / MODEL_NAME)
+    folder.record(history, config, best_epoch=trainer.best_epoch)
+    summary = run_summary(trainer, history, splits, folder)
     if teachers:
         summary["teachers_on_other_splits"] = other_split_teachers
     if trainer.views_seconds is not None:
         summary["views_seconds"] = round(trainer.views_seconds, 2)
-    summary.update(scores_on_tests(out_dir / MODEL_NAME, torch_device, splits))
-    write_json_atomic(out_dir / "summary.json", summary)
-    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
-    return summary
+    summary.update(scores_on_tests(folder.path / MODEL_NAME, torch_device, splits))
+    return folder.finish(summary)

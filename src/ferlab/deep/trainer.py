@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +24,17 @@ from ferlab.deep.losses import Targets, distillation_loss, mixed_cross_entropy
 from ferlab.deep.schedule import make_optimizer, set_lr
 from ferlab.errors import DataError, TrainingDiverged
 from ferlab.metrics import percent
+from ferlab.nn.tracking import (
+    DEFAULT_MONITOR,
+    BestEpoch,
+    EpochCallback,
+    interrupt_message,
+    new_history,
+    record_epoch,
+)
 from ferlab.progress import show_bars
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-EpochCallback = Callable[[int, dict], None]
 
 
 @dataclass
@@ -99,14 +105,18 @@ class CNNTrainer:
             raise DataError("the CNN needs training and validation samples")
         self.batch_size = min(int(self.solver["batch_size"]), n)
         self.steps_per_epoch = n // self.batch_size
-        self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
+        self.history: dict[str, list] = new_history(HISTORY_KEYS)
         self.epoch = 0
-        self.best_val_acc = -1.0
-        self.best_epoch = 0
-        self.stopped_early = False
         ema = float(self.solver["ema"])
         self.ema = WeightAverage(self.module, ema) if ema > 0 else None
-        self.best_state = self._copy_state()
+        # The best epoch and its weights (best.kept), early stopping: a refitting run trained
+        # on its validation part, so it keeps the last epoch instead.
+        self.best = BestEpoch(
+            self.solver.get("monitor", DEFAULT_MONITOR["cnn"]),
+            self.solver["patience"],
+            keep_last=bool(config["data"]["refit"]),
+            kept=self._copy_state(),
+        )
         self.teacher_views: TeacherViews | None = None
         self.views_seconds: float | None = None  # making the views, in this session
         self.stored_view_logits: torch.Tensor | None = None  # from a checkpoint, until used
@@ -115,6 +125,26 @@ class CNNTrainer:
     def kept_module(self) -> torch.nn.Module:
         """The weights validated, kept as the best and saved: the EMA's when solver.ema is on."""
         return self.module if self.ema is None else self.ema.module
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """The checkpoint written after every epoch (None without an out_dir)."""
+        return None if self.out_dir is None else self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def best_state(self) -> dict[str, torch.Tensor]:
+        """The kept weights of the best epoch (of the start before any)."""
+        return self.best.kept
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch (from 1) whose weights are kept; 0 before the first."""
+        return self.best.best_epoch
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether early stopping ended the training."""
+        return self.best.stopped_early
 
     def _copy_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.kept_module.state_dict().items()}
@@ -283,12 +313,7 @@ class CNNTrainer:
             while not self._finished:
                 self._train_one_epoch()
         except KeyboardInterrupt:
-            if self.out_dir is not None and self.epoch:
-                print(
-                    f"interrupted after epoch {self.epoch}; continue with "
-                    f"--resume {self.out_dir / CHECKPOINT_NAME}",
-                    file=sys.stderr,
-                )
+            print(f"\n{interrupt_message(self.epoch, self.checkpoint_path)}", file=sys.stderr)
             raise
         self.module.load_state_dict(self.best_state)
         return self.history
@@ -327,18 +352,10 @@ class CNNTrainer:
         )
         self.epoch += 1
         values = (train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started)
-        for key, value in zip(HISTORY_KEYS, values, strict=True):
-            self.history[key].append(float(value))
-        # A refitting run trained on its validation part, so it keeps the last epoch instead.
-        improved = self.config["data"]["refit"] or val_acc > self.best_val_acc
-        if improved:
-            self.best_val_acc, self.best_epoch = val_acc, self.epoch
-            self.best_state = self._copy_state()
-            if self.out_dir is not None and self.meta is not None:
-                save_cnn(self.kept_module, self.meta, self.out_dir / MODEL_NAME)
-        patience = self.solver["patience"]
-        if patience is not None and self.epoch - self.best_epoch >= patience:
-            self.stopped_early = True
+        record_epoch(self.history, HISTORY_KEYS, values)
+        improved = self.best.update(self.epoch, val_loss, val_acc, self._copy_state)
+        if improved and self.out_dir is not None and self.meta is not None:
+            save_cnn(self.kept_module, self.meta, self.out_dir / MODEL_NAME)
         if self.verbose:
             print(
                 f"epoch {self.epoch}/{self.solver['epochs']}  train loss {train_loss:.4f} "
@@ -346,8 +363,10 @@ class CNNTrainer:
                 f"{' *' if improved else ''}  lr {lr:.4g}  {values[-1]:.1f}s",
                 file=sys.stderr,
             )
-        if self.out_dir is not None:
-            self.save_checkpoint(self.out_dir / CHECKPOINT_NAME)
+            if self.stopped_early:
+                print(self.best.stop_message(), file=sys.stderr)
+        if self.checkpoint_path is not None:
+            self.save_checkpoint(self.checkpoint_path)
         if self.epoch_callback is not None:
             self.epoch_callback(self.epoch, self.history)
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +17,21 @@ from ferlab.metrics import percent
 from ferlab.nn.layers import softmax_loss
 from ferlab.nn.optim import get_update_rule
 from ferlab.nn.settings import SolverSettings, checked
+from ferlab.nn.tracking import (
+    CHECKPOINT_STEM,
+    BestEpoch,
+    EpochCallback,
+    interrupt_message,
+    new_history,
+    record_epoch,
+    restored_history,
+)
 from ferlab.progress import show_bars
 
-CHECKPOINT_NAME = "checkpoint.npz"
-MONITOR_NAMES = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
+CHECKPOINT_NAME = f"{CHECKPOINT_STEM}.npz"
 # train_loss is the objective (data loss + L2 term); train_l2 is its L2 part, so that the data
 # loss compares with val_loss (a data loss alone).
 HISTORY_KEYS = ("train_loss", "train_l2", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-EpochCallback = Callable[[int, dict], None]
 
 
 def validate_data(data: dict, input_dim: int, num_classes: int) -> None:
@@ -111,15 +116,30 @@ class Solver:
         self.restore_best = patience is not None if restore_best is None else restore_best
         self.rng = np.random.default_rng(seed)
         self.optim_state: dict[str, dict] = {name: {} for name in model.params}
-        self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
+        self.history: dict[str, list] = new_history(HISTORY_KEYS)
         self.epoch = 0
-        # What early stopping and best-model restore watch; stored negated for accuracy so that
-        # lower is always better.
-        self.monitor = monitor
-        self.best_score = np.inf
-        self.best_epoch = 0
-        self.best_params: dict[str, np.ndarray] | None = None
-        self.stopped_early = False
+        # The best epoch, its parameters (best.kept) and early stopping, watching ``monitor``.
+        self.best = BestEpoch(monitor, patience)
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """The checkpoint written after every epoch (None without a checkpoint_dir)."""
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+
+    @property
+    def monitor(self) -> str:
+        """What early stopping and best-epoch restore watch (``val_loss`` or ``val_acc``)."""
+        return self.best.monitor
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch (from 1) whose parameters are kept; 0 before the first."""
+        return self.best.best_epoch
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether early stopping ended the training."""
+        return self.best.stopped_early
 
     @classmethod
     def from_settings(cls, model, data: dict, settings: SolverSettings, **runtime: Any) -> Solver:
@@ -192,8 +212,8 @@ class Solver:
         except KeyboardInterrupt:
             self._explain_interrupt()
             raise
-        if self.restore_best and self.best_params is not None:
-            for name, value in self.best_params.items():
+        if self.restore_best and self.best.kept is not None:
+            for name, value in self.best.kept.items():
                 self.model.params[name][...] = value
         return self.history
 
@@ -203,18 +223,10 @@ class Solver:
         train_loss, train_l2, train_acc = self._run_epoch()
         val_loss, val_acc = self.evaluate(self.X_val, self.y_val)
         self.epoch += 1
-        for key, value in zip(
-            HISTORY_KEYS,
-            (train_loss, train_l2, train_acc, val_loss, val_acc, lr, time.perf_counter() - started),
-            strict=True,
-        ):
-            self.history[key].append(float(value))
-        score = val_loss if self.monitor == "val_loss" else -val_acc
-        if score < self.best_score:
-            self.best_score, self.best_epoch = score, self.epoch
-            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
-        elif self.patience is not None and self.epoch - self.best_epoch >= self.patience:
-            self.stopped_early = True
+        seconds = time.perf_counter() - started
+        values = (train_loss, train_l2, train_acc, val_loss, val_acc, lr, seconds)
+        record_epoch(self.history, HISTORY_KEYS, values)
+        self.best.update(self.epoch, val_loss, val_acc, self._copy_params)
         self.optim_config["lr"] = lr * self.lr_decay
         if self.verbose:
             tqdm.write(
@@ -224,25 +236,17 @@ class Solver:
                 file=sys.stderr,
             )
             if self.stopped_early:
-                tqdm.write(
-                    f"early stop: no better {MONITOR_NAMES[self.monitor]} for {self.patience} epochs; "
-                    f"restoring epoch {self.best_epoch}",
-                    file=sys.stderr,
-                )
-        if self.checkpoint_dir is not None:
-            self.save_checkpoint(self.checkpoint_dir / CHECKPOINT_NAME)
+                tqdm.write(self.best.stop_message(), file=sys.stderr)
+        if self.checkpoint_path is not None:
+            self.save_checkpoint(self.checkpoint_path)
         if self.epoch_callback is not None:
             self.epoch_callback(self.epoch, self.history)
 
+    def _copy_params(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.model.params.items()}
+
     def _explain_interrupt(self) -> None:
-        if self.checkpoint_dir is not None and self.epoch > 0:
-            where = (
-                f"the checkpoint of epoch {self.epoch} is {self.checkpoint_dir / CHECKPOINT_NAME}"
-            )
-            how = "; continue with --resume on that file"
-        else:
-            where, how = "no checkpoint was written", " (set a checkpoint directory to keep one)"
-        print(f"\ninterrupted in epoch {self.epoch + 1}: {where}{how}", file=sys.stderr)
+        print(f"\n{interrupt_message(self.epoch, self.checkpoint_path)}", file=sys.stderr)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -254,10 +258,7 @@ class Solver:
             "optim_config": self.optim_config,
             "epoch": self.epoch,
             "epochs": self.epochs,
-            "monitor": self.monitor,
-            "best_score": None if not np.isfinite(self.best_score) else self.best_score,
-            "best_epoch": self.best_epoch,
-            "stopped_early": self.stopped_early,
+            **self.best.state(),
             "rng_state": self.rng.bit_generator.state,
             "history": self.history,
             "optim_scalars": {},
@@ -265,7 +266,7 @@ class Solver:
         arrays: dict[str, np.ndarray] = {}
         for name, value in self.model.params.items():
             arrays[f"param/{name}"] = value
-        for name, value in (self.best_params or {}).items():
+        for name, value in (self.best.kept or {}).items():
             arrays[f"best/{name}"] = value
         for name, state in self.optim_state.items():
             for key, value in state.items():
@@ -292,7 +293,7 @@ class Solver:
         for name in self.model.params:
             self.model.params[name][...] = arrays[f"param/{name}"]
         best = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("best/")}
-        self.best_params = best or None
+        self.best.kept = best or None
         self.optim_state = {name: {} for name in self.model.params}
         for key, value in arrays.items():
             if key.startswith("optim/"):
@@ -302,16 +303,10 @@ class Solver:
         self.update_rule = get_update_rule(self.optimizer)
         self.optim_config = dict(meta["optim_config"])
         self.epoch = int(meta["epoch"])
-        best = meta["best_score"]
-        self.monitor = meta["monitor"]
-        self.best_score = np.inf if best is None else float(best)
-        self.best_epoch = int(meta["best_epoch"])
-        self.stopped_early = bool(meta["stopped_early"])
+        self.best.load(meta)
         self.rng.bit_generator.state = meta["rng_state"]
-        stored = meta["history"]
-        # Checkpoints from before train_l2 was recorded: its values are unknown, not zero.
-        unknown = [float("nan")] * len(stored["train_loss"])
-        self.history = {key: list(stored.get(key, unknown)) for key in HISTORY_KEYS}
+        # Checkpoints from before train_l2 was recorded: its values are NaN (unknown).
+        self.history = restored_history(meta["history"], HISTORY_KEYS)
 
     def resume(self, checkpoint_path: str | os.PathLike) -> dict[str, list]:
         """Load a checkpoint and continue training to the same result as an uninterrupted run."""
@@ -331,8 +326,3 @@ def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
     shifted = windows[np.arange(n), offsets[0], offsets[1]]
     # sliding_window_view puts the window axes last; move channels back behind them.
     return np.moveaxis(shifted, 1, -1) if images.ndim == 4 else shifted
-
-
-def history_to_json(history: dict) -> str:
-    """The history as indented JSON."""
-    return json.dumps(history, indent=2)
