@@ -392,8 +392,8 @@ def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
     export_onnx(load_cnn(path), tmp_path / "m.onnx")
     model = onnx.load(str(tmp_path / "m.onnx"))
     for entry in model.metadata_props:
-        if entry.key == "ferlab_class_names":
-            entry.value = '["only", "two"]'
+        if entry.key == "ferlab":  # the model record
+            entry.value = json.dumps(json.loads(entry.value) | {"class_names": ["only", "two"]})
     onnx.save(model, str(tmp_path / "bad.onnx"))
     with pytest.raises(ModelFileError, match="3 classes but 2 class names"):
         load_model(tmp_path / "bad.onnx")
@@ -815,3 +815,36 @@ def test_a_refit_run_trains_on_the_validation_part_too_and_keeps_its_last_epoch(
         run_cnn_training(onward, tmp_path / "onward", splits=splits, verbose=False)
     with pytest.raises(ConfigError, match="data.refit"):
         split_of(refit, splits.val, "fer2013", "val")
+
+
+@pytest.mark.parametrize("monitor", ["val_acc", "val_loss"])
+def test_the_cnns_best_epoch_and_early_stop_follow_solver_monitor(monitor, splits):
+    """The CNN keeps the weights of the epoch its monitor (solver.monitor, validation accuracy
+    unless set) likes best, and stops once patience epochs bring no better one."""
+    config = tiny_config("solver.epochs=6", "solver.patience=1", "solver.lr=0.3")
+    config["solver"]["monitor"] = monitor
+    kept = {}
+
+    def snapshot(epoch, history):
+        kept[epoch] = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+
+    trainer = make_trainer(config, splits, callback=snapshot)
+    history = trainer.train()
+    if monitor == "val_loss":
+        best = int(np.argmin(history["val_loss"])) + 1
+    else:
+        best = int(np.argmax(history["val_acc"])) + 1
+    assert trainer.best_epoch == best
+    assert trainer.stopped_early == (len(history["val_acc"]) < 6)
+    assert len(history["val_acc"]) in (best + 1, 6)
+    for name, value in trainer.module.state_dict().items():
+        assert torch.equal(value, kept[best][name]), name
+
+
+def test_a_checkpoint_from_before_the_monitor_setting_watches_validation_accuracy():
+    from ferlab.deep.checkpoint import best_epoch_state
+
+    old = {"best_val_acc": 0.75, "best_epoch": 2, "stopped_early": False}
+    assert best_epoch_state(old)["monitor"] == "val_acc"
+    assert best_epoch_state(old)["best_score"] == -0.75
+    assert best_epoch_state({**old, "monitor": "val_loss", "best_score": 0.5})["best_score"] == 0.5

@@ -59,9 +59,10 @@ def test_no_import_cycle():
 # The layers, lowest first: a module may import its own layer and those below, never above.
 # Each name is a top-level module or package of ferlab ("ferlab" is the root package's lazy API).
 LAYERS = [
-    # foundation: errors, the one atomic writer, array files, metrics, progress, plots, assets
-    ("errors", "files", "arrays", "calibration", "metrics", "progress", "plots", "assets",
-     "configs", "extras"),
+    # foundation: errors, the one atomic writer, array files, the model record, metrics,
+    # progress, plots, assets
+    ("errors", "files", "arrays", "calibration", "modelfile", "metrics", "progress", "plots",
+     "assets", "configs", "extras"),
     ("nn",),  # the NumPy engine, with its own settings type
     ("data",),  # readers, cache, splits
     ("settings", "config"),  # the config schema and loading

@@ -20,14 +20,29 @@ from ferlab.errors import ModelFileError
 from ferlab.files import atomic_path
 
 META_KEY = "__meta__"
+# The member that holds a file's JSON metadata: ``__meta__`` (checkpoints, data caches and model
+# files written before the one model record) or ``ferlab`` (model files: ferlab.modelfile).
+META_KEYS = (META_KEY, "ferlab")
 MAX_ARRAY_BYTES = 4 * 1024**3  # all arrays of one file together, checked before reading any
 
 
-def write_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Atomically write arrays and JSON metadata to ``path`` (a crash never leaves half a file)."""
+def write_npz(
+    path: str | os.PathLike,
+    meta: dict | str,
+    arrays: dict[str, np.ndarray],
+    *,
+    meta_key: str = META_KEY,
+) -> Path:
+    """Atomically write arrays and JSON metadata (a dict, or its JSON text) to ``path``, the
+    metadata under ``meta_key`` (one of :data:`META_KEYS`); a crash never leaves half a file."""
     path = Path(path)
-    payload = {META_KEY: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+    if meta_key not in META_KEYS:
+        raise ValueError(f"metadata key must be one of {META_KEYS}, got {meta_key!r}")
+    text = meta if isinstance(meta, str) else json.dumps(meta)
+    payload = {meta_key: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     for name, value in arrays.items():
+        if name in META_KEYS:
+            raise ValueError(f"array name {name!r} is reserved for the metadata")
         array = np.asarray(value)
         if array.dtype == object:
             raise TypeError(
@@ -84,12 +99,18 @@ def read_npz(
         MemoryError,  # a damaged .npy header declaring a huge shape
     ) as exc:
         raise ModelFileError(f"{path}: corrupt or truncated file ({exc})") from None
-    if META_KEY not in arrays:
+    keys = [key for key in META_KEYS if key in arrays]
+    if not keys:
         raise ModelFileError(f"{path}: not a ferlab file (no metadata entry)")
+    if len(keys) > 1:
+        raise ModelFileError(f"{path}: two metadata entries ({' and '.join(keys)}); refused")
+    entry = arrays.pop(keys[0])
+    if entry.dtype != np.uint8 or entry.ndim != 1:
+        raise ModelFileError(f"{path}: unreadable metadata (not a byte string)")
     try:
-        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: unreadable metadata ({exc})") from None
+        meta = json.loads(entry.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: unreadable metadata ({str(exc)[:200]})") from None
     if not isinstance(meta, dict) or (expected_format and meta.get("format") != expected_format):
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ModelFileError(f"{path}: expected a {expected_format} file, found {found!r}")

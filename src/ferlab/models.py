@@ -69,6 +69,45 @@ def model_kind(path: str | os.PathLike) -> str:
     )
 
 
+def _safetensors_record(path: Path) -> dict:
+    """The model record in a safetensors file's header, read without PyTorch or any tensor."""
+    import json
+
+    from ferlab.modelfile import RECORD_KEY, check_record, cnn_record, is_current, parse_json
+
+    with open(path, "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        if size > path.stat().st_size - 8:
+            raise ModelFileError(f"{path}: truncated safetensors header")
+        text = handle.read(size)
+    try:
+        header = json.loads(text).get("__metadata__") or {}
+    except (ValueError, AttributeError, RecursionError):
+        raise ModelFileError(f"{path}: unreadable safetensors header") from None
+    if not isinstance(header, dict) or RECORD_KEY not in header:
+        raise ModelFileError(f"{path}: a safetensors file without ferlab metadata")
+    raw = parse_json(header[RECORD_KEY], path, f"the {RECORD_KEY} header field")
+    return check_record(raw, path, "cnn") if is_current(raw) else cnn_record(raw, path)
+
+
+def model_record(path: str | os.PathLike) -> dict:
+    """The checked model record (:mod:`ferlab.modelfile`) of any ferlab model file, of either
+    layout, without loading its weights (``"shipped"`` names the shipped model)."""
+    from ferlab.assets import resolve_model
+
+    path = resolve_model(path)
+    kind = model_kind(path)
+    if kind == "cnn":
+        return _safetensors_record(path)
+    if kind == "onnx":
+        from ferlab.onnx_model import onnx_file_record, read_proto
+
+        return onnx_file_record(read_proto(path)[0], path)
+    from ferlab.nn.model_io import read_model_meta
+
+    return read_model_meta(path)
+
+
 def load_model(path: str | os.PathLike, *, threads: int = 1) -> Classifier:
     """Load any ferlab model file (``.npz``, ``.safetensors`` or ``.onnx``) as a :class:`Classifier`.
 

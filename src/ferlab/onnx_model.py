@@ -1,18 +1,20 @@
 """Exported models run with ONNX Runtime: no PyTorch, no training, nothing downloaded.
 
 A ferlab ONNX file (written by ``ferlab cnn export``) has one input ``pixels``, float32 (N, H, W)
-in 0..255 with the preprocessing inside the graph, one output ``probabilities`` (N, C), and the
-class names as JSON in its metadata under ``ferlab_class_names``.
+in 0..255 with the preprocessing inside the graph, one output ``probabilities`` (N, C), and its
+model record (:mod:`ferlab.modelfile`: class names, name, training record, ...) as JSON in its
+``metadata_props`` under ``ferlab``. Files written before the one layout hold separate
+``ferlab_class_names``, ``ferlab_name``, ... entries instead; they still load.
 
-A calibrated file also holds ``ferlab_temperature``: JSON ``{"none": T, "flip": T}``, the
-temperature fitted for each test-time augmentation choice (:mod:`ferlab.calibration`). The graph
+A calibrated file's record also holds ``temperature``: ``{"none": T, "flip": T}``, the
+temperature fitted for each test-time augmentation choice (:mod:`ferlab.calibration`; an
+old-layout file holds it as JSON under ``ferlab_temperature``). The graph
 itself gives uncalibrated probabilities p; the loader applies ``softmax(log p / T)`` to each view
 and averages the views, so every ferlab command gets calibrated probabilities.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -21,10 +23,13 @@ import numpy as np
 from ferlab.calibration import TTA_VIEWS, average_views, check_temperature, flip_views
 from ferlab.errors import ConfigError, DataError, FerlabError, ModelFileError
 from ferlab.files import atomic_path, write_bytes_atomic
+from ferlab.modelfile import RECORD_KEY, TEMPERATURE_KEY, decode_record, encode_record, onnx_record
+from ferlab.modelfile.legacy import ONNX_KEYS
+from ferlab.modelfile.record import check_temperatures, parse_json
 
 MAX_ONNX_BYTES = 100 * 1024 * 1024
 BATCH = 256
-TEMPERATURE_KEY = "ferlab_temperature"
+__all__ = ["TEMPERATURE_KEY", "OnnxClassifier", "load_onnx", "quantize_onnx", "set_temperature"]
 
 
 class OnnxClassifier:
@@ -102,41 +107,8 @@ def _static_dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.shape.dim]
 
 
-def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
-    """Load and check a ferlab ONNX file; every field is checked before a session is built."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise FerlabError(
-            "ONNX models need onnx and onnxruntime: pip install onnxruntime onnx"
-        ) from None
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
-    size = path.stat().st_size
-    if size > MAX_ONNX_BYTES:
-        raise ModelFileError(f"{path}: {size} bytes, more than the {MAX_ONNX_BYTES} accepted")
-    if not isinstance(threads, int) or threads < 1:
-        raise FerlabError(f"threads must be an integer >= 1, got {threads!r}")
-    data = path.read_bytes()
-    try:
-        proto = onnx.load_from_string(data)
-    except Exception as exc:  # protobuf raises its own DecodeError types
-        raise ModelFileError(
-            f"{path}: not a readable ONNX file ({exc.__class__.__name__})"
-        ) from None
-    meta_props = {p.key: p.value for p in proto.metadata_props}
-    try:
-        class_names = json.loads(meta_props["ferlab_class_names"])
-    except (KeyError, json.JSONDecodeError):
-        raise ModelFileError(f"{path}: an ONNX file without ferlab class names") from None
-    if (
-        not isinstance(class_names, list)
-        or not 2 <= len(class_names) <= 1000
-        or not all(isinstance(n, str) and n for n in class_names)
-    ):
-        raise ModelFileError(f"{path}: ferlab_class_names must be a list of 2 to 1000 names")
+def _graph_shapes(proto, path) -> tuple[list, list]:
+    """The free-batch input (N, H, W) and output (N, C) dims of a ferlab graph, checked."""
     graph = proto.graph
     inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if [i.name for i in inputs] != ["pixels"] or [o.name for o in graph.output] != [
@@ -147,23 +119,94 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
     out_dims = _static_dims(graph.output[0].type.tensor_type)
     if len(in_dims) != 3 or not all(isinstance(d, int) and 8 <= d <= 1024 for d in in_dims[1:]):
         raise ModelFileError(f"{path}: input 'pixels' must be (N, H, W) with 8 <= H, W <= 1024")
-    if len(out_dims) != 2 or out_dims[1] != len(class_names):
+    return in_dims, out_dims
+
+
+def onnx_file_record(proto, path: str | os.PathLike = "model") -> dict:
+    """The model record of a loaded ONNX ``proto``: its ``ferlab`` entry, or the separate
+    ``ferlab_*`` entries of a file written before the one layout; checked, not yet against the
+    graph."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    old = sorted(key for key in props if key in ONNX_KEYS)
+    if RECORD_KEY not in props:
+        return onnx_record(props, path)
+    if old:
+        raise ModelFileError(
+            f"{path}: holds both a {RECORD_KEY} record and old-layout fields ({', '.join(old)})"
+        )
+    return decode_record(props[RECORD_KEY], path, "onnx")
+
+
+def _check_against_graph(record: dict, proto, path) -> tuple[int, int]:
+    """The record's class names and input shape against the graph's; the image shape (H, W)."""
+    names = record["class_names"]
+    if not (isinstance(names, list) and 2 <= len(names) <= 1000 and all(names)):
+        raise ModelFileError(f"{path}: class_names must be a list of 2 to 1000 names")
+    in_dims, out_dims = _graph_shapes(proto, path)
+    if len(out_dims) != 2 or out_dims[1] != len(names):
         raise ModelFileError(
             f"{path}: output has {out_dims[1] if len(out_dims) == 2 else '?'} classes but "
-            f"{len(class_names)} class names"
+            f"{len(names)} class names"
         )
-    extra = {}
-    for key in ("ferlab_name", "ferlab_version", "ferlab_training_info", "ferlab_quantization"):
-        if key in meta_props:
-            extra[key.removeprefix("ferlab_")] = meta_props[key]
-    if "training_info" in extra:
-        try:
-            extra["training_info"] = json.loads(extra["training_info"])
-        except json.JSONDecodeError:
-            raise ModelFileError(f"{path}: ferlab_training_info is not JSON") from None
-    if TEMPERATURE_KEY in meta_props:
-        extra["temperature"] = read_temperature(meta_props[TEMPERATURE_KEY], path)
-    extra["parameter_count"] = int(sum(np.prod(t.dims) for t in graph.initializer))
+    shape = (in_dims[1], in_dims[2])
+    if record["input_shape"] is not None and tuple(record["input_shape"]) != shape:
+        raise ModelFileError(
+            f"{path}: input_shape {record['input_shape']} but the graph takes {list(shape)}"
+        )
+    return shape
+
+
+def _memory_meta(record: dict, proto) -> dict:
+    """An ONNX model's in-memory ``meta``: the record's name, version, training record,
+    quantization and temperature where given, and the graph's parameter count."""
+    meta = {"training_info": record["training"], "record": record}
+    for field, key in (("name",) * 2, ("ferlab_version", "version"), ("quantization",) * 2):
+        if record[field] is not None:
+            meta[key] = record[field]
+    if record["temperature"] is not None:
+        meta["temperature"] = record["temperature"]
+    meta["parameter_count"] = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
+    return meta
+
+
+def read_proto(path: str | os.PathLike):
+    """The ONNX ModelProto of ``path`` (bounded in size) and the file's bytes."""
+    try:
+        import onnx
+    except ImportError:
+        raise FerlabError(
+            "ONNX models need onnx and onnxruntime: pip install onnxruntime onnx"
+        ) from None
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise ModelFileError(f"{path}: {size} bytes, more than the {MAX_ONNX_BYTES} accepted")
+    data = path.read_bytes()
+    try:
+        return onnx.load_from_string(data), data
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise ModelFileError(
+            f"{path}: not a readable ONNX file ({exc.__class__.__name__})"
+        ) from None
+
+
+def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
+    """Load and check a ferlab ONNX file; every field is checked before a session is built."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        raise FerlabError(
+            "ONNX models need onnx and onnxruntime: pip install onnxruntime onnx"
+        ) from None
+    path = Path(path)
+    if not isinstance(threads, int) or threads < 1:
+        raise FerlabError(f"threads must be an integer >= 1, got {threads!r}")
+    proto, data = read_proto(path)
+    record = onnx_file_record(proto, path)
+    shape = _check_against_graph(record, proto, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -174,42 +217,40 @@ def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
         )
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFileError(f"{path}: ONNX Runtime cannot run it ({exc})") from None
-    return OnnxClassifier(session, class_names, (in_dims[1], in_dims[2]), extra, data)
+    meta = _memory_meta(record, proto)
+    return OnnxClassifier(session, record["class_names"], shape, meta, data)
 
 
 def read_temperature(text: str, path: str | os.PathLike = "model") -> dict[str, float]:
-    """The ``ferlab_temperature`` field: JSON with a temperature for every TTA choice, checked."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ModelFileError(f"{path}: {TEMPERATURE_KEY} is not JSON") from None
-    if not isinstance(value, dict) or set(value) != set(TTA_VIEWS):
-        raise ModelFileError(
-            f"{path}: {TEMPERATURE_KEY} must give a temperature for each of "
-            f"{', '.join(TTA_VIEWS)}, got {text[:80]!r}"
-        )
-    try:
-        return {
-            mode: check_temperature(value[mode], f"its {mode!r} temperature") for mode in TTA_VIEWS
-        }
-    except ValueError as exc:
-        raise ModelFileError(f"{path}: {TEMPERATURE_KEY}: {exc}") from None
+    """The ``ferlab_temperature`` field of an old-layout file: JSON with a temperature for
+    every TTA choice, checked."""
+    value = parse_json(text, path, TEMPERATURE_KEY)
+    return check_temperatures(value, path, TEMPERATURE_KEY)
+
+
+def write_record(model, record: dict) -> None:
+    """Store ``record`` in ONNX ``model``'s metadata under ``ferlab``, in place of any ferlab
+    metadata of either layout (other producers' entries are kept)."""
+    kept = [p for p in model.metadata_props if p.key != RECORD_KEY and p.key not in ONNX_KEYS]
+    text = encode_record(record)
+    del model.metadata_props[:]
+    for entry in kept:
+        model.metadata_props.add(key=entry.key, value=entry.value)
+    model.metadata_props.add(key=RECORD_KEY, value=text)
 
 
 def set_temperature(
     source: str | os.PathLike, target: str | os.PathLike, temperature: dict[str, float]
 ) -> Path:
     """Write a copy of a ferlab ONNX file with ``temperature`` (one per TTA choice) stored in
-    its metadata as ``ferlab_temperature``; the graph and every other field are left as they are."""
+    its model record; the graph and every other field are left as they are (a file of the old
+    layout is written in the one record layout)."""
     import onnx
 
     value = {mode: check_temperature(temperature[mode], mode) for mode in TTA_VIEWS}
     model = onnx.load(str(source))
-    kept = [p for p in model.metadata_props if p.key != TEMPERATURE_KEY]
-    del model.metadata_props[:]
-    for entry in kept:
-        model.metadata_props.add(key=entry.key, value=entry.value)
-    model.metadata_props.add(key=TEMPERATURE_KEY, value=json.dumps(value))
+    record = onnx_file_record(model, source)
+    write_record(model, record | {"temperature": value})
     target = Path(target)
     with atomic_path(target) as tmp:
         onnx.save(model, str(tmp))
@@ -223,7 +264,7 @@ def quantize_onnx(
 
     Activation ranges are calibrated on ``calibration``, uint8 images (N, H, W) that must come
     from the training data (never a test split). The metadata (class names, name, training
-    information) is carried over, with ``ferlab_quantization`` added.
+    information) is carried over in its model record, with ``quantization`` set.
     """
     import contextlib
     import io
@@ -252,6 +293,7 @@ def quantize_onnx(
 
     target = Path(target)
     source_model = onnx.load(str(source))
+    source_record = onnx_file_record(source_model, source)
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
@@ -270,10 +312,10 @@ def quantize_onnx(
     del model.metadata_props[:]
     for entry in source_model.metadata_props:
         model.metadata_props.add(key=entry.key, value=entry.value)
-    model.metadata_props.add(
-        key="ferlab_quantization",
-        value=f"int8 static, per-channel 7-bit weights, QDQ; calibrated on {len(images)} images",
+    quantization = (
+        f"int8 static, per-channel 7-bit weights, QDQ; calibrated on {len(images)} images"
     )
+    write_record(model, source_record | {"quantization": quantization})
     with atomic_path(target) as tmp:
         onnx.save(model, str(tmp))
     return target

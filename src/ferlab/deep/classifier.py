@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ferlab.deep.augment import normalize
-from ferlab.deep.tensors import write_tensors
+from ferlab.deep.tensors import write_model
 from ferlab.deep.tta import crop_views
 from ferlab.errors import DataError
 
@@ -56,8 +56,8 @@ class CNNClassifier:
         return int(sum(p.numel() for p in self.module.parameters()))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model as a safetensors file (weights and metadata); return its path."""
-        return write_tensors(path, self.meta, self.module.state_dict())
+        """Write the model as a safetensors file (weights and model record); return its path."""
+        return write_model(path, self.meta, self.module.state_dict())
 
     def to(self, device: str | torch.device) -> CNNClassifier:
         """Move the network to ``device``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import warnings
 from pathlib import Path
@@ -12,11 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ferlab import __version__
 from ferlab.deep.augment import center_crop
 from ferlab.deep.classifier import CNNClassifier
 from ferlab.errors import FerlabError
 from ferlab.files import write_bytes_atomic
+from ferlab.modelfile import new_record
+from ferlab.onnx_model import write_record
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -71,6 +71,20 @@ def network_session(
     )
 
 
+def onnx_export_record(classifier: CNNClassifier, name: str) -> dict:
+    """The model record of ``classifier`` exported as ONNX: its classes, the 48x48 input, the
+    pixel standardisation and crop the graph applies, its architecture and training record."""
+    return new_record(
+        "onnx",
+        name=name,
+        class_names=list(classifier.class_names),
+        input_shape=list(classifier.input_shape),
+        preprocessing={"mean": classifier.mean, "std": classifier.std, "crop": classifier.crop},
+        architecture=classifier.meta.get("architecture"),
+        training=dict(classifier.training_info or {}),
+    )
+
+
 def export_onnx(
     classifier: CNNClassifier,
     path: str | os.PathLike,
@@ -81,8 +95,9 @@ def export_onnx(
 ) -> dict:
     """Write ``path`` (input ``pixels``: float32 N x 48 x 48 in 0..255; output ``probabilities``).
 
-    ``name`` (default: the file's stem) is stored in the file's metadata. Runs the file with onnxruntime on random images and raises if it differs from PyTorch by more
-    than 1e-4; returns what was checked.
+    ``name`` (default: the file's stem) is stored in the file's model record (under ``ferlab``
+    in its metadata, :mod:`ferlab.modelfile`). Runs the file with onnxruntime on random images
+    and raises if it differs from PyTorch by more than 1e-4; returns what was checked.
     """
     try:
         import onnx
@@ -97,15 +112,7 @@ def export_onnx(
     graph = io.BytesIO()
     _write_graph(wrapper, torch.zeros(2, 48, 48), graph, ("pixels", "probabilities"))
     model = onnx.load_from_string(graph.getvalue())
-    for key, value in {
-        "ferlab_class_names": json.dumps(classifier.class_names),
-        "ferlab_input": "float32 pixels 0..255, shape (N, 48, 48)",
-        "ferlab_name": name or path.stem,
-        "ferlab_version": __version__,
-        "ferlab_training_info": json.dumps(classifier.training_info or {}),
-    }.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    write_record(model, onnx_export_record(classifier, name or path.stem))
     onnx.checker.check_model(model)
     write_bytes_atomic(path, model.SerializeToString())
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab import __version__
 from ferlab.arrays import write_npz
+from ferlab.modelfile import RECORD_KEY, encode_record, new_record
 from ferlab.nn.layers import (
     dropout_backward,
     dropout_forward,
@@ -198,21 +198,20 @@ class FullyConnectedNet:
         return int(sum(p.size for p in self.params.values()))
 
     def save(self, path) -> Path:
-        """Write the model as one ``.npz`` of arrays with a JSON metadata entry; return its path."""
-        meta = {
-            "format": MODEL_FORMAT,
-            "kind": "fully_connected",
-            "ferlab_version": __version__,
-            "architecture": self.config(),
-            "class_names": self.class_names,
-            "input_shape": list(self.input_shape) if self.input_shape else None,
-            "preprocessing": None,
-            "trainable": self.trainable,
-            "training": self.training_info,
-        }
+        """Write the model as one ``.npz`` of arrays with its model record (JSON, see
+        :mod:`ferlab.modelfile`); return its path."""
         arrays = {f"param/{name}": value for name, value in self.params.items()}
+        preprocessing = None
         if self.preprocessor is not None:
-            pre_meta, pre_arrays = self.preprocessor.state()
-            meta["preprocessing"] = pre_meta
+            preprocessing, pre_arrays = self.preprocessor.state()
             arrays.update({f"preprocessing/{k}": v for k, v in pre_arrays.items()})
-        return write_npz(path, meta, arrays)
+        record = new_record(
+            "fully_connected",
+            architecture=self.config(),
+            class_names=None if self.class_names is None else list(self.class_names),
+            input_shape=list(self.input_shape) if self.input_shape else None,
+            preprocessing=preprocessing,
+            trainable=self.trainable,
+            training=self.training_info,
+        )
+        return write_npz(path, encode_record(record), arrays, meta_key=RECORD_KEY)

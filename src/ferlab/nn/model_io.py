@@ -1,4 +1,8 @@
-"""Reading fully connected model files (written by :meth:`FullyConnectedNet.save`), never a pickle."""
+"""Reading fully connected model files (written by :meth:`FullyConnectedNet.save`), never a pickle.
+
+The file's model record (:mod:`ferlab.modelfile`) sits in the member ``ferlab``; files written
+before it hold their metadata in ``__meta__`` without a format version, and still load.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,22 @@ import numpy as np
 
 from ferlab.arrays import read_npz
 from ferlab.errors import ModelFileError
-from ferlab.nn.fc_net import MODEL_FORMAT, FullyConnectedNet
+from ferlab.modelfile import check_record, fully_connected_record, is_current
+from ferlab.nn.fc_net import FullyConnectedNet
 from ferlab.nn.preprocess import Preprocessor
 
 
+def _record_of(meta: dict, path) -> dict:
+    """The checked model record of an ``.npz``'s metadata, of either layout."""
+    if is_current(meta):
+        return check_record(meta, path, None)
+    return fully_connected_record(meta, path)
+
+
 def read_model_meta(path: str | os.PathLike) -> dict:
-    """Metadata of a ferlab model file (to tell its kind before loading it)."""
-    meta, _ = read_npz(path, expected_format=MODEL_FORMAT)
-    return meta
+    """The model record of an ``.npz`` model file, checked (to tell its kind before loading it)."""
+    meta, _ = read_npz(path)
+    return _record_of(meta, path)
 
 
 def _checked_architecture(path, meta: dict, arrays: dict[str, np.ndarray]) -> dict:
@@ -25,6 +37,12 @@ def _checked_architecture(path, meta: dict, arrays: dict[str, np.ndarray]) -> di
     non-finite weights or a preprocessing that divides by zero.
     """
     arch = meta["architecture"]
+    if not isinstance(arch, dict):
+        raise ModelFileError(f"{path}: the model record has no architecture")
+    if arch.get("dtype") not in ("float32", "float64"):
+        raise ModelFileError(
+            f"{path}: dtype must be float32 or float64, got {arch.get('dtype')!r:.40}"
+        )
     dims = [arch["input_dim"], *arch["hidden_dims"], arch["num_classes"]]
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
         raise ModelFileError(f"{path}: layer sizes must be positive integers, got {dims}")
@@ -74,9 +92,10 @@ def _checked_architecture(path, meta: dict, arrays: dict[str, np.ndarray]) -> di
 
 def load_fully_connected(path: str | os.PathLike):
     """Load a fully connected model saved by :meth:`FullyConnectedNet.save`."""
-    meta, arrays = read_npz(path, expected_format=MODEL_FORMAT)
-    if meta.get("kind") != "fully_connected":
-        raise ModelFileError(f"{path}: a {meta.get('kind')!r} model, not a fully connected one")
+    meta, arrays = read_npz(path)
+    meta = _record_of(meta, path)
+    if meta["kind"] != "fully_connected":
+        raise ModelFileError(f"{path}: a {meta['kind']!r} model, not a fully connected one")
     try:
         arch = _checked_architecture(path, meta, arrays)
         model = FullyConnectedNet(
