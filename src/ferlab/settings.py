@@ -26,6 +26,7 @@ from pydantic import (
 
 from ferlab.errors import ConfigError
 from ferlab.nn.settings import DTYPES, MONITORS, OPTIMIZERS, ModelSettings, SolverSettings
+from ferlab.nn.tracking import DEFAULT_MONITOR
 
 PREPROCESSING = ("center", "standardize", "per_image")
 FC_OPTIMIZERS = OPTIMIZERS
@@ -128,7 +129,10 @@ class FCSolverSettings(Section):
     )
     flip: bool = Field(_SOLVER.flip, description="mirror a random half of each batch")
     shift: int = Field(_SOLVER.shift, ge=0, le=16, description="move each image by up to N pixels")
-    monitor: Literal[MONITORS] = Field(_SOLVER.monitor, description="what stopping watches")
+    monitor: Literal[MONITORS] = Field(
+        _SOLVER.monitor,
+        description="what early stopping and the best epoch watch: validation loss or accuracy",
+    )
 
 
 def fc_engine_settings(config: dict) -> tuple[ModelSettings, SolverSettings]:
@@ -201,6 +205,10 @@ class CNNSolverSettings(Section):
     )
     label_smoothing: Probability = 0.1
     patience: Count | None = None
+    monitor: Literal[MONITORS] = Field(
+        DEFAULT_MONITOR["cnn"],
+        description="what early stopping and the best epoch watch: validation loss or accuracy",
+    )
     eval_batch_size: Count = 512
     ema: float = Field(0.0, ge=0.0, lt=1.0, description="weight averaging's decay; 0 is off")
 

@@ -25,7 +25,6 @@ from ferlab.deep.schedule import make_optimizer, set_lr
 from ferlab.errors import DataError, TrainingDiverged
 from ferlab.metrics import percent
 from ferlab.nn.tracking import (
-    DEFAULT_MONITOR,
     BestEpoch,
     EpochCallback,
     interrupt_message,
@@ -112,7 +111,7 @@ class CNNTrainer:
         # The best epoch and its weights (best.kept), early stopping: a refitting run trained
         # on its validation part, so it keeps the last epoch instead.
         self.best = BestEpoch(
-            self.solver.get("monitor", DEFAULT_MONITOR["cnn"]),
+            self.solver["monitor"],
             self.solver["patience"],
             keep_last=bool(config["data"]["refit"]),
             kept=self._copy_state(),

@@ -15,9 +15,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ferlab.errors import ConfigError
+from ferlab.nn.tracking import DEFAULT_MONITOR, MONITOR_NAMES
 
 OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov", "adam")
-MONITORS = ("val_loss", "val_acc")
+MONITORS = tuple(MONITOR_NAMES)
 DTYPES = ("float32", "float64")
 
 # A rule returns None for a good value, else what it must be ("must be greater than 0").
@@ -124,7 +125,7 @@ class SolverSettings:
     patience: int | None = None  # epochs without improvement before stopping
     flip: bool = False  # mirror a random half of each batch
     shift: int = 0  # move each image by up to N pixels
-    monitor: str = "val_loss"
+    monitor: str = DEFAULT_MONITOR["fully_connected"]
 
 
 RULES: dict[type, dict[str, Callable]] = {
