@@ -855,3 +855,185 @@ def test_a_checkpoint_from_before_the_monitor_setting_watches_validation_accurac
     assert best_epoch_state(old)["monitor"] == "val_acc"
     assert best_epoch_state(old)["best_score"] == -0.75
     assert best_epoch_state({**old, "monitor": "val_loss", "best_score": 0.5})["best_score"] == 0.5
+
+
+# -- the model record, and CNN and ONNX files of the layout written before it ---------------
+
+from pathlib import Path  # noqa: E402
+
+COMMITTED_MODELS = sorted(
+    (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "models").glob(
+        "*.safetensors"
+    )
+)
+
+
+def format1_cnn(classifier, path):
+    """A CNN file as ferlab wrote it before the model record (format 1): the ``ferlab`` header
+    field with format_version 1 and the training record under ``training_info``."""
+    from safetensors.torch import save_file
+
+    meta = {
+        "format": "ferlab-cnn",
+        "format_version": 1,
+        "kind": "cnn",
+        "ferlab_version": "0.1.0",
+        "architecture": classifier.meta["architecture"],
+        "class_names": classifier.class_names,
+        "input_shape": [48, 48],
+        "preprocessing": {"mean": classifier.mean, "std": classifier.std, "crop": classifier.crop},
+        "training_info": {"data": {"dataset": "fer2013"}, "seed": 5},
+    }
+    state = {k: v.contiguous() for k, v in classifier.module.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "ferlab-cnn", "ferlab": json.dumps(meta)})
+    return path
+
+
+def format1_onnx(classifier, path, **extra):
+    """An ONNX file as ``export_onnx`` wrote it before the model record: separate
+    ``ferlab_*`` metadata entries (as the shipped model holds), plus ``extra`` ones."""
+    import onnx
+
+    from ferlab.deep.export import export_onnx
+
+    export_onnx(classifier, path)
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in {
+        "ferlab_class_names": json.dumps(classifier.class_names),
+        "ferlab_input": "float32 pixels 0..255, shape (N, 48, 48)",
+        "ferlab_name": "old",
+        "ferlab_version": "0.1.0",
+        "ferlab_training_info": json.dumps({"seed": 6}),
+        **extra,
+    }.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_new_cnn_and_onnx_files_hold_the_same_record(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from ferlab.deep.export import export_onnx
+    from ferlab.modelfile.record import FIELDS
+    from ferlab.models import model_record
+
+    path, _ = trained
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+    assert set(header) == {"ferlab"}
+    cnn = json.loads(header["ferlab"])
+    export_onnx(load_cnn(path), tmp_path / "m.onnx", name="tiny")
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert set(props) == {"ferlab"}
+    exported = json.loads(props["ferlab"])
+    for record in (cnn, exported):
+        assert set(record) == set(FIELDS) and record["format_version"] == 2
+        assert record["class_names"] == CLASSES and record["input_shape"] == [48, 48]
+        assert record["architecture"]["widths"] == [4, 8]
+        assert record["training"] == load_cnn(path).training_info != {}
+    assert (cnn["kind"], exported["kind"]) == ("cnn", "onnx")
+    assert exported["name"] == "tiny" and exported["preprocessing"] == cnn["preprocessing"]
+    assert model_record(path) == cnn and model_record(tmp_path / "m.onnx") == exported
+
+
+def test_a_format1_cnn_file_loads_as_before_and_saves_in_the_one_layout(trained, tmp_path):
+    from ferlab.models import load_model, model_record
+
+    path, _ = trained
+    classifier = load_cnn(path)
+    old = format1_cnn(classifier, tmp_path / "old.safetensors")
+    images = faces(8, 13).images
+    loaded = load_model(old)
+    np.testing.assert_array_equal(loaded.predict_proba(images), classifier.predict_proba(images))
+    assert loaded.training_info == {"data": {"dataset": "fer2013"}, "seed": 5}
+    assert model_record(old)["format_version"] == 2 and model_record(old)["training"]["seed"] == 5
+    again = loaded.save(tmp_path / "again.safetensors")
+    assert model_record(again)["training"] == {"data": {"dataset": "fer2013"}, "seed": 5}
+    np.testing.assert_array_equal(
+        load_cnn(again).predict_proba(images), loaded.predict_proba(images)
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format_version": 3}, r"newer ferlab \(format 3\)"),
+        ({"format_version": "1"}, "format_version must be a positive integer"),
+        ({"format": "ferlab-cnn-checkpoint"}, "expected a '?ferlab-cnn'? file"),
+        ({"preprocessing": {"mean": 1.0, "std": 1.0, "crop": 10**9}}, "crop must be 8 to 48"),
+        ({"architecture": {"name": "ferlab-vgg", "widths": [4] * 10**4}}, "1 to 16 widths"),
+    ],
+)
+def test_a_damaged_cnn_record_is_one_line(trained, tmp_path, change, message):
+    from safetensors.torch import save_file
+
+    from ferlab.models import load_model
+
+    path, _ = trained
+    classifier = load_cnn(path)
+    for layout in ("old", "new"):
+        source = format1_cnn(classifier, tmp_path / "f1.safetensors") if layout == "old" else path
+        raw = source.read_bytes()
+        meta = json.loads(
+            json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]["ferlab"]
+        )
+        state = {k: v.contiguous() for k, v in classifier.module.state_dict().items()}
+        bad = tmp_path / f"bad-{layout}.safetensors"
+        save_file(state, str(bad), metadata={"ferlab": json.dumps(meta | change)})
+        with pytest.raises(ModelFileError, match=message) as caught:
+            load_model(bad)
+        assert "\n" not in str(caught.value) and bad.name in str(caught.value)
+
+
+def test_a_format1_onnx_file_loads_as_before(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from ferlab.models import load_model, model_record
+    from ferlab.onnx_model import quantize_onnx, set_temperature
+
+    path, _ = trained
+    classifier = load_cnn(path)
+    old = format1_onnx(
+        classifier, tmp_path / "old.onnx", ferlab_temperature='{"none": 1.5, "flip": 1.25}'
+    )
+    model = load_model(old)
+    assert model.class_names == CLASSES and model.meta["name"] == "old"
+    assert model.meta["version"] == "0.1.0" and model.training_info == {"seed": 6}
+    assert model.temperature == {"none": 1.5, "flip": 1.25}
+    record = model_record(old)
+    assert record["format_version"] == 2 and record["temperature"]["flip"] == 1.25
+    # Written again (calibrated, quantised), the file holds the one record and nothing else.
+    calibrated = set_temperature(old, tmp_path / "calibrated.onnx", {"none": 2.0, "flip": 1.0})
+    int8 = quantize_onnx(calibrated, tmp_path / "int8.onnx", faces(64, 7).images)
+    for written in (calibrated, int8):
+        keys = {p.key for p in onnx.load(str(written)).metadata_props}
+        assert keys == {"ferlab"}
+        assert load_model(written).meta["name"] == "old"
+        assert load_model(written).training_info == {"seed": 6}
+    assert load_model(int8).temperature == {"none": 2.0, "flip": 1.0}
+    assert "int8" in load_model(int8).meta["quantization"]
+    # The old layout is checked as before: class names against the graph, one line.
+    bad = format1_onnx(classifier, tmp_path / "bad.onnx", ferlab_class_names='["only", "two"]')
+    with pytest.raises(ModelFileError, match="3 classes but 2 class names"):
+        load_model(bad)
+    mixed = onnx.load(str(calibrated))
+    mixed.metadata_props.add(key="ferlab_name", value="other")
+    onnx.save(mixed, str(tmp_path / "mixed.onnx"))
+    with pytest.raises(ModelFileError, match="both a ferlab record and old-layout fields"):
+        load_model(tmp_path / "mixed.onnx")
+
+
+@pytest.mark.skipif(not COMMITTED_MODELS, reason="no committed checkpoints in this tree")
+def test_the_committed_checkpoints_still_load():
+    from ferlab.models import load_model, model_record
+
+    for path in COMMITTED_MODELS:
+        record = model_record(path)
+        assert record["kind"] == "cnn" and len(record["class_names"]) == 7, path.name
+    model = load_model(COMMITTED_MODELS[0])
+    proba = model.predict_proba(faces(4, 14).images)
+    assert proba.shape == (4, 7) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)

@@ -157,6 +157,7 @@ def check_record(record, path: str | os.PathLike, kind: str | None) -> dict:
     must hold a model of ``kind`` (None: any kind)."""
     if not isinstance(record, dict):
         raise ModelFileError(f"{path}: the {RECORD_KEY} record must be a JSON object")
+    _check_version(record, path)
     unknown = sorted(set(record) - set(FIELDS))
     if unknown:
         raise ModelFileError(f"{path}: unknown model record fields {', '.join(unknown)[:200]}")
@@ -169,7 +170,6 @@ def check_record(record, path: str | os.PathLike, kind: str | None) -> dict:
         raise ModelFileError(
             f"{path}: expected a {FORMATS[found]} file, found {str(record.get('format'))[:40]!r}"
         )
-    _check_version(record, path)
     record = {name: record.get(name) for name in FIELDS}
     for field in ("ferlab_version", "name", "quantization"):
         _text(record[field], path, field)

@@ -12,14 +12,15 @@ import numpy as np
 
 from ferlab.arrays import read_npz
 from ferlab.errors import ModelFileError
-from ferlab.modelfile import check_record, fully_connected_record, is_current
+from ferlab.modelfile import check_record, fully_connected_record
 from ferlab.nn.fc_net import FullyConnectedNet
 from ferlab.nn.preprocess import Preprocessor
 
 
 def _record_of(meta: dict, path) -> dict:
-    """The checked model record of an ``.npz``'s metadata, of either layout."""
-    if is_current(meta):
+    """The checked model record of an ``.npz``'s metadata, of either layout (the old one had
+    no format version)."""
+    if "format_version" in meta:
         return check_record(meta, path, None)
     return fully_connected_record(meta, path)
 
