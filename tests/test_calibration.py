@@ -220,3 +220,35 @@ def test_serve_min_confidence_answers_uncertain_with_probabilities(tmp_path, cap
     error = capsys.readouterr().err
     assert "min_confidence" in error or "min-confidence" in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_a_calibrated_copy_holds_the_temperature_in_its_one_record(tmp_path):
+    import onnx
+
+    from ferlab.models import model_record
+
+    old = tiny_onnx(tmp_path / "raw.onnx")  # the layout before the model record
+    assert {p.key for p in onnx.load(str(old)).metadata_props} == {"ferlab_class_names"}
+    stored = set_temperature(old, tmp_path / "calibrated.onnx", {"none": 1.7, "flip": 1.5})
+    props = {p.key: p.value for p in onnx.load(str(stored)).metadata_props}
+    assert set(props) == {"ferlab"}
+    record = json.loads(props["ferlab"])
+    assert record["format_version"] == 2 and record["kind"] == "onnx"
+    assert record["temperature"] == {"none": 1.7, "flip": 1.5} and record["class_names"] == NAMES
+    assert model_record(stored) == record
+
+
+@pytest.mark.parametrize("value", [{"none": 0}, {"none": 1.2}, {"none": "x", "flip": 1}, [1]])
+def test_a_damaged_temperature_in_the_record_is_refused_on_load(tmp_path, value):
+    import onnx
+
+    stored = set_temperature(
+        tiny_onnx(tmp_path / "m.onnx"), tmp_path / "c.onnx", {"none": 1.0, "flip": 1.0}
+    )
+    model = onnx.load(str(stored))
+    for entry in model.metadata_props:
+        entry.value = json.dumps(json.loads(entry.value) | {"temperature": value})
+    onnx.save(model, str(stored))
+    with pytest.raises(ModelFileError, match="temperature") as caught:
+        load_model(stored)
+    assert "\n" not in str(caught.value)

@@ -42,3 +42,19 @@ def test_the_shipped_model_is_as_accurate_as_its_card_on_real_test_faces():
     # The same file on the same faces: only float rounding across machines may differ.
     assert accuracy == pytest.approx(card["check_sample"]["accuracy"], abs=0.004)
     assert accuracy > card["accuracy"]["public_test"] - 0.05
+
+
+def test_the_shipped_file_keeps_its_old_layout_and_reads_as_one_record():
+    """The shipped model predates the model record (separate ``ferlab_*`` entries); it is read,
+    not rewritten, into the same record as a new file's."""
+    onnx = pytest.importorskip("onnx")
+    from ferlab.models import model_record
+
+    path, card = shipped_model_path(), model_card()
+    keys = {p.key for p in onnx.load(str(path)).metadata_props}
+    assert "ferlab" not in keys and "ferlab_class_names" in keys
+    record = model_record("shipped")
+    assert record["format_version"] == 2 and record["kind"] == "onnx"
+    assert record["class_names"] == card["classes"] and record["name"] == "fer2013_cnn"
+    assert record["quantization"].startswith("int8") and record["training"]["seed"] == 0
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card["sha256"]
