@@ -84,7 +84,7 @@ def _safetensors_record(path: Path) -> dict:
         header = json.loads(text).get("__metadata__") or {}
     except (ValueError, AttributeError, RecursionError):
         raise ModelFileError(f"{path}: unreadable safetensors header") from None
-    if not isinstance(header, dict) or RECORD_KEY not in header:
+    if not isinstance(header, dict) or not isinstance(header.get(RECORD_KEY), str):
         raise ModelFileError(f"{path}: a safetensors file without ferlab metadata")
     raw = parse_json(header[RECORD_KEY], path, f"the {RECORD_KEY} header field")
     return check_record(raw, path, "cnn") if is_current(raw) else cnn_record(raw, path)
