@@ -107,3 +107,19 @@ def test_a_history_from_before_a_key_was_recorded_holds_nan_for_it():
     restored = restored_history({"train_loss": [1.0, 2.0]}, ("train_loss", "train_l2"))
     assert restored["train_loss"] == [1.0, 2.0]
     assert len(restored["train_l2"]) == 2 and all(math.isnan(v) for v in restored["train_l2"])
+
+
+def test_a_run_started_before_a_key_existed_resumes_when_the_key_keeps_its_default(tmp_path):
+    def complete(config):
+        return {**config, "solver": {"monitor": "val_acc", **config["solver"]}}
+
+    first = started(tmp_path)  # its run.json has no solver.monitor
+    now = complete(CONFIG)
+    RunFolder(tmp_path / "a").start(now, tiny_splits(), resume=first.checkpoint, complete=complete)
+    changed = {**now, "solver": {**now["solver"], "monitor": "val_loss"}}
+    with pytest.raises(ConfigError, match="solver.monitor differ"):
+        RunFolder(tmp_path / "b").start(
+            changed, tiny_splits(), resume=first.checkpoint, complete=complete
+        )
+    with pytest.raises(ConfigError, match="solver.monitor differ"):
+        RunFolder(tmp_path / "c").start(now, tiny_splits(), resume=first.checkpoint)

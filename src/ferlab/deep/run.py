@@ -196,7 +196,9 @@ def run_cnn_training(
         plan.training_info, [teacher.training_info for teacher in teachers]
     )
     # Only once every input file is read: a bad one leaves the run folder empty, not half made.
-    folder.start(config, splits, resume=resume, may_change=CNN_MAY_CHANGE)
+    folder.start(
+        config, splits, resume=resume, may_change=CNN_MAY_CHANGE, complete=validate_cnn_config
+    )
     data = TensorData.from_arrays(
         plan.train_images, plan.train_labels, splits.val.images, splits.val.labels, torch_device
     )

@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,11 +71,30 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
-def check_resume(stored: dict, record: dict, may_change: tuple[str, ...], where: Path) -> None:
+def completed(config: dict, complete: Callable[[dict], dict] | None) -> dict:
+    """A stored run's ``config`` completed by ``complete`` (its kind's validation, which fills
+    in the defaults of keys added since the run started); as stored when there is none, or
+    when it no longer validates."""
+    if complete is None:
+        return config
+    try:
+        return complete(config)
+    except ConfigError:
+        return config
+
+
+def check_resume(
+    stored: dict,
+    record: dict,
+    may_change: tuple[str, ...],
+    where: Path,
+    complete: Callable[[dict], dict] | None = None,
+) -> None:
     """Refuse a resume whose config differs from the ``stored`` run's beyond ``may_change``,
     or whose data differ, with a message naming what differs."""
     config = record["config"]
-    changed = [k for k in changed_keys(stored["config"], config) if k not in may_change]
+    before = completed(stored["config"], complete)
+    changed = [k for k in changed_keys(before, config) if k not in may_change]
     if changed:
         raise ConfigError(
             f"--resume with another config: {', '.join(changed)} differ from the "
@@ -118,12 +138,14 @@ class RunFolder:
         *,
         resume: str | Path | None = None,
         may_change: tuple[str, ...] = (),
+        complete: Callable[[dict], dict] | None = None,
     ) -> None:
         """Record the run's config and data fingerprint in ``run.json`` as it starts.
 
         On ``resume`` (a checkpoint file), compare with the record in the checkpoint's folder:
         a changed key not in ``may_change``, or other data, is refused with a message naming
-        them; a missing record is warned of.
+        them; a missing record is warned of. ``complete`` (the kind's config validation) fills
+        the stored config's keys added since with their defaults before comparing.
         """
         record = {"config": config, "data_digest": data_digest(splits)}
         if resume is not None:
@@ -135,7 +157,7 @@ class RunFolder:
                     stacklevel=2,
                 )
             else:
-                check_resume(stored, record, may_change, stored_path)
+                check_resume(stored, record, may_change, stored_path, complete)
         self.write_json("run.json", record)
 
     def record(self, history: dict, config: dict, *, best_epoch: int = 0) -> None:
