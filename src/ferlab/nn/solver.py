@@ -12,23 +12,30 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ferlab.errors import DataError, ModelFileError, TrainingDiverged
+from ferlab.errors import DataError, TrainingDiverged
 from ferlab.metrics import percent
+from ferlab.nn import checkpoint
+from ferlab.nn.checkpoint import CHECKPOINT_NAME
 from ferlab.nn.layers import softmax_loss
 from ferlab.nn.optim import get_update_rule
 from ferlab.nn.settings import SolverSettings, checked
 from ferlab.nn.tracking import (
-    CHECKPOINT_STEM,
     BestEpoch,
     EpochCallback,
     interrupt_message,
     new_history,
     record_epoch,
-    restored_history,
 )
 from ferlab.progress import show_bars
 
-CHECKPOINT_NAME = f"{CHECKPOINT_STEM}.npz"
+__all__ = [
+    "CHECKPOINT_NAME",
+    "HISTORY_KEYS",
+    "EpochCallback",
+    "Solver",
+    "random_shift",
+    "validate_data",
+]
 # train_loss is the objective (data loss + L2 term); train_l2 is its L2 part, so that the data
 # loss compares with val_loss (a data loss alone).
 HISTORY_KEYS = ("train_loss", "train_l2", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -248,65 +255,15 @@ class Solver:
     def _explain_interrupt(self) -> None:
         print(f"\n{interrupt_message(self.epoch, self.checkpoint_path)}", file=sys.stderr)
 
-    # -- checkpoints --------------------------------------------------------------------------
-
-    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        meta = {
-            "format": "ferlab-checkpoint",
-            "model": self.model.config(),
-            "optimizer": self.optimizer,
-            "optim_config": self.optim_config,
-            "epoch": self.epoch,
-            "epochs": self.epochs,
-            **self.best.state(),
-            "rng_state": self.rng.bit_generator.state,
-            "history": self.history,
-            "optim_scalars": {},
-        }
-        arrays: dict[str, np.ndarray] = {}
-        for name, value in self.model.params.items():
-            arrays[f"param/{name}"] = value
-        for name, value in (self.best.kept or {}).items():
-            arrays[f"best/{name}"] = value
-        for name, state in self.optim_state.items():
-            for key, value in state.items():
-                arrays[f"optim/{name}/{key}"] = np.asarray(value)
-        return meta, arrays
+    # -- checkpoints (ferlab.nn.checkpoint) ------------------------------------------------
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Write parameters, optimizer and rng state and history atomically to ``path``."""
-        from ferlab.arrays import write_npz
-
-        meta, arrays = self._state()
-        return write_npz(path, meta, arrays)
+        return checkpoint.save_checkpoint(self, path)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore the state written by :meth:`save_checkpoint` into this solver and its model."""
-        from ferlab.arrays import read_npz
-
-        meta, arrays = read_npz(path, expected_format="ferlab-checkpoint")
-        if (
-            meta["model"]["hidden_dims"] != self.model.hidden_dims
-            or meta["model"]["input_dim"] != self.model.input_dim
-        ):
-            raise ModelFileError(f"{path}: the checkpoint was written for another architecture")
-        for name in self.model.params:
-            self.model.params[name][...] = arrays[f"param/{name}"]
-        best = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("best/")}
-        self.best.kept = best or None
-        self.optim_state = {name: {} for name in self.model.params}
-        for key, value in arrays.items():
-            if key.startswith("optim/"):
-                _, name, field = key.split("/", 2)
-                self.optim_state[name][field] = value.copy()
-        self.optimizer = meta["optimizer"]
-        self.update_rule = get_update_rule(self.optimizer)
-        self.optim_config = dict(meta["optim_config"])
-        self.epoch = int(meta["epoch"])
-        self.best.load(meta)
-        self.rng.bit_generator.state = meta["rng_state"]
-        # Checkpoints from before train_l2 was recorded: its values are NaN (unknown).
-        self.history = restored_history(meta["history"], HISTORY_KEYS)
+        checkpoint.load_checkpoint(self, path, HISTORY_KEYS)
 
     def resume(self, checkpoint_path: str | os.PathLike) -> dict[str, list]:
         """Load a checkpoint and continue training to the same result as an uninterrupted run."""
