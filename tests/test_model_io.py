@@ -220,3 +220,41 @@ def test_new_record_refuses_what_it_does_not_know():
     record = new_record("onnx", class_names=["a", "b"], input_shape=[48, 48])
     assert record["format"] == FORMATS["onnx"] == "ferlab-onnx"
     assert json.loads(encode_record(record)) == record
+
+
+def test_mutated_record_text_gives_a_record_or_one_model_file_error(trained_model):
+    """Bytes of a real record flipped, cut or duplicated at random (seeded): the one reader
+    returns a checked record or raises ModelFileError, never anything else."""
+    model, _ = trained_model
+    text = encode_record(
+        new_record(
+            "fully_connected",
+            architecture=model.config(),
+            class_names=["a", "b", "c"],
+            input_shape=[3, 4],
+            preprocessing={"mode": "standardize", "scale": 2.0},
+            temperature={"none": 1.5, "flip": 1.2},
+        )
+    ).encode()
+    rng = np.random.default_rng(0)
+    outcomes = {"record": 0, "refused": 0}
+    for _ in range(500):
+        data = bytearray(text)
+        for _ in range(rng.integers(1, 4)):
+            at = int(rng.integers(0, len(data)))
+            choice = rng.integers(0, 3)
+            if choice == 0:
+                data[at] = int(rng.integers(0, 256))
+            elif choice == 1:
+                del data[at : at + int(rng.integers(1, 20))]
+            else:
+                data[at:at] = data[at : at + int(rng.integers(1, 20))]
+        try:
+            record = decode_record(bytes(data), "m.npz", "fully_connected")
+        except ModelFileError as exc:
+            assert "\n" not in str(exc)
+            outcomes["refused"] += 1
+        else:
+            assert set(record) == set(FIELDS) and record["kind"] == "fully_connected"
+            outcomes["record"] += 1
+    assert outcomes["refused"] > 100 and outcomes["record"] > 0
