@@ -72,10 +72,10 @@ def write_photos(folder: Path, crops, labels, class_names, seed: int, shifted: b
             Image.fromarray(scene).save(target.with_suffix(".png"))
 
 
-def draw_sizes(labels: np.ndarray, n: int, classes: int, rng) -> np.ndarray:
-    """Indices of ``n`` photos drawn in the classes' proportions, at least FLOOR per class."""
+def draw_sizes(labels: np.ndarray, n: int, classes: int, rng, floor: int = FLOOR) -> np.ndarray:
+    """Indices of ``n`` photos drawn in the classes' proportions, at least ``floor`` per class."""
     counts = np.bincount(labels, minlength=classes)
-    want = np.maximum(np.round(counts / counts.sum() * n).astype(int), FLOOR)
+    want = np.maximum(np.round(counts / counts.sum() * n).astype(int), floor)
     while want.sum() > n:
         want[want.argmax()] -= 1
     picks = [
@@ -152,6 +152,9 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=1200)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--floor", type=int, default=FLOOR, help="photos per class at least (more folds need more)"
+    )
     parser.add_argument("--out", type=Path, default=RECORD)
     args = parser.parse_args()
 
@@ -173,7 +176,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed + 1)
     chosen, within = {}, pool
     for n in sorted({*args.sizes, args.control}, reverse=True):
-        chosen[n] = within = within[draw_sizes(private.labels[within], n, len(names), rng)]
+        chosen[n] = within = within[
+            draw_sizes(private.labels[within], n, len(names), rng, args.floor)
+        ]
     control = chosen[args.control]
     needed = chosen[max(chosen)]
     record: dict = {
@@ -181,6 +186,7 @@ def main() -> None:
         "machine": platform.platform(),
         "seed": args.seed,
         "folds": args.folds,
+        "floor": args.floor,
         "shift": {
             "casts": CASTS,
             "gain": [0.25, 0.5],
