@@ -27,6 +27,7 @@ from ferlab.metrics import percent
 from ferlab.nn.tracking import (
     BestEpoch,
     EpochCallback,
+    TracksBestEpoch,
     interrupt_message,
     new_history,
     record_epoch,
@@ -60,7 +61,7 @@ class TensorData:
         )
 
 
-class CNNTrainer:
+class CNNTrainer(TracksBestEpoch):
     """Trains a network on :class:`TensorData` as ``config`` says; the best epoch's weights win.
 
     ``teachers``: CNNClassifiers whose mean logits the student learns (``distill``).
@@ -134,16 +135,6 @@ class CNNTrainer:
     def best_state(self) -> dict[str, torch.Tensor]:
         """The kept weights of the best epoch (of the start before any)."""
         return self.best.kept
-
-    @property
-    def best_epoch(self) -> int:
-        """The epoch (from 1) whose weights are kept; 0 before the first."""
-        return self.best.best_epoch
-
-    @property
-    def stopped_early(self) -> bool:
-        """Whether early stopping ended the training."""
-        return self.best.stopped_early
 
     def _copy_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.kept_module.state_dict().items()}

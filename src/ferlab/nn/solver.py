@@ -22,6 +22,7 @@ from ferlab.nn.settings import SolverSettings, checked
 from ferlab.nn.tracking import (
     BestEpoch,
     EpochCallback,
+    TracksBestEpoch,
     interrupt_message,
     new_history,
     record_epoch,
@@ -66,7 +67,7 @@ def validate_data(data: dict, input_dim: int, num_classes: int) -> None:
             )
 
 
-class Solver:
+class Solver(TracksBestEpoch):
     """Trains a model such as :class:`FullyConnectedNet` on ``X_train, y_train, X_val, y_val``."""
 
     def __init__(
@@ -132,21 +133,6 @@ class Solver:
     def checkpoint_path(self) -> Path | None:
         """The checkpoint written after every epoch (None without a checkpoint_dir)."""
         return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
-
-    @property
-    def monitor(self) -> str:
-        """What early stopping and best-epoch restore watch (``val_loss`` or ``val_acc``)."""
-        return self.best.monitor
-
-    @property
-    def best_epoch(self) -> int:
-        """The epoch (from 1) whose parameters are kept; 0 before the first."""
-        return self.best.best_epoch
-
-    @property
-    def stopped_early(self) -> bool:
-        """Whether early stopping ended the training."""
-        return self.best.stopped_early
 
     @classmethod
     def from_settings(cls, model, data: dict, settings: SolverSettings, **runtime: Any) -> Solver:

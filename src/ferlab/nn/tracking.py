@@ -112,6 +112,28 @@ class BestEpoch:
         self.stopped_early = bool(state["stopped_early"])
 
 
+class TracksBestEpoch:
+    """What a training loop tells of its :class:`BestEpoch` (``self.best``): the monitor, the
+    best epoch and whether it stopped early. Both loops are one."""
+
+    best: BestEpoch
+
+    @property
+    def monitor(self) -> str:
+        """What early stopping and the best epoch watch (``val_loss`` or ``val_acc``)."""
+        return self.best.monitor
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch (from 1) whose weights are kept; 0 before the first."""
+        return self.best.best_epoch
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether early stopping ended the training."""
+        return self.best.stopped_early
+
+
 def interrupt_message(epoch: int, checkpoint: Path | None) -> str:
     """What to say when Ctrl-C stops training after ``epoch`` finished epochs: where the
     checkpoint is and how to continue, or that none was written."""
