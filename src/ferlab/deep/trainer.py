@@ -27,8 +27,7 @@ from ferlab.metrics import percent
 from ferlab.nn.tracking import (
     BestEpoch,
     EpochCallback,
-    TracksBestEpoch,
-    interrupt_message,
+    TrainingLoop,
     new_history,
     record_epoch,
 )
@@ -61,7 +60,7 @@ class TensorData:
         )
 
 
-class CNNTrainer(TracksBestEpoch):
+class CNNTrainer(TrainingLoop):
     """Trains a network on :class:`TensorData` as ``config`` says; the best epoch's weights win.
 
     ``teachers``: CNNClassifiers whose mean logits the student learns (``distill``).
@@ -107,6 +106,7 @@ class CNNTrainer(TracksBestEpoch):
         self.steps_per_epoch = n // self.batch_size
         self.history: dict[str, list] = new_history(HISTORY_KEYS)
         self.epoch = 0
+        self.epochs = int(self.solver["epochs"])
         ema = float(self.solver["ema"])
         self.ema = WeightAverage(self.module, ema) if ema > 0 else None
         # The best epoch and its weights (best.kept), early stopping: a refitting run trained
@@ -156,7 +156,7 @@ class CNNTrainer(TracksBestEpoch):
         lr = 0.0
         steps = tqdm(
             range(self.steps_per_epoch),
-            desc=f"epoch {self.epoch + 1}/{self.solver['epochs']}",
+            desc=f"epoch {self.epoch + 1}/{self.epochs}",
             leave=False,
             disable=not show_bars(self.verbose),
             file=sys.stderr,
@@ -299,19 +299,14 @@ class CNNTrainer(TracksBestEpoch):
         """Train until ``epochs`` or early stopping; keep the best weights (the last with
         ``data.refit``); return the history."""
         self._make_views_once()
-        try:
-            while not self._finished:
-                self._train_one_epoch()
-        except KeyboardInterrupt:
-            print(f"\n{interrupt_message(self.epoch, self.checkpoint_path)}", file=sys.stderr)
-            raise
+        self.run_epochs()
         self.module.load_state_dict(self.best_state)
         return self.history
 
     def _make_views_once(self) -> None:
         """Make the teacher views (distill.views) unless made or the run is over."""
         views = int(self.config["distill"]["views"])
-        if not (self.teachers and views) or self.teacher_views is not None or self._finished:
+        if not (self.teachers and views) or self.teacher_views is not None or self.finished:
             return
         started = time.perf_counter()
         stored = self.stored_view_logits
@@ -326,11 +321,10 @@ class CNNTrainer(TracksBestEpoch):
                 file=sys.stderr,
             )
 
-    @property
-    def _finished(self) -> bool:
-        return self.epoch >= self.solver["epochs"] or self.stopped_early
-
-    def _train_one_epoch(self) -> None:
+    def train_one_epoch(self) -> None:
+        """One epoch: a pass over the augmented training data, validation of the kept
+        weights, the best epoch (its model file saved), the epoch's line and
+        :meth:`end_epoch`."""
         started = time.perf_counter()
         train_loss, train_acc, lr = self.train_epoch()
         if not math.isfinite(train_loss):
@@ -348,17 +342,14 @@ class CNNTrainer(TracksBestEpoch):
             save_cnn(self.kept_module, self.meta, self.out_dir / MODEL_NAME)
         if self.verbose:
             print(
-                f"epoch {self.epoch}/{self.solver['epochs']}  train loss {train_loss:.4f} "
+                f"epoch {self.epoch}/{self.epochs}  train loss {train_loss:.4f} "
                 f"acc {percent(train_acc)}  val loss {val_loss:.4f} acc {percent(val_acc)}"
                 f"{' *' if improved else ''}  lr {lr:.4g}  {values[-1]:.1f}s",
                 file=sys.stderr,
             )
             if self.stopped_early:
                 print(self.best.stop_message(), file=sys.stderr)
-        if self.checkpoint_path is not None:
-            self.save_checkpoint(self.checkpoint_path)
-        if self.epoch_callback is not None:
-            self.epoch_callback(self.epoch, self.history)
+        self.end_epoch()
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Weights, optimizer state, RNG states and history (:mod:`ferlab.deep.checkpoint`)."""
@@ -367,10 +358,3 @@ class CNNTrainer(TracksBestEpoch):
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore everything :meth:`save_checkpoint` wrote."""
         checkpoint.load_checkpoint(self, path)
-
-    def resume(self, path: str | Path) -> dict[str, list]:
-        """Continue training from a checkpoint."""
-        self.load_checkpoint(path)
-        if self.verbose:
-            print(f"resuming after epoch {self.epoch} from {path}", file=sys.stderr)
-        return self.train()

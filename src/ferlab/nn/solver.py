@@ -22,8 +22,7 @@ from ferlab.nn.settings import SolverSettings, checked
 from ferlab.nn.tracking import (
     BestEpoch,
     EpochCallback,
-    TracksBestEpoch,
-    interrupt_message,
+    TrainingLoop,
     new_history,
     record_epoch,
 )
@@ -67,7 +66,7 @@ def validate_data(data: dict, input_dim: int, num_classes: int) -> None:
             )
 
 
-class Solver(TracksBestEpoch):
+class Solver(TrainingLoop):
     """Trains a model such as :class:`FullyConnectedNet` on ``X_train, y_train, X_val, y_val``."""
 
     def __init__(
@@ -197,20 +196,17 @@ class Solver(TracksBestEpoch):
 
     def train(self) -> dict[str, list]:
         """Train until ``epochs`` or early stopping; restore the best parameters; return the history."""
-        try:
-            # Overflow shows up as a non-finite loss, reported with advice below.
-            with np.errstate(over="ignore", invalid="ignore"):
-                while self.epoch < self.epochs and not self.stopped_early:
-                    self._train_one_epoch()
-        except KeyboardInterrupt:
-            self._explain_interrupt()
-            raise
+        # Overflow shows up as a non-finite loss, reported with advice (train_one_epoch).
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.run_epochs()
         if self.restore_best and self.best.kept is not None:
             for name, value in self.best.kept.items():
                 self.model.params[name][...] = value
         return self.history
 
-    def _train_one_epoch(self) -> None:
+    def train_one_epoch(self) -> None:
+        """One epoch: a pass over the shuffled training data, validation, the best epoch,
+        the lr decay, the epoch's line and :meth:`end_epoch`."""
         started = time.perf_counter()
         lr = self.optim_config["lr"]
         train_loss, train_l2, train_acc = self._run_epoch()
@@ -230,16 +226,10 @@ class Solver(TracksBestEpoch):
             )
             if self.stopped_early:
                 tqdm.write(self.best.stop_message(), file=sys.stderr)
-        if self.checkpoint_path is not None:
-            self.save_checkpoint(self.checkpoint_path)
-        if self.epoch_callback is not None:
-            self.epoch_callback(self.epoch, self.history)
+        self.end_epoch()
 
     def _copy_params(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.model.params.items()}
-
-    def _explain_interrupt(self) -> None:
-        print(f"\n{interrupt_message(self.epoch, self.checkpoint_path)}", file=sys.stderr)
 
     # -- checkpoints (ferlab.nn.checkpoint) ------------------------------------------------
 
@@ -250,13 +240,6 @@ class Solver(TracksBestEpoch):
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore the state written by :meth:`save_checkpoint` into this solver and its model."""
         checkpoint.load_checkpoint(self, path, HISTORY_KEYS)
-
-    def resume(self, checkpoint_path: str | os.PathLike) -> dict[str, list]:
-        """Load a checkpoint and continue training to the same result as an uninterrupted run."""
-        self.load_checkpoint(checkpoint_path)
-        if self.verbose:
-            print(f"resuming after epoch {self.epoch} of {self.epochs}", file=sys.stderr)
-        return self.train()
 
 
 def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:

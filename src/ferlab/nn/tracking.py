@@ -15,6 +15,7 @@ It sits in the engine (the lowest layer that trains) and imports nothing above i
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,68 @@ class BestEpoch:
         self.stopped_early = bool(state["stopped_early"])
 
 
-class TracksBestEpoch:
-    """What a training loop tells of its :class:`BestEpoch` (``self.best``): the monitor, the
-    best epoch and whether it stopped early. Both loops are one."""
+class TrainingLoop:
+    """What both training loops (the NumPy Solver, the CNN trainer) do alike around their
+    epochs: run them until the last or early stopping, end each one (checkpoint, callback),
+    explain Ctrl-C, resume, and tell their :class:`BestEpoch` (``self.best``).
+
+    A loop sets ``best``, ``epoch`` (finished epochs), ``epochs`` (all), ``history``,
+    ``verbose`` and ``epoch_callback``, and defines ``checkpoint_path`` (None: no checkpoint),
+    ``train_one_epoch()``, ``train()``, ``save_checkpoint(path)`` and ``load_checkpoint(path)``.
+    """
 
     best: BestEpoch
+    epoch: int
+    epochs: int
+    history: dict[str, list]
+    verbose: bool
+    epoch_callback: EpochCallback | None
+    checkpoint_path: Path | None
+
+    def train_one_epoch(self) -> None:  # pragma: no cover - each loop defines it
+        raise NotImplementedError
+
+    def train(self) -> dict[str, list]:  # pragma: no cover - each loop defines it
+        raise NotImplementedError
+
+    def save_checkpoint(self, path: Path) -> Path:  # pragma: no cover - each loop defines it
+        raise NotImplementedError
+
+    def load_checkpoint(self, path: Path) -> None:  # pragma: no cover - each loop defines it
+        raise NotImplementedError
+
+    @property
+    def finished(self) -> bool:
+        """Whether the last epoch is done or early stopping ended the training."""
+        return self.epoch >= self.epochs or self.best.stopped_early
+
+    def run_epochs(self) -> None:
+        """Train epoch after epoch until :attr:`finished`; on Ctrl-C say where the
+        checkpoint is and how to continue, then stop."""
+        try:
+            while not self.finished:
+                self.train_one_epoch()
+        except KeyboardInterrupt:
+            print(f"\n{interrupt_message(self.epoch, self.checkpoint_path)}", file=sys.stderr)
+            raise
+
+    def end_epoch(self) -> None:
+        """After an epoch: write the checkpoint (when the loop keeps one), then call the
+        epoch callback with the epoch's number and the history."""
+        if self.checkpoint_path is not None:
+            self.save_checkpoint(self.checkpoint_path)
+        if self.epoch_callback is not None:
+            self.epoch_callback(self.epoch, self.history)
+
+    def resume(self, path: str | Path) -> dict[str, list]:
+        """Load the checkpoint at ``path`` and train on to the result an uninterrupted run
+        reaches; return the history."""
+        self.load_checkpoint(Path(path))
+        if self.verbose:
+            print(
+                f"resuming after epoch {self.epoch} of {self.epochs} from {path}", file=sys.stderr
+            )
+        return self.train()
 
     @property
     def monitor(self) -> str:
