@@ -7,7 +7,6 @@ data set's training split only; the test splits are never touched.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from ferlab.config import load_config, merge, read_toml
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
+from ferlab.files import write_json_atomic
 from ferlab.metrics import percent
 from ferlab.nn import Preprocessor
 from ferlab.progress import show_bars
@@ -213,7 +213,8 @@ def _fit_cnn(
     import tempfile
 
     from ferlab.deep import load_cnn
-    from ferlab.deep.training import MODEL_NAME, run_cnn_training
+    from ferlab.deep.checkpoint import MODEL_NAME
+    from ferlab.deep.run import run_cnn_training
 
     splits = _fold_splits(config, train, test, image_shape, seed)
     with tempfile.TemporaryDirectory(prefix="ferlab-compare-") as tmp:
@@ -471,6 +472,8 @@ def plot_fold_errors(record: dict, path: str | Path) -> Path:
     """Box plot of both learners' fold errors, with the individual folds drawn on top."""
     from matplotlib.figure import Figure
 
+    from ferlab.plots import save_figure
+
     a, b = record["learners"]["a"], record["learners"]["b"]
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
@@ -485,9 +488,8 @@ def plot_fold_errors(record: dict, path: str | Path) -> Path:
     ax.set_title(f"{record['dataset']}: {record['folds']}-fold CV{repeats}, corrected t p={p:.3g}")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _write_json(path: Path, payload) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(path, payload)

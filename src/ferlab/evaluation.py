@@ -8,6 +8,7 @@ import numpy as np
 
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
+from ferlab.files import write_text_atomic
 from ferlab.metrics import EvaluationReport, evaluation_report
 
 # Short names accepted by ``--split`` besides the data set's own split names.
@@ -18,6 +19,8 @@ REPORT_FILES = ("report.json", "report.md", "confusion.png")
 def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
     """Save heat maps of the raw and the normalised confusion matrix, with class names."""
     from matplotlib.figure import Figure
+
+    from ferlab.plots import save_figure
 
     names = report.class_names
     size = max(5.0, 0.75 * len(names) + 2.5)
@@ -42,9 +45,7 @@ def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
         ax.set_title(title)
     fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of the true class")
     fig.suptitle(f"{report.title}: accuracy {100 * report.accuracy:.1f}%")
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def save_report(report: EvaluationReport, out_dir: str | Path) -> list[Path]:
@@ -52,8 +53,8 @@ def save_report(report: EvaluationReport, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path, png_path = (out_dir / name for name in REPORT_FILES)
-    json_path.write_text(report.to_json(), encoding="utf-8")
-    md_path.write_text(report.to_markdown(), encoding="utf-8")
+    write_text_atomic(json_path, report.to_json())
+    write_text_atomic(md_path, report.to_markdown())
     plot_confusion(report, png_path)
     return [json_path, md_path, png_path]
 

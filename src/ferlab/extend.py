@@ -6,7 +6,6 @@ order, then the new ones, and every data label is remapped to that order by clas
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError, ModelFileError
+from ferlab.files import write_json_atomic
 from ferlab.nn import FullyConnectedNet
 from ferlab.settings import ExtendSettings
 
@@ -248,7 +248,7 @@ def extend_model(
         "settings": settings.model_dump(),
     }
     report_path = Path(out_dir) / "extend.json"
-    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(report_path, report)
     report["report_path"] = str(report_path)
     return report
 
@@ -362,7 +362,7 @@ def _extend_cnn(old, new_classes: list[str], train, val, settings: ExtendSetting
     from ferlab.config import merge
     from ferlab.deep import CNNClassifier
     from ferlab.deep.settings import CNN_DEFAULTS, validate_cnn_config
-    from ferlab.deep.training import CNNTrainer, TensorData
+    from ferlab.deep.trainer import CNNTrainer, TensorData
 
     module = copy.deepcopy(old.module).to("cpu")
     grow_linear_head(module, len(new_classes))

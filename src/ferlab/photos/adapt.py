@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 
 from ferlab.compare import ALPHA, cv_folds, paired_tests
 from ferlab.errors import ConfigError, DataError
+from ferlab.files import write_json_atomic, write_text_atomic
 from ferlab.photos.sets import PhotoSet, class_indices, load_photo_set
 
 MODEL_FILES = {"onnx": "model.onnx", "cnn": "model.safetensors"}
@@ -433,7 +433,7 @@ def adapt_photos(
             ],
         }
     )
-    (out_dir / "adapt.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out_dir / "adapt.json", record)
     card = {
         k: record[k]
         for k in (
@@ -452,10 +452,10 @@ def adapt_photos(
         )
     }
     card["file"] = target.name
-    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "MODEL_CARD.md").write_text(model_card(record), encoding="utf-8")
+    write_json_atomic(out_dir / "model_card.json", card)
+    write_text_atomic(out_dir / "MODEL_CARD.md", model_card(record))
     lines = [f"{photos.paths[r]}\t{photos.labels[r]}\t{why}\n" for r, why in faces.missing]
-    (out_dir / "no_face.txt").write_text("".join(lines), encoding="utf-8")
+    write_text_atomic(out_dir / "no_face.txt", "".join(lines))
     if verbose:
         print(record["verdict"], file=sys.stderr)
     return record

@@ -3,13 +3,13 @@ where no face was found, and the most confident mistakes on a contact sheet."""
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ferlab.files import write_json_atomic, write_text_atomic
 from ferlab.metrics import EvaluationReport
 from ferlab.photos.faces import PhotoFaces, find_faces
 from ferlab.photos.sets import PhotoSet, class_indices, load_photo_set
@@ -150,9 +150,9 @@ def save_photo_evaluation(result: PhotoEvaluation, out_dir: str | Path) -> list[
         "no_face": result.no_face,
         "faces_found": result.face_rows(),
     }
-    faces_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(faces_path, record)
     lines = [f"{item['path']}\t{item['label']}\t{item['why']}" for item in result.no_face]
-    missing_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_text_atomic(missing_path, "".join(line + "\n" for line in lines))
     chosen = result.mistakes()
     names = result.class_names
     captions = [

@@ -15,6 +15,7 @@ import numpy as np
 
 from ferlab.data.images import IMAGE_SUFFIXES
 from ferlab.errors import DataError, FerlabError
+from ferlab.files import atomic_path
 from ferlab.vision.annotate import draw_faces
 from ferlab.vision.detect import LANDMARKS
 from ferlab.vision.photo import read_photo
@@ -126,10 +127,8 @@ def _rows(
 def _save_image(rgb: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
 
 
 def _analyze_video(
