@@ -40,7 +40,7 @@ def printed_summary(summary: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ferlab.config import load_config
-    from ferlab.experiment import run_training
+    from ferlab.runs.fc import run_training
 
     config = load_config(args.config, args.overrides, args.data)
     with output_folder(args.out, force=args.force, resume=bool(args.resume)) as out:

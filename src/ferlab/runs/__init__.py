@@ -1,4 +1,6 @@
-"""A training run's folder, shared by every kind of training (:class:`RunFolder`)."""
+"""Training runs: the run folder every kind of training shares (:class:`RunFolder`,
+:mod:`ferlab.runs.folder`) and the fully connected run (:mod:`ferlab.runs.fc`; the CNN's is
+:mod:`ferlab.deep.run`, a layer up)."""
 
 from ferlab.runs.folder import RunFolder, data_digest
 
