@@ -193,12 +193,11 @@ def extend_model(
     )
     check_new_classes(old.class_names, new_classes, train.class_names)
     old_classes = list(old.class_names)
-    all_classes = [*old_classes, *new_classes]
-    test_name = settings.test_split or dataset_spec(data_config["dataset"]).test_splits[0]
-    if test_name not in tests:
-        raise DataError(f"the data has no {test_name!r} split to report on; have {sorted(tests)}")
-    test = tests[test_name]
-    train, val = relabel(train, all_classes), relabel(val, all_classes)
+    test_name, test = report_split(tests, settings.test_split, data_config["dataset"])
+    train, val = (
+        relabel(train, [*old_classes, *new_classes]),
+        relabel(val, [*old_classes, *new_classes]),
+    )
     if settings.balance:
         train = oversample(train, settings.seed)
 
@@ -215,15 +214,7 @@ def extend_model(
 
     after = old_new_scores(predict_new, test, old_classes, new_classes)
     trainable = _trainable_parameter_count(grown)
-    new_info = {
-        **(info or {}),
-        "data": {**data_config, "exclude_classes": []},
-        "seed": int((info or {}).get("seed", 0)),
-        "extended_from": str(model_path),
-        "new_classes": list(new_classes),
-        "freeze": settings.freeze,
-    }
-    grown.training_info = new_info
+    grown.training_info = extended_info(info, data_config, model_path, new_classes, settings)
     out_path = grown.save(Path(out_dir) / f"model{SUFFIXES[kind]}")
     report = {
         "model": str(model_path),
@@ -240,17 +231,43 @@ def extend_model(
         "train_seconds": round(seconds, 2),
         "before": before,
         "after": after,
-        "forgetting": (
-            before["old_class_accuracy"] - after["old_class_accuracy"]
-            if before["old_class_accuracy"] is not None
-            else None
-        ),
+        "forgetting": forgetting(before, after),
         "settings": settings.model_dump(),
     }
     report_path = Path(out_dir) / "extend.json"
     write_json_atomic(report_path, report)
     report["report_path"] = str(report_path)
     return report
+
+
+def extended_info(
+    info: dict | None, data_config: dict, model_path, new_classes: list[str], settings
+) -> dict:
+    """The grown model's training record: its parent's, with the data of all classes, the
+    parent's path, the new classes and how it was retrained."""
+    return {
+        **(info or {}),
+        "data": {**data_config, "exclude_classes": []},
+        "seed": int((info or {}).get("seed", 0)),
+        "extended_from": str(model_path),
+        "new_classes": list(new_classes),
+        "freeze": settings.freeze,
+    }
+
+
+def report_split(tests: dict, name: str | None, dataset: str) -> tuple[str, object]:
+    """The test split extend reports on: ``name``, or the data set's first test split."""
+    name = name or dataset_spec(dataset).test_splits[0]
+    if name not in tests:
+        raise DataError(f"the data has no {name!r} split to report on; have {sorted(tests)}")
+    return name, tests[name]
+
+
+def forgetting(before: dict, after: dict) -> float | None:
+    """How much accuracy on the old classes fell (None when there were no old-class samples)."""
+    if before["old_class_accuracy"] is None:
+        return None
+    return before["old_class_accuracy"] - after["old_class_accuracy"]
 
 
 def _trainable_parameter_count(model) -> dict:
