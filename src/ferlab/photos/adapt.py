@@ -12,10 +12,8 @@ written at the end is trained on every photo with the choice of the k-fold cross
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,11 +21,17 @@ import numpy as np
 
 from ferlab.compare import ALPHA, cv_folds, paired_tests
 from ferlab.errors import ConfigError, DataError
-from ferlab.files import write_json_atomic, write_text_atomic
+from ferlab.photos.outputs import (
+    MODEL_FILES,
+    data_facts,
+    file_record,
+    parent_facts,
+    sha256_of,
+    write_adapted,
+    write_outputs,
+)
 from ferlab.photos.sets import PhotoSet, class_indices, load_photo_set
 
-MODEL_FILES = {"onnx": "model.onnx", "cnn": "model.safetensors"}
-ADAPT_FILES = ("adapt.json", "model_card.json", "MODEL_CARD.md", "no_face.txt")
 INNER_FOLDS = 3
 
 
@@ -161,8 +165,43 @@ def photo_verdict(record: dict) -> str:
     return f"no significant difference at the {ALPHA:g} level: {figures}"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def starting_network(parent, crops: np.ndarray, class_names: list[str]) -> tuple[object, float]:
+    """The float network adapting starts from (a copy of a CNN parent, or the network rebuilt
+    from an ONNX one) with outputs for ``class_names``, and how often it agrees with the parent."""
+    from ferlab.deep import CNNClassifier
+    from ferlab.extend import grow_linear_head
+    from ferlab.photos.parent import rebuild_from_onnx
+
+    if isinstance(parent, CNNClassifier):
+        network, agreement = copy.deepcopy(parent).to("cpu"), 1.0
+        network.tta = "none"
+    else:
+        network, agreement = rebuild_from_onnx(parent, crops[:256])
+    added = class_names[len(parent.class_names) :]
+    if added:
+        grow_linear_head(network.module, len(added))
+        network.class_names = list(class_names)
+        network.meta["class_names"] = list(class_names)
+        network.meta["architecture"]["num_classes"] = len(class_names)
+    return network, agreement
+
+
+def trained_on_all(network, choice, crops: np.ndarray, labels: np.ndarray, seed: int):
+    """``network`` changed as ``choice`` says (standardisation, depth, epochs) on every face."""
+    from ferlab.photos.tune import front_outputs, split_network, train_end
+
+    if choice.standardise == "photos":
+        network = restandardised(network, crops)
+        network.meta["preprocessing"] = {
+            "mean": network.mean, "std": network.std, "crop": network.crop,
+        }  # fmt: skip
+    if choice.epochs:
+        front, end = split_network(network.module, choice.depth)
+        inputs = front_outputs(network, front, crops)
+        trained = train_end(end, inputs, labels, choice.depth, epochs=(choice.epochs,), seed=seed)
+        end.load_state_dict(trained[choice.epochs].state_dict())
+    network.module.eval()
+    return network
 
 
 def adapt_faces(
@@ -177,25 +216,11 @@ def adapt_faces(
     """
     import torch
 
-    from ferlab.deep import CNNClassifier
-    from ferlab.extend import grow_linear_head
-    from ferlab.photos.parent import rebuild_from_onnx
-    from ferlab.photos.tune import front_outputs, split_network, train_end
-
     check_class_sizes(labels, class_names, folds)
     torch.manual_seed(seed)
     started = time.perf_counter()
-    if isinstance(parent, CNNClassifier):
-        network, agreement = copy.deepcopy(parent).to("cpu"), 1.0
-        network.tta = "none"
-    else:
-        network, agreement = rebuild_from_onnx(parent, crops[:256])
+    network, agreement = starting_network(parent, crops, class_names)
     added = class_names[len(parent.class_names) :]
-    if added:
-        grow_linear_head(network.module, len(added))
-        network.class_names = list(class_names)
-        network.meta["class_names"] = list(class_names)
-        network.meta["architecture"]["num_classes"] = len(class_names)
     parent_tta = getattr(parent, "tta", "none")
     if hasattr(parent, "tta"):
         parent.tta = tta
@@ -212,28 +237,15 @@ def adapt_faces(
     n_train = float(np.mean([r["n_train"] for r in rows]))
     n_test = float(np.mean([r["n_test"] for r in rows]))
     choice = cv["choice"]
-    if choice.standardise == "photos":
-        network = restandardised(network, crops)
-        network.meta["preprocessing"] = {
-            "mean": network.mean, "std": network.std, "crop": network.crop,
-        }  # fmt: skip
-    if choice.epochs:
-        front, end = split_network(network.module, choice.depth)
-        inputs = front_outputs(network, front, crops)
-        trained = train_end(end, inputs, labels, choice.depth, epochs=(choice.epochs,), seed=seed)
-        end.load_state_dict(trained[choice.epochs].state_dict())
-    network.module.eval()
+    network = trained_on_all(network, choice, crops, labels, seed)
     network.tta = tta
     record = {
         "n_faces": len(labels),
         "class_names": list(class_names),
         "new_classes": list(added),
-        "class_counts": {
-            n: int(c)
-            for n, c in zip(
-                class_names, np.bincount(labels, minlength=len(class_names)), strict=True
-            )
-        },
+        "class_counts": dict(
+            zip(class_names, map(int, np.bincount(labels, minlength=len(class_names))), strict=True)
+        ),
         "folds": folds,
         "seed": seed,
         "tta": tta,
@@ -255,76 +267,6 @@ def adapt_faces(
     }
     record["verdict"] = photo_verdict(record)
     return record, network
-
-
-def write_adapted(
-    network,
-    parent_path: Path,
-    parent_kind: str,
-    out_dir: Path,
-    calibration: np.ndarray,
-    *,
-    quantized: bool,
-) -> Path:
-    """Write the adapted network as the parent's kind: ONNX (int8 when the parent was, its
-    activation ranges set on the user's faces) or a CNN ``.safetensors`` file."""
-    from ferlab.deep.export import export_onnx
-
-    target = out_dir / MODEL_FILES[parent_kind]
-    if parent_kind == "cnn":
-        network.save(target)
-        return target
-    if not quantized:
-        export_onnx(network, target, name=network.meta.get("name") or "adapted")
-        return target
-    from ferlab.onnx_model import quantize_onnx
-
-    with tempfile.TemporaryDirectory(prefix="ferlab-adapt-") as folder:
-        float_path = Path(folder) / "float.onnx"
-        export_onnx(network, float_path, name="adapted")
-        quantize_onnx(float_path, target, calibration)
-    return target
-
-
-def model_card(record: dict) -> str:
-    """The adapted model's card as Markdown, from the run's record."""
-    parent, data = record["parent"], record["data"]
-    tests = record["tests"]
-    counts = ", ".join(f"{n} {c}" for n, c in record["class_counts"].items() if c)
-    lines = [
-        f"# Adapted model: {Path(record['model_file']).name}",
-        "",
-        f"- Parent model: `{parent['path']}` ({parent['kind']}, sha256 `{parent['sha256'][:16]}...`"
-        + (f", {parent['name']}" if parent.get("name") else "")
-        + ")",
-        f"- Data: {data['faces']} faces from {data['photos']} labelled photos at `{data['source']}` "
-        f"(fingerprint `{data['fingerprint'][:16]}...`; {data['no_face']} photos without a face "
-        "found were left out)",
-        f"- Faces per class: {counts}",
-        f"- New classes: {', '.join(record['new_classes']) or 'none'}",
-        f"- Trained: {record['choice']['what']}, chosen by {record['folds']}-fold "
-        "cross-validation on these photos only",
-        f"- Measured (nested cross-validation, no fold chose anything it scores): "
-        f"{record['verdict']}",
-        f"- Paired t-test p = {tests['paired_t']['p_value']:.3g} (too optimistic: folds share "
-        "training photos); the corrected resampled t-test accounts for that.",
-        f"- Detector {record['detector']}, framing as `ferlab predict`; test-time augmentation "
-        f"{record['tta']}.",
-        "",
-        "## Limits",
-        "",
-        "- Measured on photos like these only; the figures say nothing about other cameras, "
-        "people or labels.",
-        "- The fold figures are those of the float network; the written file"
-        + (
-            " is int8, its activation ranges set on these photos"
-            if record.get("quantized")
-            else " is the float network"
-        )
-        + f" (it agrees with the float network on {100 * record['file_agreement']:.1f}% of the faces).",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def adapt_photos(
@@ -375,87 +317,24 @@ def adapt_photos(
         parent, faces.crops, labels, class_names, folds=folds, seed=seed, tta=tta, verbose=verbose
     )
     quantized = kind == "onnx" and bool(getattr(parent, "meta", {}).get("quantization"))
-    parent_bytes = parent_path.read_bytes()
     network.training_info = {
         **(parent.training_info or {}),
-        "adapted_from": {"path": str(parent_path), "sha256": _sha256(parent_bytes)},
+        "adapted_from": {"path": str(parent_path), "sha256": sha256_of(parent_path)},
         "adapted_on": {"photos": photos.source, "faces": len(labels), "seed": seed},
     }
     if not record["choice"]["changed"] and not record["new_classes"]:
         target = out_dir / MODEL_FILES[kind]
         shutil.copyfile(parent_path, target)  # cross-validation chose to change nothing
     else:
-        target = write_adapted(
-            network, parent_path, kind, out_dir, faces.crops, quantized=quantized
-        )
-    written = load_model(target)
-    if hasattr(written, "tta"):
-        written.tta = tta
-    probabilities = np.asarray(written.predict_proba(faces.crops))
-    float_pred = (
-        network.predict_proba(faces.crops).argmax(axis=1)
-        if hasattr(network, "predict_proba")
-        else None
-    )
-    predictions = probabilities.argmax(axis=1)
+        target = write_adapted(network, kind, out_dir, faces.crops, quantized=quantized)
     record.update(
-        {
-            "model_file": str(target),
-            "model_sha256": _sha256(target.read_bytes()),
-            "quantized": quantized,
-            "detector": recognizer.detector.name,
-            "parent": {
-                "path": str(parent_path),
-                "kind": kind,
-                "sha256": _sha256(parent_bytes),
-                "name": getattr(parent, "meta", {}).get("name"),
-            },
-            "data": {
-                "source": photos.source,
-                "photos": len(photos),
-                "faces": len(labels),
-                "no_face": len(faces.missing),
-                "fingerprint": photos.fingerprint(),
-            },
-            "file_agreement": float((predictions == float_pred).mean())
-            if float_pred is not None
-            else 1.0,
-            "training_accuracy": float((predictions == labels).mean()),
-            "predictions": [
-                {
-                    "path": str(photos.paths[row]),
-                    "box": [b.x, b.y, b.w, b.h],
-                    "label": class_names[labels[i]],
-                    "predicted": written.class_names[int(predictions[i])],
-                    "probability": round(float(probabilities[i, predictions[i]]), 6),
-                }
-                for i, (row, b) in enumerate(zip(faces.rows, faces.boxes, strict=True))
-            ],
-        }
+        file_record(target, network, faces, labels, class_names, photos, tta=tta),
+        quantized=quantized,
+        detector=recognizer.detector.name,
+        parent=parent_facts(parent, parent_path, kind),
+        data=data_facts(photos, faces, labels),
     )
-    write_json_atomic(out_dir / "adapt.json", record)
-    card = {
-        k: record[k]
-        for k in (
-            "parent",
-            "data",
-            "class_counts",
-            "new_classes",
-            "choice",
-            "folds",
-            "tests",
-            "verdict",
-            "model_sha256",
-            "quantized",
-            "tta",
-            "detector",
-        )
-    }
-    card["file"] = target.name
-    write_json_atomic(out_dir / "model_card.json", card)
-    write_text_atomic(out_dir / "MODEL_CARD.md", model_card(record))
-    lines = [f"{photos.paths[r]}\t{photos.labels[r]}\t{why}\n" for r, why in faces.missing]
-    write_text_atomic(out_dir / "no_face.txt", "".join(lines))
+    write_outputs(out_dir, record, photos, faces)
     if verbose:
         print(record["verdict"], file=sys.stderr)
     return record
