@@ -139,7 +139,8 @@ def read_tensors(
     found = meta.get("format") if isinstance(meta, dict) else None
     if found != expected_format:
         raise ModelFileError(f"{path}: expected a {expected_format!r} file, found {found!r}")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    newest = MODEL_FORMAT_VERSION if expected_format == MODEL_FORMAT else FORMAT_VERSION
+    if meta.get("format_version", 0) > newest:
         raise ModelFileError(
             f"{path}: written by a newer ferlab (format {meta['format_version']}); upgrade ferlab"
         )
