@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from ferlab.data.split import load_splits
 from ferlab.deep.augment import center_crop, normalize
 from ferlab.deep.settings import load_cnn_config
-from ferlab.experiment import load_splits
 from harness import RESULTS, side_by_side, this_cpu, write_record
 from recipe_time import part_trainer, step_timing_arguments, time_part
 

@@ -505,7 +505,7 @@ def test_cnn_commands_without_torch_print_the_install_hint(tmp_path):
         import sys
         sys.modules["torch"] = None  # importing torch now fails, as when it is not installed
         from ferlab.cli import main
-        import ferlab.models, ferlab.experiment, ferlab.predict, ferlab.evaluation  # no torch
+        import ferlab.models, ferlab.runs.fc, ferlab.predict, ferlab.evaluation  # no torch
         sys.exit(main(sys.argv[1:]))
         """
     )

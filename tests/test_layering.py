@@ -67,7 +67,6 @@ LAYERS = [
     ("data",),  # readers, cache, splits
     ("settings", "config"),  # the config schema and loading
     ("runs",),  # a training run's folder, shared by every kind of training; the fully connected run
-    ("experiment",),  # the fully connected run's old address (ferlab.runs.fc)
     ("deep", "onnx_model"),  # the CNN: training, model files, export
     ("models",),  # load_model over every model file kind
     ("vision", "predict", "evaluation", "search"),  # faces in photos, scoring, searching

@@ -144,7 +144,7 @@ def _fit_fully_connected(
     image_shape: tuple[int, ...],
     seed: int,
 ) -> FoldResult:
-    from ferlab.experiment import (
+    from ferlab.runs.fc import (
         build_model,
         build_solver,
         make_features,

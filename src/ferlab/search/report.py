@@ -242,8 +242,8 @@ def retrain_best(study: optuna.Study, out_dir: str | Path, *, verbose: bool = Tr
     from ferlab.data import dataset_spec
     from ferlab.errors import DataError
     from ferlab.evaluation import evaluate_split
-    from ferlab.experiment import run_training
     from ferlab.models import load_model
+    from ferlab.runs.fc import run_training
 
     config, what = best_config(study)
     print(f"retraining {what} of study {study.study_name}", file=sys.stderr)

@@ -93,7 +93,7 @@ def cached_features(config: dict) -> tuple:
 
 def _load_features(config: dict, key: str) -> tuple:
     from ferlab.data.split import load_splits
-    from ferlab.experiment import make_features
+    from ferlab.runs.fc import make_features
 
     if key not in _DATA_CACHE:
         if len(_DATA_CACHE) >= DATA_CACHE_SIZE:  # FER2013 features are ~250 MB each
@@ -108,7 +108,7 @@ def _load_features(config: dict, key: str) -> tuple:
 
 def train_trial(config: dict, report: Report) -> float:
     """Train the configured net, reporting validation accuracy each epoch; return the final one."""
-    from ferlab.experiment import accuracy, build_model, build_solver
+    from ferlab.runs.fc import accuracy, build_model, build_solver
 
     splits, features = cached_features(config)
     model = build_model(config, features, splits)
