@@ -14,8 +14,8 @@ import numpy as np
 
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError, ModelFileError
-from ferlab.files import write_json_atomic
 from ferlab.nn import FullyConnectedNet
+from ferlab.runs import RunFolder
 from ferlab.settings import ExtendSettings
 
 FREEZE_MODES = ("all-but-last", "none")
@@ -234,8 +234,7 @@ def extend_model(
         "forgetting": forgetting(before, after),
         "settings": settings.model_dump(),
     }
-    report_path = Path(out_dir) / "extend.json"
-    write_json_atomic(report_path, report)
+    report_path = RunFolder(out_dir).write_json("extend.json", report)
     report["report_path"] = str(report_path)
     return report
 

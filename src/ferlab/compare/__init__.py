@@ -17,9 +17,9 @@ from ferlab.compare.learners import FoldResult, Learner, load_learner
 from ferlab.compare.stats import ALPHA, check_fold_counts, cv_folds, paired_tests
 from ferlab.data import dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
-from ferlab.files import write_json_atomic
 from ferlab.metrics import percent
 from ferlab.progress import show_bars
+from ferlab.runs import RunFolder
 
 __all__ = [
     "ALPHA",
@@ -150,9 +150,7 @@ def run_compare(
         learner_b.name += "_b"
     train, image_shape = training_data(learner_a, learner_b, strict=strict, use_cache=use_cache)
     splits = cv_folds(train.labels, folds, repeats, seed)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out_dir) if out_dir is not None else None
     results: dict[str, list[FoldResult]] = {"a": [], "b": []}
     fold_rows = []
     bar = tqdm(splits, desc="folds", unit="fold", disable=not show_bars(verbose), file=sys.stderr)
@@ -171,8 +169,8 @@ def run_compare(
                 f"{learner_b.name} error {row['error_b']:.4f}",
                 file=sys.stderr,
             )
-        if out is not None:  # an interrupted run keeps the folds it finished
-            _write_json(out / "folds.json", fold_rows)
+        if folder is not None:  # an interrupted run keeps the folds it finished
+            folder.write_json("folds.json", fold_rows)
     n_train = float(np.mean([r["n_train"] for r in fold_rows]))
     n_test = float(np.mean([r["n_test"] for r in fold_rows]))
     record = {
@@ -192,9 +190,9 @@ def run_compare(
         "alpha": ALPHA,
     }
     record["verdict"] = verdict(record)
-    if out is not None:
-        _write_json(out / "compare.json", record)
-        plot_fold_errors(record, out / "fold_errors.png")
+    if folder is not None:
+        folder.write_json("compare.json", record)
+        plot_fold_errors(record, folder.path / "fold_errors.png")
     return record
 
 
@@ -219,7 +217,3 @@ def plot_fold_errors(record: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def _write_json(path: Path, payload) -> None:
-    write_json_atomic(path, payload)
