@@ -224,3 +224,21 @@ def test_a_cnn_config_is_a_learner(tmp_path, synthetic48):
     learner = record["learners"]["a"]
     assert len(learner["errors"]) == 2 and all(0 <= e <= 1 for e in learner["errors"])
     assert learner["size"]["parameters"] == 4 * 9 + 8 + 8 * 4 * 9 + 16 + 8 * 3 + 3
+
+
+def test_train_limit_draws_the_subset_train_draws(tmp_path, synthetic):
+    # compare and train subset data.train_limit with one algorithm (a stratified, seeded draw),
+    # so one config trains on the same kind of data under both commands.
+    from ferlab.compare import training_data
+    from ferlab.data.split import stratified_subset
+
+    config = write(
+        tmp_path, "fc.toml", FC_CONFIG.replace("val_size = 0.2", "val_size = 0.2\ntrain_limit = 90")
+    )
+    learner = load_learner(config)
+    train, _ = training_data(learner, learner, strict=False, use_cache=False)
+    full = load_synthetic().split("train")
+    expected = np.sort(stratified_subset(np.arange(len(full)), full.labels, 90, 0))
+    assert len(train) == 90
+    assert np.array_equal(train.images, full.images[expected])
+    assert np.bincount(train.labels).tolist() == [30, 30, 30]  # the class shares kept

@@ -107,12 +107,15 @@ def training_data(learner_a: Learner, learner_b: Learner, *, strict: bool, use_c
             SplitImages(train, train, {}, train.class_names, shape), da["exclude_classes"]
         ).train
     limit = da.get("train_limit")
-    if limit is not None:
-        from ferlab.data.split import holdout_split
+    if limit is not None and limit < len(train):
+        # The subset `train` draws of its training part (stratified, seeded by data.split_seed
+        # or the run's seed), here of the whole training split that the folds cover.
+        from ferlab.data.split import stratified_subset
 
-        if limit < len(train):
-            keep, _ = holdout_split(train.labels, len(train) - limit, 0)
-            train = train.subset(np.sort(keep))
+        seed = da.get("split_seed")
+        seed = learner_a.config.get("seed", 0) if seed is None else seed
+        keep = stratified_subset(np.arange(len(train)), train.labels, limit, seed)
+        train = train.subset(np.sort(keep))
     return train, tuple(data.images.shape[1:])
 
 
