@@ -25,7 +25,7 @@ from ferlab.data.split import load_splits
 from ferlab.deep.augment import normalize, random_warp
 from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.run import image_statistics
-from ferlab.deep.settings import load_cnn_config
+from ferlab.settings.cnn import load_cnn_config
 from harness import RESULTS, side_by_side, write_record
 
 ROOT = Path(__file__).resolve().parent.parent

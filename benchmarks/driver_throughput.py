@@ -106,7 +106,7 @@ def run_one(storage: str, n_trials: int, block: int, pruner: str, statements: li
 
 
 def _space_raw() -> dict:
-    from ferlab.config import read_toml
+    from ferlab.settings.loading import read_toml
 
     raw = read_toml(SPACE)
     raw["config"]["data"]["path"] = "unused: the trials are instant"

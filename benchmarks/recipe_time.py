@@ -25,8 +25,8 @@ from ferlab.data.split import load_splits
 from ferlab.deep.distillation import load_teachers
 from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.run import image_statistics
-from ferlab.deep.settings import load_cnn_config
 from ferlab.deep.trainer import CNNTrainer, TensorData
+from ferlab.settings.cnn import load_cnn_config
 from harness import RESULTS, side_by_side, this_cpu, write_record
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -127,7 +127,7 @@ def simulate(
     import dask
     from distributed import Client, LocalCluster
 
-    from ferlab.config import read_toml
+    from ferlab.settings.loading import read_toml
 
     raw = read_toml(SPACE)
     raw["config"]["data"]["path"] = "unused: the trials are simulated"

@@ -18,7 +18,7 @@ import torch
 
 from ferlab.data.split import load_splits
 from ferlab.deep.augment import center_crop, normalize
-from ferlab.deep.settings import load_cnn_config
+from ferlab.settings.cnn import load_cnn_config
 from harness import RESULTS, side_by_side, this_cpu, write_record
 from recipe_time import part_trainer, step_timing_arguments, time_part
 

@@ -24,10 +24,10 @@ from ferlab.deep.io import model_meta, save_cnn  # noqa: E402
 from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened  # noqa: E402
 from ferlab.deep.run import run_cnn_training  # noqa: E402
 from ferlab.deep.schedule import lr_factor  # noqa: E402
-from ferlab.deep.settings import load_cnn_config  # noqa: E402
 from ferlab.deep.trainer import CNNTrainer, TensorData  # noqa: E402
 from ferlab.deep.tta import crop_views  # noqa: E402
 from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
+from ferlab.settings.cnn import load_cnn_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -27,9 +27,9 @@ from ferlab.deep.distillation import load_teachers  # noqa: E402
 from ferlab.deep.ema import WeightAverage  # noqa: E402
 from ferlab.deep.losses import Targets, distillation_loss, mixed_cross_entropy  # noqa: E402
 from ferlab.deep.run import run_cnn_training  # noqa: E402
-from ferlab.deep.settings import CNN_DEFAULTS  # noqa: E402
 from ferlab.deep.tensors import CHECKPOINT_FORMAT, MODEL_FORMAT, read_tensors  # noqa: E402
 from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
+from ferlab.settings.cnn import CNN_DEFAULTS  # noqa: E402
 from test_deep import (  # noqa: E402
     CLASSES,
     faces,

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from ferlab.cli import main
-from ferlab.config import load_config
 from ferlab.errors import ConfigError, DataError, ModelFileError
 from ferlab.extend import extend_model, grow_fully_connected, relabel
 from ferlab.nn import FullyConnectedNet
 from ferlab.nn.model_io import load_fully_connected
 from ferlab.runs.fc import run_training
 from ferlab.settings import ExtendSettings, validate_options
+from ferlab.settings.loading import load_config
 from test_compare import SYNTHETIC_CLASSES, synthetic, synthetic48  # noqa: F401 (fixtures)
 
 CONFIG = """

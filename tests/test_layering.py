@@ -65,7 +65,9 @@ LAYERS = [
      "assets", "configs", "extras"),
     ("nn",),  # the NumPy engine, with its own settings type
     ("data",),  # readers, cache, splits
-    ("settings", "config"),  # the config schema and loading
+    # the settings package: schema, loading config files, the CNN's config ("config" is a
+    # re-export of ferlab.settings.loading.merge kept for extend.py until it imports from there)
+    ("settings", "config"),
     ("runs",),  # a training run's folder, shared by every kind of training; the fully connected run
     ("deep", "onnx_model"),  # the CNN: training, model files, export
     ("models",),  # load_model over every model file kind

@@ -143,8 +143,8 @@ def test_split_names_are_resolved_or_refused():
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    from ferlab.config import load_config
     from ferlab.runs.fc import run_training
+    from ferlab.settings.loading import load_config
 
     out = tmp_path_factory.mktemp("digits-run")
     config = load_config(
@@ -182,9 +182,9 @@ def test_evaluate_command_prints_and_saves_the_report(digits_run, tmp_path, caps
 
 
 def test_evaluate_split_rebuilds_a_validation_part_held_out_with_a_split_seed(tmp_path):
-    from ferlab.config import load_config
     from ferlab.models import load_model
     from ferlab.runs.fc import run_training
+    from ferlab.settings.loading import load_config
 
     overrides = ["seed=1", "data.split_seed=4", "solver.epochs=2", "model.hidden_dims=[8]"]
     summary = run_training(load_config(None, overrides), tmp_path, verbose=False)
@@ -195,9 +195,9 @@ def test_evaluate_split_rebuilds_a_validation_part_held_out_with_a_split_seed(tm
 
 
 def test_evaluate_split_drops_classes_the_model_was_trained_without(tmp_path):
-    from ferlab.config import load_config
     from ferlab.models import load_model
     from ferlab.runs.fc import run_training
+    from ferlab.settings.loading import load_config
 
     overrides = ["solver.epochs=1", "model.hidden_dims=[8]", "data.exclude_classes=['9']"]
     summary = run_training(load_config(None, overrides), tmp_path, verbose=False)

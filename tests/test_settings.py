@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from ferlab.cli import main
-from ferlab.config import load_config
 from ferlab.errors import ConfigError
 from ferlab.settings import BaselineSettings, CNNSettings, TrainSettings, setting_keys
+from ferlab.settings.loading import load_config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"  # the site's pages (the README's former body)
 MISSING_DATA = "/nonexistent/data.tar.gz"  # loading it would fail: errors must come first

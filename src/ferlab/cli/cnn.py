@@ -59,7 +59,7 @@ def register(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     require_torch()
     from ferlab.deep.run import run_cnn_training
-    from ferlab.deep.settings import load_cnn_config
+    from ferlab.settings.cnn import load_cnn_config
 
     config = load_cnn_config(args.config, args.overrides, args.data)
     with output_folder(args.out, force=args.force, resume=bool(args.resume)) as out:

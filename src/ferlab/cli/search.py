@@ -146,8 +146,8 @@ def _storage(args: argparse.Namespace, study: str) -> str:
 
 
 def _load_space(args: argparse.Namespace):
-    from ferlab.config import apply_overrides, read_toml
     from ferlab.search.space import parse_space
+    from ferlab.settings.loading import apply_overrides, read_toml
 
     raw = read_toml(args.space)
     config = raw.setdefault("config", {})

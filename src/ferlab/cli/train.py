@@ -39,8 +39,8 @@ def printed_summary(summary: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.config import load_config
     from ferlab.runs.fc import run_training
+    from ferlab.settings.loading import load_config
 
     config = load_config(args.config, args.overrides, args.data)
     with output_folder(args.out, force=args.force, resume=bool(args.resume)) as out:

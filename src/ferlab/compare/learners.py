@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.config import load_config, merge, read_toml
 from ferlab.data import LabeledImages
 from ferlab.errors import ConfigError
 from ferlab.nn import Preprocessor
 from ferlab.settings import BaselineSettings
+from ferlab.settings.loading import load_config, merge, read_toml
 
 BASELINES = {
     "decision_tree": "sklearn.tree:DecisionTreeClassifier",
@@ -65,7 +65,7 @@ def load_learner(
         _baseline_estimator(config, seed=0)  # unknown parameters fail here, before any training
         return Learner(name, "baseline", config, str(path))
     if _is_cnn_config(raw):
-        from ferlab.deep.settings import load_cnn_config
+        from ferlab.settings.cnn import load_cnn_config
 
         return Learner(name, "cnn", load_cnn_config(path, overrides, data_path), str(path))
     return Learner(name, "fully_connected", load_config(path, overrides, data_path), str(path))

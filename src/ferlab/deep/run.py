@@ -14,10 +14,10 @@ from ferlab.deep.device import cpu_has_bf16, setup_device
 from ferlab.deep.distillation import load_teachers
 from ferlab.deep.io import model_meta, save_cnn
 from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened
-from ferlab.deep.settings import validate_cnn_config
 from ferlab.deep.trainer import CNNTrainer, EpochCallback, TensorData
 from ferlab.errors import ConfigError
 from ferlab.runs import RunFolder
+from ferlab.settings.cnn import validate_cnn_config
 
 # What may differ between a CNN run and its --resume (the schedule depends on the epochs, so
 # they may not): where the data lie (their contents are checked) and where the run computes.

@@ -1,21 +1,6 @@
-"""The CNN's TOML configuration: its schema is :class:`ferlab.settings.CNNSettings`."""
+"""Moved to :mod:`ferlab.settings.cnn`; kept only for ``extend.py``'s two lazy imports, which the
+lead is editing: delete this file once it imports from ``ferlab.settings.cnn``."""
 
-from __future__ import annotations
+from ferlab.settings.cnn import CNN_DEFAULTS, validate_cnn_config
 
-from typing import Any
-
-from ferlab.settings import CNNSettings, defaults, validate_config
-
-CNN_DEFAULTS: dict[str, Any] = defaults(CNNSettings)
-
-
-def validate_cnn_config(config: dict) -> dict:
-    """A CNN config completed with defaults and checked; raises ConfigError naming the key."""
-    return validate_config(config, CNNSettings)
-
-
-def load_cnn_config(path, overrides: list[str] | None = None, data_path: str | None = None) -> dict:
-    """Defaults, the TOML file, ``--set`` overrides and ``--data``, validated."""
-    from ferlab.config import load_config
-
-    return load_config(path, overrides, data_path, schema=CNNSettings)
+__all__ = ["CNN_DEFAULTS", "validate_cnn_config"]

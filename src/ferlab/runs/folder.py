@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ferlab.config import changed_keys
 from ferlab.errors import ConfigError
 from ferlab.files import write_json_atomic
+from ferlab.settings.loading import changed_keys
 
 
 class Part(Protocol):

@@ -18,7 +18,6 @@ from optuna.distributions import (
 )
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from ferlab.config import read_toml
 from ferlab.errors import ConfigError
 from ferlab.settings import (
     Section,
@@ -28,6 +27,7 @@ from ferlab.settings import (
     setting_keys,
     validate_config,
 )
+from ferlab.settings.loading import read_toml
 
 PARAM_TYPES = ("int", "float", "log-float", "categorical", "layers")
 DEFAULT_ORDER = ("lr", "dropout", "reg", "topology")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import optuna
 
-from ferlab.config import DEFAULTS
 from ferlab.errors import ConfigError
 from ferlab.search.runner import FINISHED, count, run_trials
 from ferlab.search.space import SearchSpace, parse_space
 from ferlab.search.storage import describe, driver_lock, is_rdb, open_storage
 from ferlab.search.trial import PRUNERS, TrialFn
+from ferlab.settings.loading import DEFAULTS
 
 META_KEY = "ferlab"
 MODES = ("random", "tpe", "sequential")

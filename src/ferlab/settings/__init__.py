@@ -1,0 +1,83 @@
+"""ferlab's settings: the schema of every config kind, reading config files, the CNN's config.
+
+- :mod:`ferlab.settings.schema`: the pydantic schema of every config kind and its validation
+  (re-exported here: ``from ferlab.settings import TrainSettings`` works as before);
+- :mod:`ferlab.settings.loading`: TOML files, ``--set`` overrides, ``--data``, merging configs;
+- :mod:`ferlab.settings.cnn`: the CNN config's defaults, validation and loading.
+
+The NumPy engine (:mod:`ferlab.nn`) has its own settings type and imports nothing from here.
+"""
+
+from ferlab.settings.schema import (
+    FC_OPTIMIZERS,
+    PREPROCESSING,
+    AugmentSettings,
+    BaselineDataSettings,
+    BaselineModel,
+    BaselineSettings,
+    CNNDataSettings,
+    CNNModelSettings,
+    CNNSettings,
+    CNNSolverSettings,
+    Count,
+    DataSettings,
+    DataSource,
+    DeviceSettings,
+    DistillSettings,
+    ExtendSettings,
+    FCModelSettings,
+    FCSolverSettings,
+    HeldOut,
+    Positive,
+    Preprocessed,
+    Probability,
+    Section,
+    TrainSettings,
+    check_value,
+    defaults,
+    describe_error,
+    fc_engine_settings,
+    fraction_or_count,
+    known_dataset,
+    setting_keys,
+    validate_arguments,
+    validate_config,
+    validate_options,
+)
+
+__all__ = [
+    "FC_OPTIMIZERS",
+    "PREPROCESSING",
+    "AugmentSettings",
+    "BaselineDataSettings",
+    "BaselineModel",
+    "BaselineSettings",
+    "CNNDataSettings",
+    "CNNModelSettings",
+    "CNNSettings",
+    "CNNSolverSettings",
+    "Count",
+    "DataSettings",
+    "DataSource",
+    "DeviceSettings",
+    "DistillSettings",
+    "ExtendSettings",
+    "FCModelSettings",
+    "FCSolverSettings",
+    "HeldOut",
+    "Positive",
+    "Preprocessed",
+    "Probability",
+    "Section",
+    "TrainSettings",
+    "check_value",
+    "defaults",
+    "describe_error",
+    "fc_engine_settings",
+    "fraction_or_count",
+    "known_dataset",
+    "setting_keys",
+    "validate_arguments",
+    "validate_config",
+    "validate_options",
+]
