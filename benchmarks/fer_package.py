@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,10 @@ import numpy as np
 from ferlab.metrics import class_measures, confusion_matrix
 from harness import RESULTS, side_by_side, this_cpu, write_record
 from recognizer_speed import classify_all
-from ship_model import calibration_faces
+
+# The release's own draw of the int8 calibration faces (release/ship_model.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "release"))
+from ship_model import calibration_faces  # noqa: E402
 
 RESULT = RESULTS / "fer_package.json"
 FER_MODEL = "data/emotion_model_quantized.tflite"

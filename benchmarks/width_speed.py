@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,10 @@ from ferlab.models import load_model
 from ferlab.onnx_model import quantize_onnx
 from harness import RESULTS, side_by_side, this_cpu, write_record
 from recognizer_speed import classify_all
-from ship_model import calibration_faces
+
+# The release's own draw of the int8 calibration faces (release/ship_model.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "release"))
+from ship_model import calibration_faces  # noqa: E402
 
 RESULT = RESULTS / "width_speed.json"
 SHIPPED_WIDTHS = "32,64,128,256"

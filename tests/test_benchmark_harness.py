@@ -138,8 +138,8 @@ def test_a_write_that_fails_midway_removes_its_temporary_file(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-# Every script that writes a record, all through write_record (ship_model.py writes the model
-# card and its copy instead, and real_photos.py is a library of photos).
+# Every script that writes a record, all through write_record (real_photos.py is a library of
+# photos; release/ship_model.py, apart from benchmarks, writes the model card and its copy).
 RECORDING_SCRIPTS = [
     "archive_integrity", "cnn_record", "cnn_speed", "detector_photos", "driver_throughput",
     "engine_speed", "fer_package", "fuzz_readers", "pipeline_accuracy", "recipe_time",

@@ -3,17 +3,17 @@
 # copy the data to local disk, train the shipped config fer2013_cnn_gpu, evaluate PublicTest and
 # PrivateTest without and with test-time augmentation, and write everything under $OUT.
 #
-#   OUT=/tmp/out DATA=/path/fer2013-images.tar.gz benchmarks/cnn_gpu_run.sh [--set KEY=VALUE ...]
+#   OUT=/tmp/out DATA=/path/fer2013-images.tar.gz release/cnn_gpu_run.sh [--set KEY=VALUE ...]
 #
 # Environment: OUT (results folder, default ./cnn-gpu-out), DATA (FER2013 tar.gz or folder;
 # default shared/data/ or /work/shared/data/), PYTHON (default: .venv/bin/python if present,
 # else python3), DEVICE (default auto). Extra arguments go to `ferlab cnn train`, e.g. a tiny
-# CPU check: DEVICE=cpu benchmarks/cnn_gpu_run.sh --set solver.epochs=1 --set data.train_limit=512
+# CPU check: DEVICE=cpu release/cnn_gpu_run.sh --set solver.epochs=1 --set data.train_limit=512
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/cnn-gpu-out}
 DEVICE=${DEVICE:-auto}
-source benchmarks/run_env.sh
+source release/run_env.sh
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -1,4 +1,4 @@
-# Sourced by the benchmark run scripts (cnn_gpu_run.sh, cnn_cpu_recipe.sh) from the repository
+# Sourced by the release run scripts (cnn_gpu_run.sh, cnn_cpu_recipe.sh) from the repository
 # root: PYTHON (default .venv/bin/python if present, else python3), DATA (FER2013 tar.gz or
 # folder; default shared/data/ or /work/shared/data/), and ferlab(), the CLI of this checkout.
 if [[ -z "${PYTHON:-}" ]]; then

@@ -4,7 +4,7 @@
 #   part 3  fer2013_cnn_cpu_view_part3.toml            16 epochs from part 1's model, taught by
 #           the ensemble of all three seeds' part-1 models through their logits computed once
 #           on 8 augmented views of each training face
-# Seed 0's part-3 model is the one to ship (benchmarks/ship_model.py): REFIT=1 and
+# Seed 0's part-3 model is the one to ship (release/ship_model.py): REFIT=1 and
 # --set data.split_seed=0 --set device.cpu_bf16=true, as below.
 # Until the 100-epoch part 1 measured better on validation, parts 1 and 2 were
 # fer2013_cnn_cpu_ema_erase.toml (40 epochs) and fer2013_cnn_cpu_restart.toml (36 epochs from
@@ -12,7 +12,7 @@
 # PART2_CONFIG=fer2013_cnn_cpu_restart.toml runs them; part 3 then starts from and is taught by
 # the part-2 models.
 #
-#   OUT=/tmp/recipe DATA=/path/fer2013-images.tar.gz benchmarks/cnn_cpu_recipe.sh \
+#   OUT=/tmp/recipe DATA=/path/fer2013-images.tar.gz release/cnn_cpu_recipe.sh \
 #     [--set KEY=VALUE ...]
 #
 # Extra arguments go to every `ferlab cnn train`, e.g. --set device.cpu_bf16=true on a CPU with
@@ -65,7 +65,7 @@ done
   { echo "cnn_cpu_recipe.sh: REFIT is 1 or unset, not $REFIT" >&2; exit 2; }
 [[ $UNTIL == part3 || -z "${PART2_FROM:-}" ]] ||
   { echo "cnn_cpu_recipe.sh: PART2_FROM runs part 3 only, not UNTIL=part2" >&2; exit 2; }
-source benchmarks/run_env.sh
+source release/run_env.sh
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -154,7 +154,7 @@ for line in (out / "times.txt").read_text().splitlines():
     elif sessions:
         sessions[-1][1] = int(seconds)
 record = {
-    "what": "the CPU recipe, run by benchmarks/cnn_cpu_recipe.sh",
+    "what": "the CPU recipe, run by release/cnn_cpu_recipe.sh",
     "wall_seconds": sum(end - start for start, end in sessions),
     "sessions": len(sessions),
     "parts": {},
