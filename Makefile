@@ -40,12 +40,12 @@ release-check: $(BIN)/ferlab
 	PYTHON=$(BIN)/python scripts/release_check.sh
 
 lint: $(BIN)/ferlab
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks release
+	$(BIN)/ruff format --check src tests benchmarks release
 
 format: $(BIN)/ferlab
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks release
+	$(BIN)/ruff check --fix src tests benchmarks release
 
 bench: $(BIN)/ferlab
 	$(BIN)/python benchmarks/engine_speed.py

@@ -76,8 +76,11 @@ def convert(tflite_path: Path) -> bytes:
         if code == RELU:
             nodes.append(helper.make_node("Relu", [name], [out]))
         elif code == RELU6:
-            nodes.append(helper.make_node("Clip", [name, add_constant(np.float32(0)),
-                                                   add_constant(np.float32(6))], [out]))
+            nodes.append(
+                helper.make_node(
+                    "Clip", [name, add_constant(np.float32(0)), add_constant(np.float32(6))], [out]
+                )
+            )
         else:
             raise SystemExit(f"unsupported fused activation {code}")
         return out
@@ -146,7 +149,9 @@ def convert(tflite_path: Path) -> bytes:
             pads = constant(inputs[1]).astype(np.int64)  # (4, 2): NHWC, before and after
             nchw = pads[[0, 3, 1, 2]]
             pad_list = np.concatenate([nchw[:, 0], nchw[:, 1]])
-            nodes.append(helper.make_node("Pad", [values[inputs[0]], add_constant(pad_list)], [name]))
+            nodes.append(
+                helper.make_node("Pad", [values[inputs[0]], add_constant(pad_list)], [name])
+            )
             values[output] = name
         elif kind == "RESIZE_BILINEAR":
             options = _options(op, "ResizeBilinearOptions")
@@ -185,9 +190,7 @@ def convert(tflite_path: Path) -> bytes:
             rank = len(out_shape)
             axis = options.Axis() % rank
             axis = TO_NCHW[axis] if rank == 4 else axis
-            nodes.append(
-                helper.make_node("Concat", [values[i] for i in inputs], [name], axis=axis)
-            )
+            nodes.append(helper.make_node("Concat", [values[i] for i in inputs], [name], axis=axis))
             values[output] = activate(name, options.FusedActivationFunction())
         else:
             raise SystemExit(f"{tflite_path}: operator {kind} is not handled by this converter")
@@ -246,8 +249,12 @@ def check_against_tflite(tflite_path: Path, onnx_bytes: bytes, photos: list[np.n
             (interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()),
             key=lambda a: -a.shape[-1],
         )
-        got = session.run(["regressors", "classificators"], {"image": image.transpose(2, 0, 1)[None]})
-        worst = max(worst, *(float(np.abs(e - g).max()) for e, g in zip(expected, got, strict=True)))
+        got = session.run(
+            ["regressors", "classificators"], {"image": image.transpose(2, 0, 1)[None]}
+        )
+        worst = max(
+            worst, *(float(np.abs(e - g).max()) for e, g in zip(expected, got, strict=True))
+        )
     return worst
 
 
@@ -261,11 +268,15 @@ def main() -> int:
         from skimage import data
 
         photos = [data.astronaut(), data.coffee(), data.chelsea()]
-        print(f"largest difference from TFLite: {check_against_tflite(args.tflite, onnx_bytes, photos):.2e}")
+        print(
+            f"largest difference from TFLite: {check_against_tflite(args.tflite, onnx_bytes, photos):.2e}"
+        )
     except ImportError as exc:
         print(f"not checked against TFLite ({exc.name} is not installed)", file=sys.stderr)
     args.onnx.write_bytes(onnx_bytes)
-    print(f"{args.onnx}: {len(onnx_bytes):,} bytes, sha256 {hashlib.sha256(onnx_bytes).hexdigest()}")
+    print(
+        f"{args.onnx}: {len(onnx_bytes):,} bytes, sha256 {hashlib.sha256(onnx_bytes).hexdigest()}"
+    )
     return 0
 
 
