@@ -65,9 +65,7 @@ LAYERS = [
      "assets", "configs", "extras"),
     ("nn",),  # the NumPy engine, with its own settings type
     ("data",),  # readers, cache, splits
-    # the settings package: schema, loading config files, the CNN's config ("config" is a
-    # re-export of ferlab.settings.loading.merge kept for extend.py until it imports from there)
-    ("settings", "config"),
+    ("settings",),  # the settings package: schema, loading config files, the CNN's config
     ("runs",),  # a training run's folder, shared by every kind of training; the fully connected run
     ("deep", "onnx_model"),  # the CNN: training, model files, export
     ("models",),  # load_model over every model file kind

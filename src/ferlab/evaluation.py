@@ -127,23 +127,22 @@ def split_of(classifier, data: LabeledImages, dataset: str, split: str) -> Label
     ``val`` rebuilds the validation part held out of training; classes excluded from training are
     dropped from every split and the rest renumbered as in training.
     """
-    from ferlab.data.split import split_images
+    from ferlab.data.split import recorded_splits
 
-    info = getattr(classifier, "training_info", None) or {}
-    data_config = dict(info.get("data") or {}, dataset=dataset)
-    if "val_size" not in data_config or "seed" not in info:
+    rebuilt = recorded_splits(data, getattr(classifier, "training_info", None), dataset=dataset)
+    if not rebuilt.recorded:
         if split == "val":
             raise ConfigError(
                 "this model file does not record how its validation split was made; "
                 "evaluate a test split instead"
             )
         return data.split(split)
-    if split == "val" and data_config.get("refit"):
+    if split == "val" and rebuilt.data_config.get("refit"):
         raise ConfigError(
             "this model also trained on its validation part (data.refit); "
             "evaluate a test split instead"
         )
-    splits = split_images(data, data_config, info["seed"])
+    splits = rebuilt.splits
     if split == "val":
         return splits.val
     if split == dataset_spec(dataset).train_split:

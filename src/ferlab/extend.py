@@ -147,19 +147,16 @@ def data_for_model(
     training_info: dict | None, data_path: str | None, *, strict: bool, use_cache: bool
 ) -> tuple[LabeledImages, LabeledImages, dict[str, LabeledImages], dict]:
     """The model's own training split again: (train, val, tests) with the old validation part."""
-    from ferlab.data.split import split_images
+    from ferlab.data.split import recorded_splits
 
-    info = training_info or {}
-    data_config = dict(info.get("data") or {})
-    if "dataset" not in data_config:
+    dataset = ((training_info or {}).get("data") or {}).get("dataset")
+    if dataset is None:
         raise ModelFileError("the model does not record which data set it was trained on")
-    data_config["exclude_classes"] = []  # every class is needed now
-    data_config["train_limit"] = data_config.get("train_limit")
-    data_config.setdefault("val_size", 0.1)
-    data = load_dataset(data_config["dataset"], data_path, strict=strict, use_cache=use_cache)
+    data = load_dataset(dataset, data_path, strict=strict, use_cache=use_cache)
     # The same seed and val_size give the same hold-out split, so the old model's validation
     # images stay out of the new training data.
-    splits = split_images(data, data_config, int(info.get("seed", 0)))
+    rebuilt = recorded_splits(data, training_info, every_class=True)  # new classes are needed
+    splits, data_config = rebuilt.splits, rebuilt.data_config
     return splits.train, splits.val, splits.tests, data_config
 
 
@@ -375,10 +372,10 @@ def _extend_cnn(old, new_classes: list[str], train, val, settings: ExtendSetting
 
     import torch
 
-    from ferlab.config import merge
     from ferlab.deep import CNNClassifier
-    from ferlab.deep.settings import CNN_DEFAULTS, validate_cnn_config
     from ferlab.deep.trainer import CNNTrainer, TensorData
+    from ferlab.settings.cnn import CNN_DEFAULTS, validate_cnn_config
+    from ferlab.settings.loading import merge
 
     module = copy.deepcopy(old.module).to("cpu")
     grow_linear_head(module, len(new_classes))

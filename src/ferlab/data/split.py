@@ -8,7 +8,7 @@ import numpy as np
 
 from ferlab.data import dataset_spec, load_dataset
 from ferlab.data.images import LabeledImages
-from ferlab.errors import ConfigError, DataError
+from ferlab.errors import ConfigError, DataError, ModelFileError
 
 
 def holdout_split(
@@ -132,6 +132,49 @@ def split_images(data: LabeledImages, data_config: dict, seed: int) -> SplitImag
     )
     excluded = data_config.get("exclude_classes") or []
     return drop_classes(splits, excluded) if excluded else splits
+
+
+# The validation part a run holds out unless its config says otherwise (the schema's default).
+DEFAULT_VAL_SIZE = 0.1
+
+
+@dataclass(frozen=True)
+class RecordedSplits:
+    """A model's data split rebuilt from its file's record: the ``splits``, the data settings
+    they were made with, and whether the record named the hold-out (``val_size`` and a seed)
+    rather than the defaults filling in for it."""
+
+    splits: SplitImages
+    data_config: dict
+    recorded: bool
+
+
+def recorded_splits(
+    data: LabeledImages,
+    training_info: dict | None,
+    *,
+    dataset: str | None = None,
+    every_class: bool = False,
+) -> RecordedSplits:
+    """The train/val/test split a model was trained on, from the training record its file holds
+    (``training_info``: ``data`` settings and ``seed``), for ``data`` of ``dataset`` (default:
+    the recorded one). What the record leaves out takes the defaults a run takes: val_size
+    :data:`DEFAULT_VAL_SIZE`, seed 0, no train_limit. The one rebuild of a model's split, used by
+    ``evaluate`` and ``extend`` alike. Classes the model was trained without are dropped from
+    every split, as in training, unless ``every_class`` (extend needs them)."""
+    info = training_info or {}
+    data_config = dict(info.get("data") or {})
+    if dataset is not None:
+        data_config["dataset"] = dataset
+    if "dataset" not in data_config:
+        raise ModelFileError("the model does not record which data set it was trained on")
+    recorded = "val_size" in data_config and "seed" in info
+    data_config.setdefault("val_size", DEFAULT_VAL_SIZE)
+    data_config.setdefault("train_limit", None)
+    if every_class:
+        data_config["exclude_classes"] = []
+    splits = split_images(data, data_config, int(info.get("seed", 0)))
+    return RecordedSplits(splits, data_config, recorded)
 
 
 def drop_classes(splits: SplitImages, excluded: list[str]) -> SplitImages:

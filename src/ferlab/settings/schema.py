@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from ferlab.data.split import DEFAULT_VAL_SIZE
 from ferlab.errors import ConfigError
 from ferlab.nn.settings import DTYPES, MONITORS, OPTIMIZERS, ModelSettings, SolverSettings
 from ferlab.nn.tracking import DEFAULT_MONITOR
@@ -73,7 +74,8 @@ class HeldOut(Section):
     """A validation part held out of the training split."""
 
     val_size: int | float = Field(
-        0.1, description="fraction in (0, 1) or whole count of training samples held out"
+        DEFAULT_VAL_SIZE,
+        description="fraction in (0, 1) or whole count of training samples held out",
     )
 
     split_seed: int | None = Field(
