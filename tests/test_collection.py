@@ -233,6 +233,20 @@ def test_settings_of_a_resumed_run_must_match_and_a_foreign_folder_is_refused(tm
     assert "--list" in capsys.readouterr().err
 
 
+def test_a_run_where_nothing_could_be_read_exits_2_in_one_line_and_leaves_no_folder(
+    tmp_path, capsys
+):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg").write_bytes(b"not a photo at all")
+    for inputs in ([str(tmp_path / "missing")], [str(broken / "a.jpg")]):
+        out = tmp_path / "out"
+        assert main(["analyse", *inputs, "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "nothing could be analysed" in err
+        assert not out.exists()
+
+
 # --- videos -----------------------------------------------------------------------------------
 
 

@@ -10,7 +10,9 @@ ones redone. Work runs here, in --workers N processes, or on a Dask cluster (--s
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
 from ferlab.cli.common import output_folder
 from ferlab.vision.detect import DEFAULT_DETECTOR, DETECTORS
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise FerlabError(f"--every must be >= 1, got {args.every}")
     class_names = recognizer(settings).class_names  # checks the model and detector first
     resume = read_manifest(args.out) is not None
+    created = not Path(args.out).expanduser().exists()
     total = None
     if not args.quiet and args.list != "-":
         total = count_in_background(lambda: count_inputs(args.inputs, list_file=args.list))
@@ -129,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
             options=options,
             total=total,
         )
+    read = summary.analysed - summary.skipped["unreadable"]  # unreadable inputs get a row too
+    if read + summary.already_done + summary.left == 0:
+        # Nothing could be read: say why in one line, and leave no output folder of our own.
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        reasons = "; ".join(
+            f"{reason} ({', '.join(summary.examples.get(reason, []))})"
+            for reason, _ in summary.skipped.most_common(2)
+        )
+        raise FerlabError(f"nothing could be analysed: {reasons or 'no inputs found'}")
     if not args.quiet:
         print(summary.text())
         print(f"results in {out}/chunks (read them with ferlab.collection.store.read_rows or "
