@@ -103,7 +103,7 @@ def accuracy(model, images, labels) -> float:
 def adapt_and_score(shipped, faces, labels, test_faces, test_labels, *, folds, seed, out: Path):
     """adapt_faces on the given faces, the int8 file written, scored on the held-out faces."""
     from ferlab.assets import shipped_model_path
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
     from ferlab.photos.adapt import adapt_faces, write_adapted
 
     started = time.perf_counter()
@@ -159,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ferlab.data import load_fer2013
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
     from ferlab.photos.evaluate import make_recognizer
 
     started = time.perf_counter()

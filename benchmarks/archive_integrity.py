@@ -152,7 +152,7 @@ def verification_cost(repeats: int) -> dict:
     Under a ferlab without these checks (``--label before`` on an older checkout) only the load
     times are measured, for the side-by-side ratio.
     """
-    from ferlab.arrays import read_npz
+    from ferlab.common.arrays import read_npz
     from ferlab.data.cache import cache_path
 
     try:

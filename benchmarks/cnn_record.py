@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ferlab.deep import load_cnn
-from ferlab.evaluation import evaluate_split
+from ferlab.evaluation.scoring import evaluate_split
 from harness import STAMP_KEYS, write_record
 
 SPLITS = ("public", "private")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.metrics import class_measures, confusion_matrix
+from ferlab.evaluation.metrics import class_measures, confusion_matrix
 from harness import RESULTS, side_by_side, this_cpu, write_record
 from recognizer_speed import classify_all
 
@@ -101,7 +101,7 @@ def main() -> None:
     from ferlab.assets import shipped_model_path
     from ferlab.data import load_fer2013
     from ferlab.deep.io import load_cnn
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
     from width_speed import int8_model
 
     torch.set_num_threads(1)

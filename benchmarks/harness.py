@@ -305,13 +305,13 @@ def utc_now() -> str:
 
 
 def atomic_files():
-    """ferlab's one atomic writer (``ferlab.files``); this checkout's copy of it when the
+    """ferlab's one atomic writer (``ferlab.common.files``); this checkout's copy of it when the
     ferlab imported is an older one without it (a before/after run under ``PYTHONPATH``)."""
     try:
-        from ferlab import files
+        from ferlab.common import files
     except ImportError:
         spec = importlib.util.spec_from_file_location(
-            "ferlab_files_of_this_checkout", ROOT / "src" / "ferlab" / "files.py"
+            "ferlab_files_of_this_checkout", ROOT / "src" / "ferlab" / "common" / "files.py"
         )
         files = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(files)  # it imports nothing of ferlab

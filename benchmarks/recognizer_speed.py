@@ -106,7 +106,7 @@ def main() -> None:
 
         from ferlab.deep import load_cnn
         from ferlab.deep.export import export_onnx
-        from ferlab.models import load_model
+        from ferlab.inference.models import load_model
 
         torch.set_num_threads(1)
         cnn = load_cnn(args.cnn)

@@ -48,7 +48,7 @@ TESTS = {"public_test": "PublicTest", "private_test": "PrivateTest"}
 
 def views_of(model, images: np.ndarray) -> dict[str, list[np.ndarray]]:
     """Uncalibrated probabilities of each TTA choice's views: {"none": [p], "flip": [p, p']}."""
-    from ferlab.calibration import flip_views
+    from ferlab.evaluation.calibration import flip_views
 
     plain, mirror = (np.asarray(model.predict_proba(v)) for v in flip_views(images, "flip"))
     return {"none": [plain], "flip": [plain, mirror]}
@@ -56,7 +56,7 @@ def views_of(model, images: np.ndarray) -> dict[str, list[np.ndarray]]:
 
 def figures(views: list[np.ndarray], labels: np.ndarray, temperature: float) -> dict:
     """Accuracy, NLL and ECE of the views averaged after ``temperature``."""
-    from ferlab.calibration import (
+    from ferlab.evaluation.calibration import (
         average_views,
         expected_calibration_error,
         negative_log_likelihood,
@@ -73,7 +73,7 @@ def figures(views: list[np.ndarray], labels: np.ndarray, temperature: float) -> 
 def ece_noise_floor(probs: np.ndarray, repeats: int = 50) -> dict:
     """The ECE a perfectly calibrated model would show on as many faces: labels drawn from the
     probabilities themselves (seeded), the mean and the 5th-95th percentiles over draws."""
-    from ferlab.calibration import expected_calibration_error
+    from ferlab.evaluation.calibration import expected_calibration_error
 
     rng = np.random.default_rng(0)
     cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
@@ -91,8 +91,8 @@ def ece_noise_floor(probs: np.ndarray, repeats: int = 50) -> dict:
 def speed(path: Path, faces: np.ndarray, repeats: int) -> tuple[dict[str, float], dict]:
     """Faces/s per TTA choice of the ONNX file at ``path``, one thread, side by side (3 x
     ``repeats`` interleaved rounds), and the timing's record part."""
-    from ferlab.calibration import TTA_VIEWS
-    from ferlab.models import load_model
+    from ferlab.evaluation.calibration import TTA_VIEWS
+    from ferlab.inference.models import load_model
     from recognizer_speed import classify_all
 
     models = {}
@@ -182,7 +182,9 @@ def main() -> None:
 
     import torch
 
-    from ferlab.calibration import (
+    from ferlab.data import load_fer2013
+    from ferlab.data.split import held_out_part, split_images
+    from ferlab.evaluation.calibration import (
         TTA_VIEWS,
         average_views,
         coverage_at_accuracy,
@@ -190,10 +192,8 @@ def main() -> None:
         reliability_bins,
         risk_coverage,
     )
-    from ferlab.data import load_fer2013
-    from ferlab.data.split import held_out_part, split_images
-    from ferlab.models import load_model
-    from ferlab.onnx_model import set_temperature
+    from ferlab.inference.models import load_model
+    from ferlab.inference.onnx_model import set_temperature
 
     torch.set_num_threads(1)
     data = load_fer2013(args.data)

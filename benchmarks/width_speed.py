@@ -29,8 +29,8 @@ from ferlab.deep.classifier import CNNClassifier
 from ferlab.deep.export import export_onnx
 from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.run import image_statistics
-from ferlab.models import load_model
-from ferlab.onnx_model import quantize_onnx
+from ferlab.inference.models import load_model
+from ferlab.inference.onnx_model import quantize_onnx
 from harness import RESULTS, side_by_side, this_cpu, write_record
 from recognizer_speed import classify_all
 

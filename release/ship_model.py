@@ -112,9 +112,9 @@ def main() -> None:
     from ferlab.data.split import REFIT_KEY, held_out_part, teachers_on_other_splits
     from ferlab.deep import load_cnn
     from ferlab.deep.export import export_onnx
-    from ferlab.metrics import evaluation_report
-    from ferlab.models import load_model
-    from ferlab.onnx_model import quantize_onnx
+    from ferlab.evaluation.metrics import evaluation_report
+    from ferlab.inference.models import load_model
+    from ferlab.inference.onnx_model import quantize_onnx
 
     run = Path(args.run_dir)
     cnn = load_cnn(run / "model.safetensors")

@@ -277,7 +277,7 @@ def test_damaged_cache_file_is_detected_and_rebuilt(tmp_path, monkeypatch):
 
 def test_cache_file_with_consistent_but_changed_arrays_is_detected(tmp_path):
     """Changed arrays that still form a valid npz (a zip CRC of their own) fail the digest."""
-    from ferlab.arrays import read_npz, write_npz
+    from ferlab.common.arrays import read_npz, write_npz
 
     path = write_tar(face_files(), tmp_path / "fer2013-images.tar.gz")
     reference = snapshot(load_quietly(path))
@@ -334,7 +334,7 @@ def test_sha256sums_is_verified_once_and_recorded_in_the_cache(tmp_path, monkeyp
     monkeypatch.setattr(integrity, "file_sha256", lambda p: hashed.append(p) or real(p))
     first = snapshot(load_quietly(path))
     assert hashed == [path]
-    from ferlab.arrays import read_npz
+    from ferlab.common.arrays import read_npz
 
     (entry,) = cache_files()
     meta, _ = read_npz(entry.path)

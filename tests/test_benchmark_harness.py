@@ -173,15 +173,16 @@ def test_a_script_runs_from_the_repository_root():
 
 
 def test_the_writer_is_this_checkouts_when_the_imported_ferlab_has_none(tmp_path, monkeypatch):
-    """A before/after run imports an older ferlab (``PYTHONPATH=OLD/src``) without ferlab.files."""
-    import ferlab
+    """A before/after run imports an older ferlab (``PYTHONPATH=OLD/src``) without
+    ferlab.common.files."""
+    import ferlab.common
 
-    monkeypatch.setitem(sys.modules, "ferlab.files", None)  # import ferlab.files now fails
-    monkeypatch.delattr(ferlab, "files", raising=False)
+    monkeypatch.setitem(sys.modules, "ferlab.common.files", None)  # importing it now fails
+    monkeypatch.delattr(ferlab.common, "files", raising=False)
     with pytest.raises(ImportError):
-        from ferlab import files  # noqa: F401
+        from ferlab.common import files  # noqa: F401
     files = harness.atomic_files()
     assert files.__name__ == "ferlab_files_of_this_checkout"
-    assert Path(files.__file__) == ROOT / "src" / "ferlab" / "files.py"
+    assert Path(files.__file__) == ROOT / "src" / "ferlab" / "common" / "files.py"
     harness.write_record(tmp_path / "x.json", {"figure": 1}, stamp=False)
     assert json.loads((tmp_path / "x.json").read_text()) == {"figure": 1}

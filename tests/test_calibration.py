@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferlab.calibration import (
+from ferlab.errors import ConfigError, FerlabError, ModelFileError
+from ferlab.evaluation.calibration import (
     TTA_VIEWS,
     UNCERTAIN,
     apply_temperature,
@@ -16,9 +17,8 @@ from ferlab.calibration import (
     reliability_bins,
     risk_coverage,
 )
-from ferlab.errors import ConfigError, FerlabError, ModelFileError
-from ferlab.models import load_model
-from ferlab.onnx_model import TEMPERATURE_KEY, set_temperature
+from ferlab.inference.models import load_model
+from ferlab.inference.onnx_model import TEMPERATURE_KEY, set_temperature
 
 NAMES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
@@ -225,7 +225,7 @@ def test_serve_min_confidence_answers_uncertain_with_probabilities(tmp_path, cap
 def test_a_calibrated_copy_holds_the_temperature_in_its_one_record(tmp_path):
     import onnx
 
-    from ferlab.models import model_record
+    from ferlab.inference.models import model_record
 
     old = tiny_onnx(tmp_path / "raw.onnx")  # the layout before the model record
     assert {p.key for p in onnx.load(str(old)).metadata_props} == {"ferlab_class_names"}

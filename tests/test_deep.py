@@ -220,7 +220,7 @@ def test_the_model_file_holds_no_pickle_and_states_its_format(trained):
 def test_a_corrupt_or_foreign_model_file_fails_cleanly(trained, tmp_path, corrupt):
     from safetensors.torch import save_file
 
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     path, _ = trained
     bad = tmp_path / "bad.safetensors"
@@ -309,7 +309,7 @@ def test_load_model_gives_one_interface_for_every_model_kind(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     from ferlab import load_model
     from ferlab.deep.export import export_onnx
-    from ferlab.models import Classifier, model_kind
+    from ferlab.inference.models import Classifier, model_kind
     from ferlab.nn import FullyConnectedNet, Preprocessor
 
     cnn_path, _ = trained
@@ -344,8 +344,8 @@ def test_load_model_gives_one_interface_for_every_model_kind(trained, tmp_path):
 def test_int8_quantization_keeps_the_interface_and_the_predictions(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     from ferlab.deep.export import export_onnx
-    from ferlab.models import load_model
-    from ferlab.onnx_model import quantize_onnx
+    from ferlab.inference.models import load_model
+    from ferlab.inference.onnx_model import quantize_onnx
 
     path, _ = trained
     export_onnx(load_cnn(path), tmp_path / "float.onnx", name="tiny")
@@ -366,7 +366,7 @@ def test_int8_weights_use_seven_bits_so_cpus_without_vnni_do_not_saturate(traine
     from onnx import numpy_helper
 
     from ferlab.deep.export import export_onnx
-    from ferlab.onnx_model import quantize_onnx
+    from ferlab.inference.onnx_model import quantize_onnx
 
     path, _ = trained
     export_onnx(load_cnn(path), tmp_path / "float.onnx")
@@ -386,7 +386,7 @@ def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
     import onnx
 
     from ferlab.deep.export import export_onnx
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     path, _ = trained
     export_onnx(load_cnn(path), tmp_path / "m.onnx")
@@ -403,11 +403,11 @@ def test_a_tampered_onnx_file_is_refused(trained, tmp_path):
 
 
 def test_predict_on_a_folder_for_both_model_types(trained, tmp_path):
-    from ferlab.compat import test_deep_fer_model
     from ferlab.data.fer2013 import CLASS_NAMES
-    from ferlab.models import model_kind
+    from ferlab.inference.compat import test_deep_fer_model
+    from ferlab.inference.models import model_kind
+    from ferlab.inference.predict import predict_folder
     from ferlab.nn import FullyConnectedNet, Preprocessor
-    from ferlab.predict import predict_folder
 
     cnn_path, _ = trained
     fc = FullyConnectedNet(48 * 48, [8], 7, seed=0)
@@ -435,8 +435,8 @@ def test_predict_on_a_folder_for_both_model_types(trained, tmp_path):
 
 
 def test_the_compat_script_takes_the_reports_cnn_model_name(trained, tmp_path, capsys):
-    """``python -m ferlab.compat --cnn FOLDER deep_fer_model`` finds the .safetensors file."""
-    from ferlab.compat import main as compat_main
+    """``python -m ferlab.inference.compat --cnn FOLDER deep_fer_model`` finds the .safetensors file."""
+    from ferlab.inference.compat import main as compat_main
 
     cnn_path, _ = trained
     folder = tmp_path / "images"
@@ -505,7 +505,7 @@ def test_cnn_commands_without_torch_print_the_install_hint(tmp_path):
         import sys
         sys.modules["torch"] = None  # importing torch now fails, as when it is not installed
         from ferlab.cli import main
-        import ferlab.models, ferlab.runs.fc, ferlab.predict, ferlab.evaluation  # no torch
+        import ferlab.inference.models, ferlab.runs.fc, ferlab.inference.predict, ferlab.evaluation.scoring  # no torch
         sys.exit(main(sys.argv[1:]))
         """
     )
@@ -790,7 +790,7 @@ def test_a_refit_run_trains_on_the_validation_part_too_and_keeps_its_last_epoch(
     """Refitting, a run may start from and learn from a model of another split (it trains on its
     validation part anyway), keeps its last epoch, and its model can neither start a run that
     validates on that part nor be evaluated there."""
-    from ferlab.evaluation import split_of
+    from ferlab.evaluation.scoring import split_of
 
     start_path, _ = trained
     config = tiny_config(
@@ -917,8 +917,8 @@ def test_new_cnn_and_onnx_files_hold_the_same_record(trained, tmp_path):
     import onnx
 
     from ferlab.deep.export import export_onnx
+    from ferlab.inference.models import model_record
     from ferlab.modelfile.record import FIELDS
-    from ferlab.models import model_record
 
     path, _ = trained
     raw = path.read_bytes()
@@ -940,7 +940,7 @@ def test_new_cnn_and_onnx_files_hold_the_same_record(trained, tmp_path):
 
 
 def test_a_format1_cnn_file_loads_as_before_and_saves_in_the_one_layout(trained, tmp_path):
-    from ferlab.models import load_model, model_record
+    from ferlab.inference.models import load_model, model_record
 
     path, _ = trained
     classifier = load_cnn(path)
@@ -970,7 +970,7 @@ def test_a_format1_cnn_file_loads_as_before_and_saves_in_the_one_layout(trained,
 def test_a_damaged_cnn_record_is_one_line(trained, tmp_path, change, message):
     from safetensors.torch import save_file
 
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     path, _ = trained
     classifier = load_cnn(path)
@@ -992,8 +992,8 @@ def test_a_format1_onnx_file_loads_as_before(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from ferlab.models import load_model, model_record
-    from ferlab.onnx_model import quantize_onnx, set_temperature
+    from ferlab.inference.models import load_model, model_record
+    from ferlab.inference.onnx_model import quantize_onnx, set_temperature
 
     path, _ = trained
     classifier = load_cnn(path)
@@ -1029,7 +1029,7 @@ def test_a_format1_onnx_file_loads_as_before(trained, tmp_path):
 
 @pytest.mark.skipif(not COMMITTED_MODELS, reason="no committed checkpoints in this tree")
 def test_the_committed_checkpoints_still_load():
-    from ferlab.models import load_model, model_record
+    from ferlab.inference.models import load_model, model_record
 
     for path in COMMITTED_MODELS:
         record = model_record(path)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ferlab.extras import EXTRA_OF_MODULE
+from ferlab.common.extras import EXTRA_OF_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "ferlab"

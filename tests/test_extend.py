@@ -7,9 +7,9 @@ import pytest
 
 from ferlab.cli import main
 from ferlab.errors import ConfigError, DataError, ModelFileError
-from ferlab.extend import extend_model, grow_fully_connected, relabel
 from ferlab.nn import FullyConnectedNet
 from ferlab.nn.model_io import load_fully_connected
+from ferlab.runs.extend import extend_model, grow_fully_connected, relabel
 from ferlab.runs.fc import run_training
 from ferlab.settings import ExtendSettings, validate_options
 from ferlab.settings.loading import load_config
@@ -69,7 +69,7 @@ def test_relabel_maps_labels_by_class_name():
 
 def test_oversampling_balances_classes_reproducibly():
     from ferlab.data import LabeledImages
-    from ferlab.extend import oversample
+    from ferlab.runs.extend import oversample
 
     labels = np.array([0] * 10 + [1] * 3 + [3] * 1)
     data = LabeledImages(np.arange(14).reshape(14, 1, 1), labels, list("abcd"), ["t"] * 14)
@@ -170,7 +170,7 @@ def save_tiny_cnn(path, class_names, dataset="synthetic48"):
 def test_growing_a_cnn_head_keeps_old_logits_and_needs_the_layer():
     torch = pytest.importorskip("torch")
     from ferlab.deep.model import FerCNN
-    from ferlab.extend import grow_linear_head
+    from ferlab.runs.extend import grow_linear_head
 
     torch.manual_seed(0)
     module = FerCNN(2, [4, 8], [1, 1]).eval()

@@ -7,8 +7,8 @@ import stat
 import numpy as np
 import pytest
 
-from ferlab.arrays import read_npz, write_npz
-from ferlab.files import (
+from ferlab.common.arrays import read_npz, write_npz
+from ferlab.common.files import (
     atomic_path,
     file_mode,
     write_bytes_atomic,

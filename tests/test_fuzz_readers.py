@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferlab.arrays import read_npz, write_npz
+from ferlab.common.arrays import read_npz, write_npz
 from ferlab.data import load_cifar10, load_fer2013
 from ferlab.errors import DataError, ModelFileError
 

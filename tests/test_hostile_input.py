@@ -204,7 +204,7 @@ def small_model(tmp_path):
 
 
 def tamper(path, out, *, meta_change=None, arrays_change=None):
-    from ferlab.arrays import read_npz, write_npz
+    from ferlab.common.arrays import read_npz, write_npz
 
     meta, arrays = read_npz(path)
     if meta_change:
@@ -216,7 +216,7 @@ def tamper(path, out, *, meta_change=None, arrays_change=None):
 
 def test_tampered_model_metadata_is_checked_before_allocating(tmp_path):
     from ferlab.errors import ModelFileError
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     path = small_model(tmp_path)
 
@@ -254,9 +254,9 @@ def test_tampered_model_metadata_is_checked_before_allocating(tmp_path):
 def test_a_compressed_array_bomb_is_refused_unread(tmp_path, monkeypatch):
     import zipfile
 
-    import ferlab.arrays
+    import ferlab.common.arrays
     from ferlab.errors import ModelFileError
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     path = small_model(tmp_path)
     bomb = tmp_path / "bomb.npz"
@@ -265,7 +265,7 @@ def test_a_compressed_array_bomb_is_refused_unread(tmp_path, monkeypatch):
             out.writestr(info.filename, good.read(info))
         out.writestr("extra.npy", b"\0" * (32 * 1024 * 1024))
     assert bomb.stat().st_size < 1_000_000
-    monkeypatch.setattr(ferlab.arrays, "MAX_ARRAY_BYTES", 16 * 1024 * 1024)
+    monkeypatch.setattr(ferlab.common.arrays, "MAX_ARRAY_BYTES", 16 * 1024 * 1024)
     with pytest.raises(ModelFileError, match="declares .* bytes of arrays, more than"):
         load_model(bomb)
 
@@ -276,7 +276,7 @@ def test_tampered_cnn_architecture_is_refused_before_building(tmp_path):
     from ferlab.deep.io import model_meta
     from ferlab.deep.model import architecture_from_config
     from ferlab.errors import ModelFileError
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     tiny = {"widths": [4, 8], "convs": [1, 1], "dropout": 0.0, "head_dropout": 0.0}
     arch = architecture_from_config(tiny, 3)
@@ -506,7 +506,7 @@ def test_resume_with_another_config_or_other_data_is_refused(tmp_path, capsys):
 
 
 def json_epoch(checkpoint):
-    from ferlab.arrays import read_npz
+    from ferlab.common.arrays import read_npz
 
     meta, _ = read_npz(checkpoint)
     return int(meta["epoch"])

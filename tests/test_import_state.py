@@ -47,7 +47,7 @@ def test_importing_every_module_changes_no_global_state():
 
 def test_importing_ferlab_imports_no_heavy_dependency():
     code = (
-        "import sys, ferlab, ferlab.cli, ferlab.models, ferlab.vision;"
+        "import sys, ferlab, ferlab.cli, ferlab.inference.models, ferlab.vision;"
         "heavy = [m for m in ('torch', 'cv2', 'onnxruntime', 'matplotlib.pyplot', 'fastapi')"
         " if m in sys.modules]; print(heavy)"
     )

@@ -57,21 +57,25 @@ def test_no_import_cycle():
 
 
 # The layers, lowest first: a module may import its own layer and those below, never above.
-# Each name is a top-level module or package of ferlab ("ferlab" is the root package's lazy API).
+# Each name is a module or package of ferlab, without the "ferlab." prefix; a module belongs to the
+# longest name that contains it ("inference.models" before "inference"; "ferlab" is the root
+# package's lazy API). A package whose modules sit in several layers imports none of them.
 LAYERS = [
-    # foundation: errors, the one atomic writer, array files, the model record, metrics,
-    # progress, plots, assets
-    ("errors", "files", "arrays", "calibration", "modelfile", "metrics", "progress", "plots",
-     "assets", "configs", "extras"),
+    # foundation: errors, what every layer uses (the atomic writer, array files, progress, extras,
+    # plots), the model record, the report's measures and calibration, assets, shipped configs
+    ("errors", "common", "modelfile", "evaluation.metrics", "evaluation.calibration", "assets",
+     "configs", "inference", "evaluation"),
     ("nn",),  # the NumPy engine, with its own settings type
     ("data",),  # readers, cache, splits
     ("settings",),  # the settings package: schema, loading config files, the CNN's config
     ("runs",),  # a training run's folder, shared by every kind of training; the fully connected run
-    ("deep", "onnx_model"),  # the CNN: training, model files, export
-    ("models",),  # load_model over every model file kind
-    ("vision", "predict", "evaluation", "search"),  # faces in photos, scoring, searching
-    ("compare", "extend", "versions", "collection", "photos"),  # commands built on the above
-    ("serve", "cli", "ferlab", "compat"),  # entry points
+    ("deep", "inference.onnx_model"),  # the CNN: training, model files, export; ONNX models
+    ("inference.models",),  # load_model over every model file kind
+    # faces in photos, predicting folders, scoring a model on its split, searching
+    ("vision", "inference.predict", "evaluation.scoring", "search"),
+    # commands built on the above
+    ("compare", "runs.extend", "inference.versions", "collection", "photos"),
+    ("serve", "cli", "ferlab", "inference.compat"),  # entry points
 ]  # fmt: skip
 # Imports from a lower layer to a higher one that the tree still holds, each named as
 # "importer -> imported" (module names): to be emptied, never added to.
@@ -79,9 +83,12 @@ KNOWN_UPWARD_IMPORTS: set[str] = set()
 
 
 def unit_of(module: str) -> str:
-    """The top-level module or package ``module`` belongs to (``ferlab`` for the root)."""
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "ferlab"
+    """The declared layer name ``module`` belongs to: the longest that contains it."""
+    name = module.removeprefix("ferlab.") if module != "ferlab" else "ferlab"
+    declared = {n for layer in LAYERS for n in layer}
+    while name not in declared and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
 
 
 def test_every_module_sits_in_one_declared_layer():

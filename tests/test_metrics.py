@@ -5,8 +5,8 @@ import pytest
 
 from ferlab.cli import main
 from ferlab.errors import ConfigError
-from ferlab.evaluation import evaluate_classifier, evaluate_split, resolve_split
-from ferlab.metrics import confusion_matrix, evaluation_report, normalize_rows
+from ferlab.evaluation.metrics import confusion_matrix, evaluation_report, normalize_rows
+from ferlab.evaluation.scoring import evaluate_classifier, evaluate_split, resolve_split
 
 # Rows: true class, columns: predicted.  [[3, 1, 0], [2, 1, 1], [0, 0, 2]]
 Y_TRUE = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
@@ -154,7 +154,7 @@ def digits_run(tmp_path_factory):
 
 
 def test_evaluate_split_rebuilds_the_validation_part(digits_run):
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     out, summary = digits_run
     model = load_model(out / "model.npz")
@@ -182,7 +182,7 @@ def test_evaluate_command_prints_and_saves_the_report(digits_run, tmp_path, caps
 
 
 def test_evaluate_split_rebuilds_a_validation_part_held_out_with_a_split_seed(tmp_path):
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
     from ferlab.runs.fc import run_training
     from ferlab.settings.loading import load_config
 
@@ -195,7 +195,7 @@ def test_evaluate_split_rebuilds_a_validation_part_held_out_with_a_split_seed(tm
 
 
 def test_evaluate_split_drops_classes_the_model_was_trained_without(tmp_path):
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
     from ferlab.runs.fc import run_training
     from ferlab.settings.loading import load_config
 

@@ -5,11 +5,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from ferlab.arrays import read_npz, write_npz
+from ferlab.common.arrays import read_npz, write_npz
 from ferlab.errors import ModelFileError
+from ferlab.inference.models import load_model, model_record
 from ferlab.modelfile import FORMAT_VERSION, FORMATS, decode_record, encode_record, new_record
 from ferlab.modelfile.record import FIELDS
-from ferlab.models import load_model, model_record
 from ferlab.nn import FullyConnectedNet, Preprocessor, load_fully_connected
 
 

@@ -21,7 +21,7 @@ pytest.importorskip("torch")
 from ferlab.cli import main  # noqa: E402
 from ferlab.compare import paired_tests  # noqa: E402
 from ferlab.errors import ConfigError, DataError  # noqa: E402
-from ferlab.models import load_model  # noqa: E402
+from ferlab.inference.models import load_model  # noqa: E402
 from ferlab.photos import adapt_photos, evaluate_photos, load_photo_set  # noqa: E402
 from ferlab.photos.adapt import check_class_sizes  # noqa: E402
 from ferlab.photos.parent import rebuild_from_onnx  # noqa: E402

@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from ferlab.cli import main
-from ferlab.compat import test_fer_model
 from ferlab.data.fer2013 import CLASS_NAMES
 from ferlab.errors import DataError, ModelFileError
+from ferlab.inference.compat import test_fer_model
+from ferlab.inference.predict import predict_folder, read_images, target_format
 from ferlab.nn import FullyConnectedNet, Preprocessor
-from ferlab.predict import predict_folder, read_images, target_format
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def folder(tmp_path):
 
 
 def direct_predictions(model_path, folder, names):
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     model = load_model(model_path)
     images = np.stack([np.asarray(Image.open(folder / n).convert("L")) for n in names])
@@ -112,7 +112,7 @@ def test_module_script_prints_one_index_per_image(model_path, folder):
         [
             sys.executable,
             "-m",
-            "ferlab.compat",
+            "ferlab.inference.compat",
             str(folder),
             str(model_path.with_suffix("")),
         ],

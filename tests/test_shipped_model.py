@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ferlab.assets import model_card, shipped_model_path
-from ferlab.models import load_model
+from ferlab.inference.models import load_model
 
 FER2013 = Path(
     os.environ.get(
@@ -48,7 +48,7 @@ def test_the_shipped_file_keeps_its_old_layout_and_reads_as_one_record():
     """The shipped model predates the model record (separate ``ferlab_*`` entries); it is read,
     not rewritten, into the same record as a new file's."""
     onnx = pytest.importorskip("onnx")
-    from ferlab.models import model_record
+    from ferlab.inference.models import model_record
 
     path, card = shipped_model_path(), model_card()
     keys = {p.key for p in onnx.load(str(path)).metadata_props}

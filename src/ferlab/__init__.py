@@ -10,7 +10,7 @@ __all__ = ["EmotionRecognizer", "Face", "load_model", "__version__"]
 
 def __getattr__(name: str):
     if name == "load_model":
-        from ferlab.models import load_model
+        from ferlab.inference.models import load_model
 
         return load_model
     if name in ("EmotionRecognizer", "Face"):

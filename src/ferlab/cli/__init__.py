@@ -10,8 +10,8 @@ import sys
 import warnings
 
 from ferlab.cli.common import FerlabParser
+from ferlab.common.extras import missing_extra_message
 from ferlab.errors import FerlabError
-from ferlab.extras import missing_extra_message
 
 COMMAND_MODULES = [
     "ferlab.cli.train",
@@ -38,7 +38,7 @@ class VersionAction(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from ferlab.versions import version_facts, version_text
+        from ferlab.inference.versions import version_facts, version_text
 
         sys.stdout.write(version_text(version_facts()))
         parser.exit()

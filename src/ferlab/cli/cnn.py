@@ -81,7 +81,7 @@ def run_export(args: argparse.Namespace) -> int:
     require_torch()
     from ferlab.deep.export import export_onnx
     from ferlab.deep.io import load_cnn
-    from ferlab.models import model_kind
+    from ferlab.inference.models import model_kind
 
     model = Path(args.model)
     kind = model_kind(model)

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferlab.compare import load_learner, run_compare
-    from ferlab.metrics import percent
+    from ferlab.evaluation.metrics import percent
 
     learner_a = load_learner(args.config_a, args.overrides_a, args.data)
     learner_b = load_learner(args.config_b, args.overrides_b, args.data)

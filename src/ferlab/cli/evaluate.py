@@ -77,8 +77,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.evaluation import REPORT_FILES, evaluate_split
-    from ferlab.models import load_model, with_options
+    from ferlab.evaluation.scoring import REPORT_FILES, evaluate_split
+    from ferlab.inference.models import load_model, with_options
 
     if args.photos:
         return run_photos(args)
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_photos(args: argparse.Namespace) -> int:
     """``evaluate --photos``: the report on the user's photos, written to --out."""
-    from ferlab.evaluation import REPORT_FILES
+    from ferlab.evaluation.scoring import REPORT_FILES
     from ferlab.photos.evaluate import PHOTO_FILES, evaluate_photos
     from ferlab.photos.sets import parse_mapping
 
@@ -131,7 +131,7 @@ def run_photos(args: argparse.Namespace) -> int:
 
 def print_report(report, output_format: str, out_dir: Path) -> None:
     """Print an evaluation report as text, Markdown or JSON, and say where its files went."""
-    from ferlab.evaluation import REPORT_FILES
+    from ferlab.evaluation.scoring import REPORT_FILES
 
     printers = {"text": report.to_text, "markdown": report.to_markdown, "json": report.to_json}
     print(printers[output_format](), end="")

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferlab.extend import extend_model
+    from ferlab.runs.extend import extend_model
     from ferlab.settings import ExtendSettings, validate_options
 
     new_classes = [name.strip() for name in args.new_classes.split(",") if name.strip()]

@@ -14,7 +14,7 @@ from ferlab.cli.common import (
     add_set_argument,
     output_folder,
 )
-from ferlab.metrics import percent
+from ferlab.evaluation.metrics import percent
 
 PRUNER_CHOICES = ("median", "hyperband", "none")
 

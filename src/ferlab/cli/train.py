@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 def printed_summary(summary: dict) -> dict:
     """The summary as printed: every accuracy as a percentage (``summary.json`` keeps fractions)."""
-    from ferlab.metrics import percent
+    from ferlab.evaluation.metrics import percent
 
     return {
         key: percent(value) if key.endswith("_accuracy") and isinstance(value, float) else value

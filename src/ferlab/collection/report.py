@@ -130,7 +130,7 @@ def save_timeline(rows: list[dict], class_names: list[str], path: Path, title: s
             series.setdefault(row["track"], []).append((row["time"], probs))
     if not series:
         return False
-    from ferlab.plots import plot_emotion_timeline
+    from ferlab.common.plots import plot_emotion_timeline
 
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_emotion_timeline(series, class_names, path, title=title)

@@ -44,8 +44,8 @@ from ferlab.collection.store import (
 )
 from ferlab.collection.walk import Input, Skip
 from ferlab.collection.work import PhotoTask, RangeTask, Settings, face_rows, run_task, video_length
+from ferlab.common.files import write_json_atomic
 from ferlab.errors import FerlabError
-from ferlab.files import write_json_atomic
 
 
 @dataclass

@@ -24,8 +24,8 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ferlab.common.files import atomic_path
 from ferlab.errors import FerlabError
-from ferlab.files import atomic_path
 from ferlab.vision.detection import LANDMARKS
 
 SCHEMA_VERSION = 1

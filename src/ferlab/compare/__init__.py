@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ferlab.common.progress import show_bars
 from ferlab.compare.learners import FoldResult, Learner, load_learner
 from ferlab.compare.stats import ALPHA, check_fold_counts, cv_folds, paired_tests
 from ferlab.data import dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
-from ferlab.metrics import percent
-from ferlab.progress import show_bars
+from ferlab.evaluation.metrics import percent
 from ferlab.runs import RunFolder
 
 __all__ = [
@@ -203,7 +203,7 @@ def plot_fold_errors(record: dict, path: str | Path) -> Path:
     """Box plot of both learners' fold errors, with the individual folds drawn on top."""
     from matplotlib.figure import Figure
 
-    from ferlab.plots import save_figure
+    from ferlab.common.plots import save_figure
 
     a, b = record["learners"]["a"], record["learners"]["b"]
     fig = Figure(figsize=(5, 4))

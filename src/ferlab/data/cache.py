@@ -75,7 +75,7 @@ def cached(
     A source with a checksum in a ``SHA256SUMS`` beside it is verified before it is loaded
     (DataError naming it on a mismatch), with or without the cache.
     """
-    from ferlab.arrays import read_npz, write_npz
+    from ferlab.common.arrays import read_npz, write_npz
 
     if not use_cache:
         verify_sha256(path)

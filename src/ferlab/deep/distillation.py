@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ferlab.common.progress import show_bars
 from ferlab.deep.augment import normalize, random_warp
 from ferlab.deep.device import autocast, memory_format, prepare
 from ferlab.deep.export import network_session
 from ferlab.errors import ConfigError, ModelFileError
-from ferlab.progress import show_bars
 
 # distill.views draws its views from a generator of its own, seeded with the run's seed plus this
 # offset: a resumed run draws the same views, and they share no stream with the batches' draws.

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ferlab.common.files import write_bytes_atomic
 from ferlab.deep.augment import center_crop
 from ferlab.deep.classifier import CNNClassifier
 from ferlab.errors import FerlabError
-from ferlab.files import write_bytes_atomic
+from ferlab.inference.onnx_model import write_record
 from ferlab.modelfile import new_record
-from ferlab.onnx_model import write_record
 
 if TYPE_CHECKING:
     import onnxruntime

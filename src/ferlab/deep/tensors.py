@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ferlab.common.files import atomic_path
 from ferlab.errors import ModelFileError
-from ferlab.files import atomic_path
 from ferlab.modelfile import FORMAT_VERSION as MODEL_FORMAT_VERSION
 from ferlab.modelfile import (
     FORMATS,

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ferlab.common.progress import show_bars
 from ferlab.deep import checkpoint, distillation
 from ferlab.deep.augment import center_crop, mix_batch, normalize, random_erase, random_warp
 from ferlab.deep.checkpoint import CHECKPOINT_NAME, MODEL_NAME
@@ -23,7 +24,7 @@ from ferlab.deep.io import save_cnn
 from ferlab.deep.losses import Targets, distillation_loss, mixed_cross_entropy
 from ferlab.deep.schedule import make_optimizer, set_lr
 from ferlab.errors import DataError, TrainingDiverged
-from ferlab.metrics import percent
+from ferlab.evaluation.metrics import percent
 from ferlab.nn.tracking import (
     BestEpoch,
     EpochCallback,
@@ -31,7 +32,6 @@ from ferlab.nn.tracking import (
     new_history,
     record_epoch,
 )
-from ferlab.progress import show_bars
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 

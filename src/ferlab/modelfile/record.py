@@ -32,8 +32,8 @@ import math
 import os
 
 from ferlab import __version__
-from ferlab.calibration import TTA_VIEWS, check_temperature
 from ferlab.errors import ModelFileError
+from ferlab.evaluation.calibration import TTA_VIEWS, check_temperature
 
 RECORD_KEY = "ferlab"
 FORMAT_VERSION = 2

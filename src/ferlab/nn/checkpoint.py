@@ -2,7 +2,7 @@
 
 Parameters, the best epoch's parameters, the optimizer's state and settings, the RNG state, the
 history and the early-stopping state, in one ``.npz`` with a JSON header (no pickle), written
-atomically (:func:`ferlab.arrays.write_npz`).
+atomically (:func:`ferlab.common.arrays.write_npz`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def solver_state(solver: SolverState) -> tuple[dict, dict[str, np.ndarray]]:
 
 def save_checkpoint(solver: SolverState, path: str | os.PathLike) -> Path:
     """Write ``solver``'s checkpoint atomically to ``path``; return the path."""
-    from ferlab.arrays import write_npz
+    from ferlab.common.arrays import write_npz
 
     meta, arrays = solver_state(solver)
     return write_npz(path, meta, arrays)
@@ -75,7 +75,7 @@ def load_checkpoint(solver: SolverState, path: str | os.PathLike, keys: Sequence
     """Restore into ``solver`` and its model what :func:`save_checkpoint` wrote; the history
     under ``keys`` (a key the checkpoint lacks, such as train_l2 before it was recorded, holds
     NaN)."""
-    from ferlab.arrays import read_npz
+    from ferlab.common.arrays import read_npz
 
     meta, arrays = read_npz(path, expected_format=CHECKPOINT_FORMAT)
     model = solver.model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.arrays import write_npz
+from ferlab.common.arrays import write_npz
 from ferlab.modelfile import RECORD_KEY, encode_record, new_record
 from ferlab.nn.layers import (
     dropout_backward,

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ferlab.arrays import read_npz
+from ferlab.common.arrays import read_npz
 from ferlab.errors import ModelFileError
 from ferlab.modelfile import check_record, fully_connected_record
 from ferlab.nn.fc_net import FullyConnectedNet

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ferlab.common.progress import show_bars
 from ferlab.errors import DataError, TrainingDiverged
-from ferlab.metrics import percent
+from ferlab.evaluation.metrics import percent
 from ferlab.nn import checkpoint
 from ferlab.nn.checkpoint import CHECKPOINT_NAME
 from ferlab.nn.layers import softmax_loss
@@ -26,7 +27,6 @@ from ferlab.nn.tracking import (
     new_history,
     record_epoch,
 )
-from ferlab.progress import show_bars
 
 __all__ = [
     "CHECKPOINT_NAME",

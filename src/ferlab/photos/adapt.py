@@ -110,7 +110,7 @@ def cross_validate(
     the adapted error; and the k-fold mean error of every choice (which the final model uses)."""
     from tqdm.auto import tqdm
 
-    from ferlab.progress import show_bars
+    from ferlab.common.progress import show_bars
 
     parent_pred = np.asarray(parent.predict_proba(crops)).argmax(axis=1)
     splits = cv_folds(labels, folds, 1, seed)
@@ -169,8 +169,8 @@ def starting_network(parent, crops: np.ndarray, class_names: list[str]) -> tuple
     """The float network adapting starts from (a copy of a CNN parent, or the network rebuilt
     from an ONNX one) with outputs for ``class_names``, and how often it agrees with the parent."""
     from ferlab.deep import CNNClassifier
-    from ferlab.extend import grow_linear_head
     from ferlab.photos.parent import rebuild_from_onnx
+    from ferlab.runs.extend import grow_linear_head
 
     if isinstance(parent, CNNClassifier):
         network, agreement = copy.deepcopy(parent).to("cpu"), 1.0
@@ -292,7 +292,7 @@ def adapt_photos(
     Returns the record.
     """
     from ferlab.assets import resolve_model
-    from ferlab.models import load_model, model_kind
+    from ferlab.inference.models import load_model, model_kind
     from ferlab.photos.evaluate import make_recognizer
     from ferlab.photos.faces import find_faces
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.files import write_json_atomic, write_text_atomic
-from ferlab.metrics import EvaluationReport
+from ferlab.common.files import write_json_atomic, write_text_atomic
+from ferlab.evaluation.metrics import EvaluationReport
 from ferlab.photos.faces import PhotoFaces, find_faces
 from ferlab.photos.sets import PhotoSet, class_indices, load_photo_set
 
@@ -77,7 +77,7 @@ class PhotoEvaluation:
 def make_recognizer(model, *, detector: str = "blazeface", tta: str = "flip", threads: int = 1):
     """The :class:`EmotionRecognizer` that frames faces as ``predict`` does, for ``model`` (a
     path, ``"shipped"`` or a loaded classifier); ``tta`` applies to models that have views."""
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
     from ferlab.vision.recognizer import EmotionRecognizer
 
     if not hasattr(model, "predict_proba"):
@@ -91,7 +91,7 @@ def evaluate_faces(
     classifier, photos: PhotoSet, faces: PhotoFaces, *, title: str | None = None
 ) -> PhotoEvaluation:
     """The report of ``classifier`` on faces already cut out of ``photos``."""
-    from ferlab.metrics import evaluation_report
+    from ferlab.evaluation.metrics import evaluation_report
 
     labels, classes = class_indices([photos.labels[r] for r in faces.rows], classifier.class_names)
     probabilities = np.asarray(classifier.predict_proba(faces.crops), dtype=np.float64)
@@ -136,7 +136,7 @@ def evaluate_photos(
 
 def save_photo_evaluation(result: PhotoEvaluation, out_dir: str | Path) -> list[Path]:
     """Write the report's files and faces.json, no_face.txt and mistakes.png into ``out_dir``."""
-    from ferlab.evaluation import save_report
+    from ferlab.evaluation.scoring import save_report
     from ferlab.photos.sheet import contact_sheet
 
     out_dir = Path(out_dir)

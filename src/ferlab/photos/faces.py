@@ -50,7 +50,7 @@ def find_faces(recognizer, photos: PhotoSet, *, verbose: bool = True) -> PhotoFa
     """
     from tqdm.auto import tqdm
 
-    from ferlab.progress import show_bars
+    from ferlab.common.progress import show_bars
 
     crops, rows, boxes, missing = [], [], [], []
     cache: dict = {}

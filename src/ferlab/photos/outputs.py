@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.files import write_json_atomic, write_text_atomic
+from ferlab.common.files import write_json_atomic, write_text_atomic
 
 MODEL_FILES = {"onnx": "model.onnx", "cnn": "model.safetensors"}
 ADAPT_FILES = ("adapt.json", "model_card.json", "MODEL_CARD.md", "no_face.txt")
@@ -38,7 +38,7 @@ def write_adapted(
     if not quantized:
         export_onnx(network, target, name=network.meta.get("name") or "adapted")
         return target
-    from ferlab.onnx_model import quantize_onnx
+    from ferlab.inference.onnx_model import quantize_onnx
 
     with tempfile.TemporaryDirectory(prefix="ferlab-adapt-") as folder:
         float_path = Path(folder) / "float.onnx"
@@ -71,7 +71,7 @@ def data_facts(photos, faces, labels: np.ndarray) -> dict:
 def file_record(target: Path, network, faces, labels, class_names, photos, *, tta: str) -> dict:
     """The written file's identity, its agreement with the float network and its prediction
     for every face (the round trip a user can check with ``ferlab.load_model``)."""
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     written = load_model(target)
     if hasattr(written, "tta"):

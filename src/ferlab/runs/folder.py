@@ -8,7 +8,7 @@ A run goes through one :class:`RunFolder` from start to end::
     folder.record(history, config, best_epoch=best_epoch)  # history, config, curves
     folder.finish({...summary, **folder.loop_summary(loop, history, n_train, n_val)})
 
-Files (all written through :mod:`ferlab.files`, so each appears whole or not at all):
+Files (all written through :mod:`ferlab.common.files`, so each appears whole or not at all):
 ``run.json`` (config and data fingerprint, for the resume check), ``history.json``,
 ``config.json``, ``loss.png`` and ``accuracy.png``, ``summary.json``; the checkpoint is removed
 once the summary is written. A command that writes other records into a folder of its own
@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ferlab.common.files import write_json_atomic
 from ferlab.errors import ConfigError
-from ferlab.files import write_json_atomic
 from ferlab.settings.loading import changed_keys
 
 
@@ -163,7 +163,7 @@ class RunFolder:
     def record(self, history: dict, config: dict, *, best_epoch: int = 0) -> None:
         """Write the finished loop's ``history.json``, ``config.json`` and its curves
         (``loss.png``, ``accuracy.png``, ``best_epoch`` marked when known)."""
-        from ferlab.plots import plot_history
+        from ferlab.common.plots import plot_history
 
         self.write_json("history.json", history)
         self.write_json("config.json", config)

@@ -11,10 +11,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from ferlab.common.files import write_json_atomic, write_text_atomic
+from ferlab.common.plots import save_figure
 from ferlab.errors import ConfigError
-from ferlab.files import write_json_atomic, write_text_atomic
-from ferlab.metrics import percent
-from ferlab.plots import save_figure
+from ferlab.evaluation.metrics import percent
 
 PLOTS = {
     "history.png": "plot_optimization_history",
@@ -241,8 +241,8 @@ def retrain_best(study: optuna.Study, out_dir: str | Path, *, verbose: bool = Tr
     """
     from ferlab.data import dataset_spec
     from ferlab.errors import DataError
-    from ferlab.evaluation import evaluate_split
-    from ferlab.models import load_model
+    from ferlab.evaluation.scoring import evaluate_split
+    from ferlab.inference.models import load_model
     from ferlab.runs.fc import run_training
 
     config, what = best_config(study)

@@ -19,9 +19,9 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from ferlab.common.progress import show_bars
 from ferlab.errors import FerlabError
-from ferlab.metrics import percent
-from ferlab.progress import show_bars
+from ferlab.evaluation.metrics import percent
 from ferlab.search.pruning import CompletedCurves, MedianRule
 from ferlab.search.space import SearchSpace
 from ferlab.search.storage import create_running_trial, is_rdb

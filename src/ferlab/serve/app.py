@@ -244,10 +244,10 @@ def static_dir() -> Path:
 def model_facts(model: str | None, class_names: list[str], detector: object = None) -> dict:
     """What ``GET /v1/model`` answers: the model's name, version (the file's SHA-256, 12 digits)
     and sha256, ferlab's version, the detector's name and version, ONNX Runtime's and OpenCV's
-    versions (:func:`ferlab.versions.version_facts`), classes, input, and for the shipped model
+    versions (:func:`ferlab.inference.versions.version_facts`), classes, input, and for the shipped model
     its measured accuracy, recall and limits."""
     from ferlab.assets import SHIPPED_NAME, model_card
-    from ferlab.versions import version_facts
+    from ferlab.inference.versions import version_facts
 
     versions = version_facts(model, detector)
     identity = versions.pop("model")

@@ -13,9 +13,9 @@ from typing import TextIO
 
 import numpy as np
 
+from ferlab.common.files import atomic_path
 from ferlab.data.images import IMAGE_SUFFIXES
 from ferlab.errors import DataError, FerlabError
-from ferlab.files import atomic_path
 from ferlab.vision.annotate import draw_faces
 from ferlab.vision.detect import LANDMARKS
 from ferlab.vision.photo import read_photo
@@ -160,7 +160,7 @@ def _analyze_video(
 
 def _save_timeline(rows: list[Row], class_names: list[str], path: Path, title: str) -> None:
     """Each track's emotion probabilities over time, one panel per track, as a PNG."""
-    from ferlab.plots import plot_emotion_timeline  # the lab extra: main names it if missing
+    from ferlab.common.plots import plot_emotion_timeline  # the lab extra: main names it if missing
 
     series: dict[int, list[tuple[float, dict[str, float]]]] = {}
     for row in rows:

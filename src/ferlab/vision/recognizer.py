@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
-from ferlab.calibration import TTA_VIEWS, UNCERTAIN
 from ferlab.data.images import fit_image, target_format
 from ferlab.errors import FerlabError
+from ferlab.evaluation.calibration import TTA_VIEWS, UNCERTAIN
 from ferlab.vision.detect import DEFAULT_DETECTOR, LANDMARKS, Detection, make_detector
 from ferlab.vision.framing import Framing, face_crop
 from ferlab.vision.photo import MAX_PIXELS, PhotoSource, read_photo
@@ -81,7 +81,7 @@ class EmotionRecognizer:
         tta: str | None = None,
         min_confidence: float = 0.0,
     ) -> None:
-        from ferlab.models import load_model
+        from ferlab.inference.models import load_model
 
         if model is None:
             from ferlab.assets import shipped_model_path

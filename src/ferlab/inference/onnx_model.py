@@ -7,7 +7,7 @@ model record (:mod:`ferlab.modelfile`: class names, name, training record, ...) 
 ``ferlab_class_names``, ``ferlab_name``, ... entries instead; they still load.
 
 A calibrated file's record also holds ``temperature``: ``{"none": T, "flip": T}``, the
-temperature fitted for each test-time augmentation choice (:mod:`ferlab.calibration`; an
+temperature fitted for each test-time augmentation choice (:mod:`ferlab.evaluation.calibration`; an
 old-layout file holds it as JSON under ``ferlab_temperature``). The graph
 itself gives uncalibrated probabilities p; the loader applies ``softmax(log p / T)`` to each view
 and averages the views, so every ferlab command gets calibrated probabilities.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.calibration import TTA_VIEWS, average_views, check_temperature, flip_views
+from ferlab.common.files import atomic_path, write_bytes_atomic
 from ferlab.errors import ConfigError, DataError, FerlabError, ModelFileError
-from ferlab.files import atomic_path, write_bytes_atomic
+from ferlab.evaluation.calibration import TTA_VIEWS, average_views, check_temperature, flip_views
 from ferlab.modelfile import RECORD_KEY, TEMPERATURE_KEY, decode_record, encode_record, onnx_record
 from ferlab.modelfile.legacy import ONNX_KEYS
 from ferlab.modelfile.record import check_temperatures, parse_json
@@ -33,7 +33,7 @@ __all__ = ["TEMPERATURE_KEY", "OnnxClassifier", "load_onnx", "quantize_onnx", "s
 
 
 class OnnxClassifier:
-    """A classifier behind an ONNX Runtime session; see :class:`ferlab.models.Classifier`."""
+    """A classifier behind an ONNX Runtime session; see :class:`ferlab.inference.models.Classifier`."""
 
     def __init__(
         self,

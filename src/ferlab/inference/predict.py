@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlab.common.files import write_text_atomic
 from ferlab.data.images import IMAGE_SUFFIXES, decode_image, target_format
 from ferlab.errors import DataError
-from ferlab.files import write_text_atomic
 
 
 @dataclass
@@ -90,7 +90,7 @@ def predict_images(classifier, folder: str | Path) -> list[Prediction]:
 
 def predict_folder(folder: str | Path, model_path: str | Path) -> list[Prediction]:
     """Load a model file and predict every image in ``folder``."""
-    from ferlab.models import load_model
+    from ferlab.inference.models import load_model
 
     return predict_images(load_model(model_path), folder)
 

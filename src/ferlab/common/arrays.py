@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlab.common.files import atomic_path
 from ferlab.errors import ModelFileError
-from ferlab.files import atomic_path
 
 META_KEY = "__meta__"
 # The member that holds a file's JSON metadata: ``__meta__`` (checkpoints, data caches and model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ferlab.files import atomic_path
+from ferlab.common.files import atomic_path
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:

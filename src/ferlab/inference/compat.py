@@ -5,7 +5,7 @@ return one class index per image, in lexicographic file-name order; the report n
 without a suffix (``fer_model``, ``deep_fer_model``), which both accept. Any ferlab model file
 works with either. This module is named so that pytest never collects it.
 
-Run ``python -m ferlab.compat [--cnn] [image_folder] [model_file]``; it prints one class index
+Run ``python -m ferlab.inference.compat [--cnn] [image_folder] [model_file]``; it prints one class index
 per image (``--cnn``: the default model is ``deep_fer_model.safetensors``).
 """
 
@@ -23,7 +23,7 @@ from ferlab.errors import FerlabError
 DEFAULT_IMAGE_FOLDER = "datasets/FER2013/Test"
 DEFAULT_MODEL_FILE = "fer_model"
 DEFAULT_DEEP_MODEL_FILE = "deep_fer_model"
-USAGE = "usage: python -m ferlab.compat [--cnn] [image_folder] [model_file]"
+USAGE = "usage: python -m ferlab.inference.compat [--cnn] [image_folder] [model_file]"
 
 
 def model_file(model_path: str | Path, suffix: str = ".npz") -> Path:
@@ -36,7 +36,7 @@ def model_file(model_path: str | Path, suffix: str = ".npz") -> Path:
 
 def test_fer_model(img_folder: str | Path, model_path: str | Path) -> np.ndarray:
     """Class indices (0..6) predicted for the images in ``img_folder``, in file-name order."""
-    from ferlab.predict import predict_folder
+    from ferlab.inference.predict import predict_folder
 
     predictions = predict_folder(img_folder, model_file(model_path))
     return np.array([p.class_index for p in predictions], dtype=np.int64)

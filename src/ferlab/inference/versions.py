@@ -4,7 +4,7 @@ answers them, both from :func:`version_facts`, so a problem report can name all 
 
 Example::
 
-    from ferlab.versions import version_facts, version_text
+    from ferlab.inference.versions import version_facts, version_text
     print(version_text(version_facts()))
 """
 

@@ -100,7 +100,7 @@ def model_record(path: str | os.PathLike) -> dict:
     if kind == "cnn":
         return _safetensors_record(path)
     if kind == "onnx":
-        from ferlab.onnx_model import onnx_file_record, read_proto
+        from ferlab.inference.onnx_model import onnx_file_record, read_proto
 
         return onnx_file_record(read_proto(path)[0], path)
     from ferlab.nn.model_io import read_model_meta
@@ -123,7 +123,7 @@ def load_model(path: str | os.PathLike, *, threads: int = 1) -> Classifier:
 
         return load_fully_connected(path)
     if kind == "onnx":
-        from ferlab.onnx_model import load_onnx
+        from ferlab.inference.onnx_model import load_onnx
 
         return load_onnx(path, threads=threads)
     if kind == "cnn":

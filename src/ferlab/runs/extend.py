@@ -176,7 +176,7 @@ def extend_model(
     Writes ``out_dir/model.npz`` (or ``.safetensors``, the kind of the input) and
     ``out_dir/extend.json``.
     """
-    from ferlab.models import SUFFIXES, load_model, model_kind
+    from ferlab.inference.models import SUFFIXES, load_model, model_kind
 
     kind = model_kind(model_path)
     if kind not in EXTENDERS:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ferlab.calibration import expected_calibration_error
+from ferlab.evaluation.calibration import expected_calibration_error
 
 MEASURES = ("recall", "precision", "f1", "classification_rate", "report_classification_rate")
 MEASURE_TITLES = {

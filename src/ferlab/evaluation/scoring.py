@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlab.common.files import write_text_atomic
 from ferlab.data import LabeledImages, dataset_spec, load_dataset
 from ferlab.errors import ConfigError, DataError
-from ferlab.files import write_text_atomic
-from ferlab.metrics import EvaluationReport, evaluation_report
+from ferlab.evaluation.metrics import EvaluationReport, evaluation_report
 
 # Short names accepted by ``--split`` besides the data set's own split names.
 SPLIT_ALIASES = {"public": "public_test", "private": "private_test"}
@@ -20,7 +20,7 @@ def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
     """Save heat maps of the raw and the normalised confusion matrix, with class names."""
     from matplotlib.figure import Figure
 
-    from ferlab.plots import save_figure
+    from ferlab.common.plots import save_figure
 
     names = report.class_names
     size = max(5.0, 0.75 * len(names) + 2.5)
