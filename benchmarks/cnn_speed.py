@@ -55,12 +55,12 @@ def time_steps(config, splits, mean, std, path, channels_last, warmup, batches) 
     """Seconds per training step of the configured net on one data path."""
     torch.manual_seed(0)
     memory = torch.channels_last if channels_last else torch.contiguous_format
-    module = build_cnn(architecture_from_config(config["model"], 7)).to(memory_format=memory)
+    module = build_cnn(architecture_from_config(config.model, 7)).to(memory_format=memory)
     module.train()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    aug, batch_size = config["augment"], config["solver"]["batch_size"]
+    aug, batch_size = config.augment, config.solver.batch_size
     if path == "dataloader":
-        dataset = NumpyCrops(splits.train.images, splits.train.labels, aug["crop"], mean, std, 0)
+        dataset = NumpyCrops(splits.train.images, splits.train.labels, aug.crop, mean, std, 0)
         loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True))
         next_batch = lambda: next(loader)  # noqa: E731
     else:
@@ -74,7 +74,7 @@ def time_steps(config, splits, mean, std, path, channels_last, warmup, batches) 
             step[0] += 1
             x = normalize(images[index], mean, std)
             x = random_warp(
-                x, aug["crop"], flip=aug["flip"], rotate=aug["rotate"], scale=aug["scale"],
+                x, aug.crop, flip=aug.flip, rotate=aug.rotate, scale=aug.scale,
                 generator=generator,
             )  # fmt: skip
             return x, labels[index]
@@ -109,7 +109,7 @@ def main() -> None:
     config = load_cnn_config(args.config, data_path=args.data)
     splits = load_splits(config)
     mean, std = image_statistics(splits.train.images)
-    steps_per_epoch = len(splits.train) // config["solver"]["batch_size"]
+    steps_per_epoch = len(splits.train) // config.solver.batch_size
     load_before = os.getloadavg()
     rows, timings = [], {}
     variants = {f"{path}{' channels_last' * last}": (path, last)
@@ -142,9 +142,9 @@ def main() -> None:
     result = {
         "what": "seconds per training epoch of the CPU CNN config on FER2013 (extrapolated)",
         "config": Path(args.config).name,
-        "model": config["model"],
-        "crop": config["augment"]["crop"],
-        "batch_size": config["solver"]["batch_size"],
+        "model": config.model.model_dump(),
+        "crop": config.augment.crop,
+        "batch_size": config.solver.batch_size,
         "n_train": len(splits.train),
         "steps_per_epoch": steps_per_epoch,
         "timed_batches": args.batches,

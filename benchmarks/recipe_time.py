@@ -26,7 +26,9 @@ from ferlab.deep.distillation import load_teachers
 from ferlab.deep.model import architecture_from_config, build_cnn
 from ferlab.deep.run import image_statistics
 from ferlab.deep.trainer import CNNTrainer, TensorData
+from ferlab.settings import CNNSettings
 from ferlab.settings.cnn import load_cnn_config
+from ferlab.settings.loading import with_values
 from harness import RESULTS, side_by_side, this_cpu, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,17 +45,17 @@ PARTS = [
 CORES = 2
 
 
-def part_trainer(config: dict, splits, bf16: bool) -> CNNTrainer:
+def part_trainer(config: CNNSettings, splits, bf16: bool) -> CNNTrainer:
     """A trainer of ``config``'s network and teachers on ``splits``, from seeded weights."""
-    config = {**config, "device": {**config["device"], "cpu_bf16": bf16}}
+    config = with_values(config, {"device.cpu_bf16": bf16})
     device = torch.device("cpu")
     torch.manual_seed(0)
-    module = build_cnn(architecture_from_config(config["model"], len(splits.class_names)))
+    module = build_cnn(architecture_from_config(config.model, len(splits.class_names)))
     mean, std = image_statistics(splits.train.images)
     data = TensorData.from_arrays(
         splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, device
     )
-    teachers = load_teachers(config["distill"]["teacher"], device, splits.class_names)
+    teachers = load_teachers(config.distill.teacher, device, splits.class_names)
     return CNNTrainer(
         config, module, data, mean, std, device=device, verbose=False, teachers=teachers
     )
@@ -92,7 +94,7 @@ def main() -> None:
         for part, name, _ in PARTS
     }
     splits = load_splits(next(iter(configs.values())))
-    steps_per_epoch = len(splits.train) // next(iter(configs.values()))["solver"]["batch_size"]
+    steps_per_epoch = len(splits.train) // next(iter(configs.values())).solver.batch_size
     trainers = {
         (part, bf16): part_trainer(config, splits, bf16)
         for part, config in configs.items()

@@ -19,6 +19,7 @@ import torch
 from ferlab.data.split import load_splits
 from ferlab.deep.augment import center_crop, normalize
 from ferlab.settings.cnn import load_cnn_config
+from ferlab.settings.loading import with_values
 from harness import RESULTS, side_by_side, this_cpu, write_record
 from recipe_time import part_trainer, step_timing_arguments, time_part
 
@@ -28,9 +29,9 @@ CONFIG = "fer2013_cnn_cpu_short_distill.toml"
 VARIANTS = ("no teachers", "teachers in PyTorch", "teachers in ONNX Runtime")
 
 
-def trainers(config: dict, splits) -> dict:
+def trainers(config, splits) -> dict:
     """A trainer per variant, from the same seeded weights."""
-    plain = part_trainer({**config, "distill": {**config["distill"], "teacher": []}}, splits, False)
+    plain = part_trainer(with_values(config, {"distill.teacher": []}), splits, False)
     torch_teachers = part_trainer(config, splits, False)
     torch_teachers.teacher_runtime = "torch"
     onnx_teachers = part_trainer(config, splits, False)
@@ -41,7 +42,7 @@ def trainers(config: dict, splits) -> dict:
 def largest_logit_difference(first, second) -> float:
     """The largest difference between two trainers' teacher logits on 256 validation faces."""
     images = first.data.val_images[:256]
-    x = center_crop(normalize(images, first.mean, first.std), first.augment["crop"])
+    x = center_crop(normalize(images, first.mean, first.std), first.augment.crop)
     with torch.no_grad():
         return float((first.teacher_logits(x) - second.teacher_logits(x)).abs().max())
 
@@ -79,7 +80,7 @@ def main() -> None:
         "cpu": this_cpu(),
         "torch": torch.__version__,
         "config": CONFIG,
-        "batch_size": config["solver"]["batch_size"],
+        "batch_size": config.solver.batch_size,
         "timed_steps_per_round": args.steps,
         "rounds": args.rounds,
         "seconds_per_step": {variant: round(step[variant], 4) for variant in VARIANTS},

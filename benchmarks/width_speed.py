@@ -45,10 +45,11 @@ CROP = 40
 
 def random_network(widths: list[int]) -> torch.nn.Module:
     """The shipped architecture at ``widths``, seeded random weights."""
-    model_config = {"widths": widths, "convs": [2] * len(widths), "dropout": 0.0,
-                    "head_dropout": 0.3}  # fmt: skip
+    from ferlab.settings import CNNModelSettings
+
+    model = CNNModelSettings(widths=widths, convs=[2] * len(widths), dropout=0.0, head_dropout=0.3)
     torch.manual_seed(0)
-    return build_cnn(architecture_from_config(model_config, len(CLASS_NAMES)))
+    return build_cnn(architecture_from_config(model, len(CLASS_NAMES)))
 
 
 def int8_model(module, mean: float, std: float, calibration: np.ndarray, folder: Path):

@@ -28,6 +28,7 @@ from ferlab.deep.trainer import CNNTrainer, TensorData  # noqa: E402
 from ferlab.deep.tta import crop_views  # noqa: E402
 from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
 from ferlab.settings.cnn import load_cnn_config  # noqa: E402
+from ferlab.settings.loading import with_values  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -65,13 +66,13 @@ def tiny_config(*extra):
 
 
 def make_trainer(config, splits, out_dir=None, callback=None, teachers=()):
-    torch.manual_seed(config["seed"])
-    module = build_cnn(architecture_from_config(config["model"], len(CLASSES)))
+    torch.manual_seed(config.seed)
+    module = build_cnn(architecture_from_config(config.model, len(CLASSES)))
     data = TensorData.from_arrays(
         splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, "cpu"
     )
     meta = model_meta(
-        architecture_from_config(config["model"], 3), CLASSES, 60.0, 50.0, config["augment"]["crop"]
+        architecture_from_config(config.model, 3), CLASSES, 60.0, 50.0, config.augment.crop
     )
     return CNNTrainer(
         config,
@@ -634,7 +635,7 @@ def test_a_flip_teacher_averages_its_logits_over_the_batch_and_its_mirror(traine
             trainer.teacher_logits(x), (plain + mirrored) / 2, atol=1e-5, rtol=0
         )
         assert not torch.allclose(plain, mirrored, atol=1e-3)
-        trainer.config["distill"]["flip"] = False
+        trainer.settings = with_values(trainer.settings, {"distill.flip": False})
         torch.testing.assert_close(trainer.teacher_logits(x), plain, atol=1e-5, rtol=0)
 
 
@@ -676,7 +677,7 @@ def test_an_ensemble_teacher_gives_the_mean_of_its_members_logits(trained, split
     from ferlab.deep.distillation import load_teachers
 
     first, _ = trained
-    architecture = architecture_from_config(tiny_config()["model"], len(CLASSES))
+    architecture = architecture_from_config(tiny_config().model, len(CLASSES))
     torch.manual_seed(7)
     second = save_cnn(
         build_cnn(architecture),
@@ -824,7 +825,7 @@ def test_the_cnns_best_epoch_and_early_stop_follow_solver_monitor(splits):
     chosen = {}
     for monitor in ("val_acc", "val_loss"):
         config = tiny_config("solver.epochs=6", "solver.patience=2", "seed=2")
-        config["solver"]["monitor"] = monitor
+        config = with_values(config, {"solver.monitor": monitor})
         kept = {}
         trainer = make_trainer(config, splits)
 
@@ -845,7 +846,7 @@ def test_the_cnns_best_epoch_and_early_stop_follow_solver_monitor(splits):
             assert torch.equal(value, kept[best][name]), name
         chosen[monitor] = (best, trainer.stopped_early)
     assert chosen["val_acc"] != chosen["val_loss"]
-    assert tiny_config()["solver"]["monitor"] == "val_acc"
+    assert tiny_config().solver.monitor == "val_acc"
 
 
 def test_a_checkpoint_from_before_the_monitor_setting_watches_validation_accuracy():

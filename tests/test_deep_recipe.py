@@ -30,6 +30,7 @@ from ferlab.deep.run import run_cnn_training  # noqa: E402
 from ferlab.deep.tensors import CHECKPOINT_FORMAT, MODEL_FORMAT, read_tensors  # noqa: E402
 from ferlab.errors import ConfigError, ModelFileError  # noqa: E402
 from ferlab.settings.cnn import CNN_DEFAULTS  # noqa: E402
+from ferlab.settings.loading import with_values  # noqa: E402
 from test_deep import (  # noqa: E402
     CLASSES,
     faces,
@@ -463,7 +464,7 @@ def test_a_checkpoint_whose_teacher_logits_do_not_fit_the_views_is_refused(
     teacher_path, splits, tmp_path
 ):
     _, config = interrupted_view_run(teacher_path, splits, tmp_path)
-    config["distill"]["views"] = 3
+    config = with_values(config, {"distill.views": 3})
     teachers = load_teachers(teacher_path, torch.device("cpu"), CLASSES)
     resumed = make_trainer(config, splits, tmp_path, teachers=teachers)
     with pytest.raises(ModelFileError, match=r"teacher logits \(2, 64, 3\) do not fit 3 views"):

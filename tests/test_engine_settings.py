@@ -54,7 +54,7 @@ def test_the_engine_and_the_schema_accept_and_refuse_the_same_values(kind, name)
 
 def test_the_schema_takes_the_engines_defaults():
     defaults = validate_config({}, TrainSettings)
-    model, solver = fc_engine_settings(defaults)
+    model, solver = fc_engine_settings(TrainSettings())
     assert model == ModelSettings() and solver == SolverSettings()
     assert dataclasses.asdict(solver) == defaults["solver"]
     assert {**dataclasses.asdict(model), "hidden_dims": [100]} == defaults["model"]

@@ -156,8 +156,9 @@ def save_tiny_cnn(path, class_names, dataset="synthetic48"):
     from ferlab.deep import build_cnn, save_cnn
     from ferlab.deep.io import model_meta
     from ferlab.deep.model import architecture_from_config
+    from ferlab.settings import CNNModelSettings
 
-    config = {"widths": [4, 8], "convs": [1, 1], "dropout": 0.0, "head_dropout": 0.0}
+    config = CNNModelSettings(widths=[4, 8], convs=[1, 1], dropout=0.0, head_dropout=0.0)
     architecture = architecture_from_config(config, len(class_names))
     module = build_cnn(architecture)
     data = {"dataset": dataset, "val_size": 0.2, "train_limit": None, "exclude_classes": []}

@@ -277,8 +277,9 @@ def test_tampered_cnn_architecture_is_refused_before_building(tmp_path):
     from ferlab.deep.model import architecture_from_config
     from ferlab.errors import ModelFileError
     from ferlab.inference.models import load_model
+    from ferlab.settings import CNNModelSettings
 
-    tiny = {"widths": [4, 8], "convs": [1, 1], "dropout": 0.0, "head_dropout": 0.0}
+    tiny = CNNModelSettings(widths=[4, 8], convs=[1, 1], dropout=0.0, head_dropout=0.0)
     arch = architecture_from_config(tiny, 3)
     module = build_cnn(arch)
     meta = model_meta(arch, ["a", "b", "c"], 100.0, 50.0, 40)

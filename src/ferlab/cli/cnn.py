@@ -61,10 +61,10 @@ def run_train(args: argparse.Namespace) -> int:
     from ferlab.deep.run import run_cnn_training
     from ferlab.settings.cnn import load_cnn_config
 
-    config = load_cnn_config(args.config, args.overrides, args.data)
+    settings = load_cnn_config(args.config, args.overrides, args.data)
     with output_folder(args.out, force=args.force, resume=bool(args.resume)) as out:
         summary = run_cnn_training(
-            config,
+            settings,
             out,
             resume=args.resume,
             device=args.device,

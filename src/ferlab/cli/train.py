@@ -42,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from ferlab.runs.fc import run_training
     from ferlab.settings.loading import load_config
 
-    config = load_config(args.config, args.overrides, args.data)
+    settings = load_config(args.config, args.overrides, args.data)
     with output_folder(args.out, force=args.force, resume=bool(args.resume)) as out:
         summary = run_training(
-            config,
+            settings,
             out,
             resume=args.resume,
             verbose=not args.quiet,

@@ -89,31 +89,31 @@ def training_data(learner_a: Learner, learner_b: Learner, *, strict: bool, use_c
     """The shared training split (both learners must name the same data)."""
     from ferlab.data.split import SplitImages, drop_classes
 
-    da, db = learner_a.data_config, learner_b.data_config
+    da, db = learner_a.data, learner_b.data
     for key in ("dataset", "path", "exclude_classes", "train_limit"):
-        value_a, value_b = da.get(key) or None, db.get(key) or None  # [] and absent agree
+        value_a, value_b = getattr(da, key) or None, getattr(db, key) or None  # [] and None agree
         if value_a != value_b:
             raise ConfigError(
                 f"the two configs use different data.{key} ({value_a!r} vs {value_b!r})"
             )
-    spec = dataset_spec(da["dataset"])
-    data = load_dataset(da["dataset"], da["path"], strict=strict, use_cache=use_cache)
+    spec = dataset_spec(da.dataset)
+    data = load_dataset(da.dataset, da.path, strict=strict, use_cache=use_cache)
     train = data.split(spec.train_split)
     if len(train) == 0:
         raise DataError(f"the data has no {spec.train_split!r} samples")
-    if da.get("exclude_classes"):
+    if da.exclude_classes:
         shape = tuple(data.images.shape[1:])
         train = drop_classes(
-            SplitImages(train, train, {}, train.class_names, shape), da["exclude_classes"]
+            SplitImages(train, train, {}, train.class_names, shape), da.exclude_classes
         ).train
-    limit = da.get("train_limit")
+    limit = da.train_limit
     if limit is not None and limit < len(train):
         # The subset `train` draws of its training part (stratified, seeded by data.split_seed
         # or the run's seed), here of the whole training split that the folds cover.
         from ferlab.data.split import stratified_subset
 
-        seed = da.get("split_seed")
-        seed = learner_a.config.get("seed", 0) if seed is None else seed
+        seed = getattr(da, "split_seed", None)  # a baseline has no hold-out, so no split_seed
+        seed = learner_a.settings.seed if seed is None else seed
         keep = stratified_subset(np.arange(len(train)), train.labels, limit, seed)
         train = train.subset(np.sort(keep))
     return train, tuple(data.images.shape[1:])
@@ -177,7 +177,7 @@ def run_compare(
     n_train = float(np.mean([r["n_train"] for r in fold_rows]))
     n_test = float(np.mean([r["n_test"] for r in fold_rows]))
     record = {
-        "dataset": learner_a.data_config["dataset"],
+        "dataset": learner_a.data.dataset,
         "n_samples": len(train),
         "folds": folds,
         "repeats": repeats,

@@ -12,8 +12,8 @@ import numpy as np
 from ferlab.data import LabeledImages
 from ferlab.errors import ConfigError
 from ferlab.nn import Preprocessor
-from ferlab.settings import BaselineSettings
-from ferlab.settings.loading import load_config, merge, read_toml
+from ferlab.settings import BaselineSettings, CNNSettings, DataSource, TrainSettings
+from ferlab.settings.loading import load_config, read_toml, with_values
 
 BASELINES = {
     "decision_tree": "sklearn.tree:DecisionTreeClassifier",
@@ -33,23 +33,24 @@ class FoldResult:
 
 @dataclass
 class Learner:
-    """A named learner: what kind it is and its validated config."""
+    """A named learner: what kind it is and its checked config (frozen settings)."""
 
     name: str
     kind: str  # fully_connected, cnn or baseline
-    config: dict
+    settings: TrainSettings | CNNSettings | BaselineSettings
     source: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
-    def data_config(self) -> dict:
-        return self.config["data"]
+    def data(self) -> DataSource:
+        """The learner's data table."""
+        return self.settings.data
 
     def fit_and_score(
         self, train: LabeledImages, test: LabeledImages, image_shape: tuple[int, ...], seed: int
     ) -> FoldResult:
         """Train on ``train`` (seeded) and return the error on ``test``."""
-        return FITTERS[self.kind](self.config, train, test, image_shape, seed)
+        return FITTERS[self.kind](self.settings, train, test, image_shape, seed)
 
 
 def load_learner(
@@ -61,9 +62,9 @@ def load_learner(
     raw = read_toml(path)
     name = Path(path).stem
     if "baseline" in raw:
-        config = load_config(path, overrides, data_path, schema=BaselineSettings)
-        _baseline_estimator(config, seed=0)  # unknown parameters fail here, before any training
-        return Learner(name, "baseline", config, str(path))
+        settings = load_config(path, overrides, data_path, schema=BaselineSettings)
+        _baseline_estimator(settings, seed=0)  # unknown parameters fail here, before any training
+        return Learner(name, "baseline", settings, str(path))
     if _is_cnn_config(raw):
         from ferlab.settings.cnn import load_cnn_config
 
@@ -85,12 +86,12 @@ def _is_cnn_config(raw: dict) -> bool:
     return True
 
 
-def _baseline_estimator(config: dict, seed: int):
+def _baseline_estimator(settings: BaselineSettings, seed: int):
     import importlib
 
-    module_name, class_name = BASELINES[config["baseline"]["kind"]].split(":")
+    module_name, class_name = BASELINES[settings.baseline.kind].split(":")
     estimator_class = getattr(importlib.import_module(module_name), class_name)
-    params = dict(config["baseline"]["params"])
+    params = dict(settings.baseline.params)
     known = estimator_class().get_params()
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -122,14 +123,14 @@ def baseline_size(estimator) -> dict[str, int]:
 
 
 def _fit_baseline(
-    config: dict,
+    settings: BaselineSettings,
     train: LabeledImages,
     test: LabeledImages,
     image_shape: tuple[int, ...],
     seed: int,
 ) -> FoldResult:
-    pre = Preprocessor(config["data"]["preprocessing"]).fit(train.images)
-    estimator = _baseline_estimator(config, seed)
+    pre = Preprocessor(settings.data.preprocessing).fit(train.images)
+    estimator = _baseline_estimator(settings, seed)
     started = time.perf_counter()
     estimator.fit(pre.transform(train.images), train.labels)
     seconds = time.perf_counter() - started
@@ -138,7 +139,7 @@ def _fit_baseline(
 
 
 def _fit_fully_connected(
-    config: dict,
+    settings: TrainSettings,
     train: LabeledImages,
     test: LabeledImages,
     image_shape: tuple[int, ...],
@@ -150,13 +151,11 @@ def _fit_fully_connected(
         make_features,
     )
 
-    splits = _fold_splits(config, train, test, image_shape, seed)
-    config = merge(config, {"seed": seed})
-    features = make_features(
-        splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
-    )
-    model = build_model(config, features, splits)
-    solver = build_solver(config, model, features, splits, verbose=False)
+    splits = _fold_splits(settings, train, test, image_shape, seed)
+    settings = with_values(settings, {"seed": seed})
+    features = make_features(splits, settings.data.preprocessing, np.dtype(settings.model.dtype))
+    model = build_model(settings, features, splits)
+    solver = build_solver(settings, model, features, splits, verbose=False)
     started = time.perf_counter()
     solver.train()
     seconds = time.perf_counter() - started
@@ -170,7 +169,7 @@ def _fit_fully_connected(
 
 
 def _fold_splits(
-    config: dict,
+    settings: TrainSettings | CNNSettings,
     train: LabeledImages,
     test: LabeledImages,
     image_shape: tuple[int, ...],
@@ -179,7 +178,7 @@ def _fold_splits(
     """A fold's parts: early stopping watches a validation part held out of its training part."""
     from ferlab.data.split import SplitImages, holdout_split
 
-    fit_idx, val_idx = holdout_split(train.labels, config["data"]["val_size"], seed)
+    fit_idx, val_idx = holdout_split(train.labels, settings.data.val_size, seed)
     return SplitImages(
         train.subset(np.sort(fit_idx)),
         train.subset(np.sort(val_idx)),
@@ -190,7 +189,7 @@ def _fold_splits(
 
 
 def _fit_cnn(
-    config: dict,
+    settings: CNNSettings,
     train: LabeledImages,
     test: LabeledImages,
     image_shape: tuple[int, ...],
@@ -202,9 +201,11 @@ def _fit_cnn(
     from ferlab.deep.checkpoint import MODEL_NAME
     from ferlab.deep.run import run_cnn_training
 
-    splits = _fold_splits(config, train, test, image_shape, seed)
+    splits = _fold_splits(settings, train, test, image_shape, seed)
     with tempfile.TemporaryDirectory(prefix="ferlab-compare-") as tmp:
-        summary = run_cnn_training(merge(config, {"seed": seed}), tmp, splits=splits, verbose=False)
+        summary = run_cnn_training(
+            with_values(settings, {"seed": seed}), tmp, splits=splits, verbose=False
+        )
         module = load_cnn(Path(tmp) / MODEL_NAME).module
     params = list(module.parameters())
     size = {

@@ -205,10 +205,11 @@ def drop_classes(splits: SplitImages, excluded: list[str]) -> SplitImages:
     )
 
 
-def load_splits(config: dict, *, strict: bool = False, use_cache: bool = True) -> SplitImages:
-    """Load the configured data set and split it."""
-    data_config = config["data"]
+def load_splits(settings, *, strict: bool = False, use_cache: bool = True) -> SplitImages:
+    """Load the data set of a checked config and split it: ``settings`` is a settings object
+    with a ``data`` table and a ``seed`` (:class:`ferlab.settings.TrainSettings`,
+    :class:`ferlab.settings.CNNSettings`)."""
     data = load_dataset(
-        data_config["dataset"], data_config["path"], strict=strict, use_cache=use_cache
+        settings.data.dataset, settings.data.path, strict=strict, use_cache=use_cache
     )
-    return split_images(data, data_config, config["seed"])
+    return split_images(data, settings.data.model_dump(), settings.seed)

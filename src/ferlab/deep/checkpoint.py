@@ -7,7 +7,7 @@ history and the teachers' logits on the views, in safetensors + JSON (no pickle)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -17,6 +17,9 @@ from ferlab.deep.tensors import CHECKPOINT_FORMAT, FORMAT_VERSION, read_tensors,
 from ferlab.errors import ConfigError, ModelFileError
 from ferlab.nn.tracking import CHECKPOINT_STEM, BestEpoch, restored_history
 
+if TYPE_CHECKING:
+    from ferlab.settings import CNNSettings
+
 CHECKPOINT_NAME = f"{CHECKPOINT_STEM}.safetensors"
 MODEL_NAME = "model.safetensors"
 
@@ -24,7 +27,7 @@ MODEL_NAME = "model.safetensors"
 class TrainerState(Protocol):
     """What a checkpoint saves and restores of a trainer (:class:`ferlab.deep.trainer.CNNTrainer`)."""
 
-    config: dict
+    settings: CNNSettings
     meta: dict | None
     module: torch.nn.Module
     best: BestEpoch  # the best epoch, its weights (best.kept) and early stopping
@@ -96,7 +99,7 @@ def save_checkpoint(trainer: TrainerState, path: str | Path) -> Path:
         "ema_updates": None if trainer.ema is None else trainer.ema.updates,
         "history": trainer.history,
         "optimizer": {"param_groups": optimizer["param_groups"], "state": state_keys},
-        "config": trainer.config,
+        "config": trainer.settings.model_dump(),
         "model_meta": trainer.meta,
     }
     return write_tensors(path, meta, tensors)
@@ -105,7 +108,7 @@ def save_checkpoint(trainer: TrainerState, path: str | Path) -> Path:
 def load_checkpoint(trainer: TrainerState, path: str | Path) -> None:
     """Restore into ``trainer`` everything :func:`save_checkpoint` wrote."""
     meta, tensors = read_tensors(path, CHECKPOINT_FORMAT)
-    if meta["config"]["model"] != trainer.config["model"]:
+    if meta["config"]["model"] != trainer.settings.model.model_dump():
         raise ModelFileError(f"{path}: checkpoint of a different network than this config's")
     try:
         trainer.module.load_state_dict(prefixed(tensors, "model."), strict=True)
@@ -141,7 +144,7 @@ def stored_view_logits(
 ) -> torch.Tensor | None:
     """A checkpoint's teacher logits on the views (V, N, C) when this run uses views, checked
     to fit it; None when it has none or uses none."""
-    views = int(trainer.config["distill"]["views"])
+    views = int(trainer.settings.distill.views)
     if logits is None or not (trainer.teachers and views):
         return None
     return check_view_logits(

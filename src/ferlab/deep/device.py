@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 
 from ferlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ferlab.settings import DeviceSettings
 
 # PyTorch's probes of the CPU's bfloat16 instructions (private, so looked up by name). Without
 # them, bfloat16 autocast is emulated: 7.6x slower training on a 2-core AMD EPYC Zen 3.
@@ -28,11 +32,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast_device(settings: dict, device: torch.device) -> str | None:
+def autocast_device(settings: DeviceSettings, device: torch.device) -> str | None:
     """The device type to run bfloat16 autocast on under the ``device`` settings, or None."""
-    if device.type == "cuda" and settings["amp"]:
+    if device.type == "cuda" and settings.amp:
         return "cuda"
-    if device.type == "cpu" and settings["cpu_bf16"]:
+    if device.type == "cpu" and settings.cpu_bf16:
         return "cpu"
     return None
 

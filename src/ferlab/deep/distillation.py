@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -16,6 +17,9 @@ from ferlab.deep.augment import normalize, random_warp
 from ferlab.deep.device import autocast, memory_format, prepare
 from ferlab.deep.export import network_session
 from ferlab.errors import ConfigError, ModelFileError
+
+if TYPE_CHECKING:
+    from ferlab.settings import AugmentSettings
 
 # distill.views draws its views from a generator of its own, seeded with the run's seed plus this
 # offset: a resumed run draws the same views, and they share no stream with the batches' draws.
@@ -113,7 +117,7 @@ def make_teacher_views(
     images: torch.Tensor,
     count: int,
     *,
-    augment: dict,
+    augment: AugmentSettings,
     seed: int,
     batch_size: int,
     mean: float,
@@ -128,7 +132,7 @@ def make_teacher_views(
     ``logits`` (V, N, C) of the same run (from its checkpoint), no teacher runs: the views are
     drawn again, and they are the same. Both stay on the CPU."""
     generator = torch.Generator().manual_seed(int(seed) + VIEW_SEED_OFFSET)
-    crop = augment["crop"]
+    crop = augment.crop
     views = torch.empty((count, len(images), 1, crop, crop), dtype=torch.float16)
     known = logits is not None
     if logits is None:
@@ -143,9 +147,9 @@ def make_teacher_views(
             x = random_warp(
                 normalize(images[start : start + batch_size], mean, std),
                 crop,
-                flip=augment["flip"],
-                rotate=augment["rotate"],
-                scale=augment["scale"],
+                flip=augment.flip,
+                rotate=augment.rotate,
+                scale=augment.scale,
                 generator=generator,
             )
             views[view, start : start + batch_size] = x.half().cpu()

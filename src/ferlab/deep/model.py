@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ferlab.settings import CNNModelSettings
 
 ARCHITECTURE_NAME = "ferlab-vgg"
 
@@ -51,16 +56,16 @@ class FerCNN(nn.Module):
         return self.head(self.head_dropout(x))
 
 
-def architecture_from_config(model_config: dict, num_classes: int) -> dict:
+def architecture_from_config(model_settings: CNNModelSettings, num_classes: int) -> dict:
     """The JSON description a model file stores to rebuild the network."""
     return {
         "name": ARCHITECTURE_NAME,
         "num_classes": int(num_classes),
         "in_channels": 1,
-        "widths": [int(w) for w in model_config["widths"]],
-        "convs": [int(n) for n in model_config["convs"]],
-        "dropout": float(model_config["dropout"]),
-        "head_dropout": float(model_config["head_dropout"]),
+        "widths": [int(w) for w in model_settings.widths],
+        "convs": [int(n) for n in model_settings.convs],
+        "dropout": float(model_settings.dropout),
+        "head_dropout": float(model_settings.head_dropout),
     }
 
 

@@ -17,6 +17,7 @@ from ferlab.deep.model import architecture_from_config, build_cnn, copy_widened
 from ferlab.deep.trainer import CNNTrainer, EpochCallback, TensorData
 from ferlab.errors import ConfigError
 from ferlab.runs import RunFolder
+from ferlab.settings import CNNSettings
 from ferlab.settings.cnn import validate_cnn_config
 
 # What may differ between a CNN run and its --resume (the schedule depends on the epochs, so
@@ -61,49 +62,49 @@ class RunPlan:
     start: object | None
 
 
-def plan_run(config: dict, splits) -> RunPlan:
-    """The :class:`RunPlan` of a validated CNN ``config`` on ``splits``; a start file that does
-    not fit the run is refused here."""
+def plan_run(settings: CNNSettings, splits) -> RunPlan:
+    """The :class:`RunPlan` of a CNN config on ``splits``; a start file that does not fit the
+    run is refused here."""
     from ferlab.data.split import REFIT_KEY, TRAINING_DATA_KEYS
 
     if tuple(splits.image_shape) != (48, 48):
         raise ConfigError(
-            f"the CNN takes 48x48 grayscale images; {config['data']['dataset']!r} has "
+            f"the CNN takes 48x48 grayscale images; {settings.data.dataset!r} has "
             f"{'x'.join(map(str, splits.image_shape))}"
         )
-    refit = config["data"]["refit"]
+    refit = settings.data.refit
     train_images, train_labels = training_part(splits, refit=refit)
     mean, std = image_statistics(train_images)
-    architecture = architecture_from_config(config["model"], len(splits.class_names))
-    data_info = {**config["data"], "preprocessing": PREPROCESSING}
-    training_info = {"data": {k: data_info[k] for k in TRAINING_DATA_KEYS}, "seed": config["seed"]}
+    architecture = architecture_from_config(settings.model, len(splits.class_names))
+    data_info = {**settings.data.model_dump(), "preprocessing": PREPROCESSING}
+    training_info = {"data": {k: data_info[k] for k in TRAINING_DATA_KEYS}, "seed": settings.seed}
     if refit:
         training_info["data"][REFIT_KEY] = True
     start = None
-    if config["model"]["init"]:
+    if settings.model.init:
         start = load_start(
-            config["model"]["init"], architecture, splits.class_names, training_info, refit=refit
+            settings.model.init, architecture, splits.class_names, training_info, refit=refit
         )
         mean, std = start.mean, start.std
     meta = model_meta(
-        architecture, splits.class_names, mean, std, config["augment"]["crop"], training_info
+        architecture, splits.class_names, mean, std, settings.augment.crop, training_info
     )
     return RunPlan(train_images, train_labels, mean, std, architecture, training_info, meta, start)
 
 
-def initial_network(config: dict, plan: RunPlan) -> torch.nn.Module:
+def initial_network(settings: CNNSettings, plan: RunPlan) -> torch.nn.Module:
     """The network before training, from the run's seed: fresh, or the start file widened."""
-    torch.manual_seed(config["seed"])
+    torch.manual_seed(settings.seed)
     module = build_cnn(plan.architecture)
     if plan.start is not None:
-        copies = torch.Generator().manual_seed(config["seed"])
+        copies = torch.Generator().manual_seed(settings.seed)
         copy_widened(plan.start.module, module, copies)
     return module
 
 
 def report_start(trainer: CNNTrainer, plan: RunPlan, splits, other_split_teachers: int) -> None:
     """Say on stderr what the run trains on, and warn of a biased validation or slow bfloat16."""
-    refit = trainer.config["data"]["refit"]
+    refit = trainer.settings.data.refit
     params = sum(p.numel() for p in trainer.module.parameters())
     held_out = (
         f"the validation part's {len(splits.val)} included (data.refit)"
@@ -156,21 +157,21 @@ def scores_on_tests(model_path: Path, device: torch.device, splits) -> dict[str,
 def run_summary(trainer: CNNTrainer, history: dict, splits, folder: RunFolder) -> dict:
     """The run's ``summary.json`` before the test scores: validation accuracy, epochs, times,
     sizes and where it computed."""
-    config, device = trainer.config, trainer.device
+    settings, device = trainer.settings, trainer.device
     summary = {
-        "dataset": config["data"]["dataset"],
+        "dataset": settings.data.dataset,
         "val_accuracy": trainer.evaluate(trainer.data.val_images, trainer.data.val_labels)[1],
         **folder.loop_summary(trainer, history, len(trainer.data.train_labels), len(splits.val)),
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
-    if config["data"]["refit"]:
+    if settings.data.refit:
         summary["refit"] = True
     return summary
 
 
 def run_cnn_training(
-    config: dict,
+    settings: CNNSettings,
     out_dir: str | Path,
     *,
     resume: str | Path | None = None,
@@ -185,25 +186,24 @@ def run_cnn_training(
     (a :class:`~ferlab.runs.RunFolder`)."""
     from ferlab.data.split import load_splits, teachers_on_other_splits
 
-    config = validate_cnn_config(config)
     folder = RunFolder(out_dir, checkpoint_name=CHECKPOINT_NAME)
-    torch_device = setup_device(device or config["device"]["device"], config["device"]["threads"])
+    torch_device = setup_device(device or settings.device.device, settings.device.threads)
     if splits is None:
-        splits = load_splits(config, strict=strict, use_cache=use_cache)
-    plan = plan_run(config, splits)
-    teachers = load_teachers(config["distill"]["teacher"], torch_device, splits.class_names)
+        splits = load_splits(settings, strict=strict, use_cache=use_cache)
+    plan = plan_run(settings, splits)
+    teachers = load_teachers(settings.distill.teacher, torch_device, splits.class_names)
     other_split_teachers = teachers_on_other_splits(
         plan.training_info, [teacher.training_info for teacher in teachers]
     )
     # Only once every input file is read: a bad one leaves the run folder empty, not half made.
     folder.start(
-        config, splits, resume=resume, may_change=CNN_MAY_CHANGE, complete=validate_cnn_config
+        settings, splits, resume=resume, may_change=CNN_MAY_CHANGE, complete=validate_cnn_config
     )
     data = TensorData.from_arrays(
         plan.train_images, plan.train_labels, splits.val.images, splits.val.labels, torch_device
     )
     trainer = CNNTrainer(
-        config, initial_network(config, plan), data, plan.mean, plan.std, device=torch_device,
+        settings, initial_network(settings, plan), data, plan.mean, plan.std, device=torch_device,
         out_dir=folder.path, meta=plan.meta, verbose=verbose, epoch_callback=epoch_callback,
         teachers=teachers,
     )  # fmt: skip
@@ -211,7 +211,7 @@ def run_cnn_training(
         report_start(trainer, plan, splits, other_split_teachers)
     history = trainer.resume(resume) if resume else trainer.train()
     save_cnn(trainer.module, plan.meta, folder.path / MODEL_NAME)
-    folder.record(history, config, best_epoch=trainer.best_epoch)
+    folder.record(history, settings, best_epoch=trainer.best_epoch)
     summary = run_summary(trainer, history, splits, folder)
     if teachers:
         summary["teachers_on_other_splits"] = other_split_teachers

@@ -32,6 +32,7 @@ from ferlab.nn.tracking import (
     new_history,
     record_epoch,
 )
+from ferlab.settings import CNNSettings
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
@@ -61,14 +62,15 @@ class TensorData:
 
 
 class CNNTrainer(TrainingLoop):
-    """Trains a network on :class:`TensorData` as ``config`` says; the best epoch's weights win.
+    """Trains a network on :class:`TensorData` as ``settings`` (a CNN config) say; the best
+    epoch's weights win.
 
     ``teachers``: CNNClassifiers whose mean logits the student learns (``distill``).
     """
 
     def __init__(
         self,
-        config: dict,
+        settings: CNNSettings,
         module: torch.nn.Module,
         data: TensorData,
         mean: float,
@@ -81,13 +83,13 @@ class CNNTrainer(TrainingLoop):
         epoch_callback: EpochCallback | None = None,
         teachers=(),
     ) -> None:
-        self.config = config
+        self.settings = settings
         self.teachers = list(teachers)
-        self.solver = config["solver"]
-        self.augment = config["augment"]
+        self.solver = settings.solver
+        self.augment = settings.augment
         self.device = device
-        self.channels_last = bool(config["device"]["channels_last"])
-        self.autocast_device = autocast_device(config["device"], device)
+        self.channels_last = bool(settings.device.channels_last)
+        self.autocast_device = autocast_device(settings.device, device)
         self.teacher_runtime = distillation.teacher_runtime(device, self.autocast_device)
         self.teacher_networks = TeacherNetworks()
         self.module = module.to(device=device, memory_format=memory_format(self.channels_last))
@@ -97,24 +99,24 @@ class CNNTrainer(TrainingLoop):
         self.meta = meta
         self.verbose = verbose
         self.epoch_callback = epoch_callback
-        self.generator = torch.Generator().manual_seed(int(config["seed"]))
+        self.generator = torch.Generator().manual_seed(int(settings.seed))
         self.optimizer = make_optimizer(self.module, self.solver)
         n = len(data.train_labels)
         if n == 0 or len(data.val_labels) == 0:
             raise DataError("the CNN needs training and validation samples")
-        self.batch_size = min(int(self.solver["batch_size"]), n)
+        self.batch_size = min(int(self.solver.batch_size), n)
         self.steps_per_epoch = n // self.batch_size
         self.history: dict[str, list] = new_history(HISTORY_KEYS)
         self.epoch = 0
-        self.epochs = int(self.solver["epochs"])
-        ema = float(self.solver["ema"])
+        self.epochs = int(self.solver.epochs)
+        ema = float(self.solver.ema)
         self.ema = WeightAverage(self.module, ema) if ema > 0 else None
         # The best epoch and its weights (best.kept), early stopping: a refitting run trained
         # on its validation part, so it keeps the last epoch instead.
         self.best = BestEpoch(
-            self.solver["monitor"],
-            self.solver["patience"],
-            keep_last=bool(config["data"]["refit"]),
+            self.solver.monitor,
+            self.solver.patience,
+            keep_last=bool(settings.data.refit),
             kept=self._copy_state(),
         )
         self.teacher_views: TeacherViews | None = None
@@ -197,17 +199,17 @@ class CNNTrainer(TrainingLoop):
         else:
             x = random_warp(
                 normalize(data.train_images[index], self.mean, self.std),
-                aug["crop"],
-                flip=aug["flip"],
-                rotate=aug["rotate"],
-                scale=aug["scale"],
+                aug.crop,
+                flip=aug.flip,
+                rotate=aug.rotate,
+                scale=aug.scale,
                 generator=self.generator,
             )
-        if aug["erase"] > 0:
-            x = random_erase(x, aug["erase"], generator=self.generator)
+        if aug.erase > 0:
+            x = random_erase(x, aug.erase, generator=self.generator)
         y = data.train_labels[index]
         x, partners, lam = mix_batch(
-            x, mixup=aug["mixup"], cutmix=aug["cutmix"], generator=self.generator
+            x, mixup=aug.mixup, cutmix=aug.cutmix, generator=self.generator
         )
         return x, Targets(y, y[partners], lam), soft
 
@@ -219,7 +221,7 @@ class CNNTrainer(TrainingLoop):
         assert views is not None
         view = self.epoch % len(views.images)
         x, soft = views.images[view][index].float(), views.logits[view][index]
-        if self.augment["flip"] and self.config["distill"]["flip"]:
+        if self.augment.flip and self.settings.distill.flip:
             mirror = torch.rand(len(index), generator=self.generator) < 0.5
             x = torch.where(mirror.to(x.device)[:, None, None, None], x.flip(-1), x)
         return x, soft
@@ -231,7 +233,7 @@ class CNNTrainer(TrainingLoop):
             self.data.train_images,
             count,
             augment=self.augment,
-            seed=self.config["seed"],
+            seed=self.settings.seed,
             batch_size=self.batch_size,
             mean=self.mean,
             std=self.std,
@@ -252,15 +254,15 @@ class CNNTrainer(TrainingLoop):
         """The training loss of logits (B, C) on batch ``x``: (mixed) cross-entropy, distilled
         from the teachers' logits ``soft`` (B, C), or their logits on the same ``x`` when not
         given, when there are teachers."""
-        smoothing = self.solver["label_smoothing"]
+        smoothing = self.solver.label_smoothing
         if not self.teachers:
             return mixed_cross_entropy(logits, targets, smoothing)
-        distill = self.config["distill"]
+        distill = self.settings.distill
         if soft is None:
             soft = self.teacher_logits(x)
         return distillation_loss(
             logits, soft, targets,
-            temperature=distill["temperature"], alpha=distill["alpha"], label_smoothing=smoothing,
+            temperature=distill.temperature, alpha=distill.alpha, label_smoothing=smoothing,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -272,7 +274,7 @@ class CNNTrainer(TrainingLoop):
         )
         return distillation.teacher_logits(
             self.teachers, networks, x, mean=self.mean, std=self.std,
-            flip=self.config["distill"]["flip"], autocast_device=self.autocast_device,
+            flip=self.settings.distill.flip, autocast_device=self.autocast_device,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -284,10 +286,10 @@ class CNNTrainer(TrainingLoop):
         module = self.module if module is None else module
         module.eval()
         loss_sum, correct = 0.0, 0
-        size = self.solver["eval_batch_size"]
+        size = self.solver.eval_batch_size
         for start in range(0, len(labels), size):
             x = normalize(images[start : start + size], self.mean, self.std)
-            x = center_crop(x, self.augment["crop"])
+            x = center_crop(x, self.augment.crop)
             y = labels[start : start + size]
             with self.autocast():
                 logits = module(self.prepare(x)).float()
@@ -305,7 +307,7 @@ class CNNTrainer(TrainingLoop):
 
     def _make_views_once(self) -> None:
         """Make the teacher views (distill.views) unless made or the run is over."""
-        views = int(self.config["distill"]["views"])
+        views = int(self.settings.distill.views)
         if not (self.teachers and views) or self.teacher_views is not None or self.finished:
             return
         started = time.perf_counter()

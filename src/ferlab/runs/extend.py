@@ -374,36 +374,35 @@ def _extend_cnn(old, new_classes: list[str], train, val, settings: ExtendSetting
 
     from ferlab.deep import CNNClassifier
     from ferlab.deep.trainer import CNNTrainer, TensorData
-    from ferlab.settings.cnn import CNN_DEFAULTS, validate_cnn_config
-    from ferlab.settings.loading import merge
+    from ferlab.settings import CNNSettings, parse_config
 
     module = copy.deepcopy(old.module).to("cpu")
     grow_linear_head(module, len(new_classes))
     freeze_cnn(module, settings.freeze)
     optimizer = settings.optimizer if settings.optimizer in ("sgd", "adamw") else "adamw"
-    config = validate_cnn_config(
-        merge(
-            CNN_DEFAULTS,
-            {
-                "seed": settings.seed,
-                "augment": {"crop": old.crop},
-                "solver": {
-                    "optimizer": optimizer,
-                    "lr": settings.lr,
-                    "batch_size": settings.batch_size,
-                    "epochs": settings.epochs,
-                    "patience": settings.patience,
-                    "schedule": "cosine",
-                    "warmup": 0.0,
-                },
-                "device": {"device": "cpu", "amp": False, "channels_last": False},
+    cnn_settings = parse_config(
+        {
+            "seed": settings.seed,
+            "augment": {"crop": old.crop},
+            "solver": {
+                "optimizer": optimizer,
+                "lr": settings.lr,
+                "batch_size": settings.batch_size,
+                "epochs": settings.epochs,
+                "patience": settings.patience,
+                "schedule": "cosine",
+                "warmup": 0.0,
             },
-        )
+            "device": {"device": "cpu", "amp": False, "channels_last": False},
+        },
+        CNNSettings,
     )
     torch.manual_seed(settings.seed)
     device = torch.device("cpu")
     data = TensorData.from_arrays(train.images, train.labels, val.images, val.labels, device)
-    trainer = CNNTrainer(config, module, data, old.mean, old.std, device=device, verbose=verbose)
+    trainer = CNNTrainer(
+        cnn_settings, module, data, old.mean, old.std, device=device, verbose=verbose
+    )
     history = trainer.train()
     meta = copy.deepcopy(old.meta)
     meta["architecture"]["num_classes"] = len(old.class_names) + len(new_classes)

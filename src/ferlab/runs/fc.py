@@ -14,7 +14,7 @@ from ferlab.data.split import TRAINING_DATA_KEYS, SplitImages, load_splits
 from ferlab.nn import FullyConnectedNet, Preprocessor, Solver
 from ferlab.nn.solver import CHECKPOINT_NAME
 from ferlab.runs.folder import RunFolder
-from ferlab.settings import fc_engine_settings
+from ferlab.settings import TrainSettings, fc_engine_settings
 
 
 @dataclass
@@ -51,30 +51,35 @@ def make_features(splits: SplitImages, preprocessing: str, dtype=np.float32) -> 
     return Features(X_train, y_train, X_val, y_val, tests, pre)
 
 
-def build_model(config: dict, features: Features, splits: SplitImages) -> FullyConnectedNet:
+def build_model(
+    settings: TrainSettings, features: Features, splits: SplitImages
+) -> FullyConnectedNet:
     """The configured fully connected net, carrying the preprocessing and class names."""
-    settings, _ = fc_engine_settings(config)
+    model_settings, _ = fc_engine_settings(settings)
     model = FullyConnectedNet.from_settings(
-        features.X_train.shape[1], len(splits.class_names), settings, seed=config["seed"]
+        features.X_train.shape[1], len(splits.class_names), model_settings, seed=settings.seed
     )
     model.preprocessor = features.preprocessor
     model.class_names = list(splits.class_names)
     model.input_shape = splits.image_shape
+    data = settings.data.model_dump()
     model.training_info = {
-        "data": {k: config["data"][k] for k in TRAINING_DATA_KEYS},
-        "seed": config["seed"],
+        "data": {k: data[k] for k in TRAINING_DATA_KEYS},
+        "seed": settings.seed,
     }
     return model
 
 
-def build_solver(config: dict, model, features: Features, splits: SplitImages, **kwargs) -> Solver:
+def build_solver(
+    settings: TrainSettings, model, features: Features, splits: SplitImages, **kwargs
+) -> Solver:
     """A Solver with the configured update rule and schedule."""
-    _, settings = fc_engine_settings(config)
+    _, solver_settings = fc_engine_settings(settings)
     return Solver.from_settings(
         model,
         features.solver_data(),
-        settings,
-        seed=config["seed"],
+        solver_settings,
+        seed=settings.seed,
         image_shape=splits.image_shape,
         **kwargs,
     )
@@ -91,7 +96,7 @@ FC_MAY_CHANGE = ("data.path", "solver.epochs", "solver.patience")
 
 
 def run_training(
-    config: dict,
+    settings: TrainSettings,
     out_dir: str | Path,
     *,
     resume: str | Path | None = None,
@@ -102,14 +107,12 @@ def run_training(
     """Train the configured net and write model, history, curves and summary into ``out_dir``
     (a :class:`~ferlab.runs.RunFolder`)."""
     folder = RunFolder(out_dir, checkpoint_name=CHECKPOINT_NAME)
-    splits = load_splits(config, strict=strict, use_cache=use_cache)
-    features = make_features(
-        splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
-    )
-    folder.start(config, splits, resume=resume, may_change=FC_MAY_CHANGE)
-    model = build_model(config, features, splits)
+    splits = load_splits(settings, strict=strict, use_cache=use_cache)
+    features = make_features(splits, settings.data.preprocessing, np.dtype(settings.model.dtype))
+    folder.start(settings, splits, resume=resume, may_change=FC_MAY_CHANGE)
+    model = build_model(settings, features, splits)
     solver = build_solver(
-        config, model, features, splits, checkpoint_dir=folder.path, verbose=verbose
+        settings, model, features, splits, checkpoint_dir=folder.path, verbose=verbose
     )
     if verbose:
         print(
@@ -120,9 +123,9 @@ def run_training(
         )
     history = solver.resume(resume) if resume else solver.train()
     model.save(folder.path / "model.npz")
-    folder.record(history, config, best_epoch=solver.best_epoch)
+    folder.record(history, settings, best_epoch=solver.best_epoch)
     summary = {
-        "dataset": config["data"]["dataset"],
+        "dataset": settings.data.dataset,
         "train_accuracy": accuracy(model, features.X_train, features.y_train),
         "val_accuracy": accuracy(model, features.X_val, features.y_val),
         **folder.loop_summary(solver, history, len(features.y_train), len(features.y_val)),

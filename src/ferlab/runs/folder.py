@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import BaseModel
 
 from ferlab.common.files import write_json_atomic
 from ferlab.errors import ConfigError
@@ -52,6 +53,12 @@ class Loop(Protocol):
     epoch: int
     best_epoch: int
     stopped_early: bool
+
+
+def config_record(config: BaseModel | dict) -> dict:
+    """A run's config as the plain data its records store: a checked settings object dumped,
+    or a config table as given."""
+    return config.model_dump() if isinstance(config, BaseModel) else config
 
 
 def data_digest(splits: Splits) -> str:
@@ -133,7 +140,7 @@ class RunFolder:
 
     def start(
         self,
-        config: dict,
+        config: BaseModel | dict,
         splits: Splits,
         *,
         resume: str | Path | None = None,
@@ -147,7 +154,7 @@ class RunFolder:
         them; a missing record is warned of. ``complete`` (the kind's config validation) fills
         the stored config's keys added since with their defaults before comparing.
         """
-        record = {"config": config, "data_digest": data_digest(splits)}
+        record = {"config": config_record(config), "data_digest": data_digest(splits)}
         if resume is not None:
             stored_path = Path(resume).parent / "run.json"
             stored = read_record(stored_path)
@@ -160,13 +167,13 @@ class RunFolder:
                 check_resume(stored, record, may_change, stored_path, complete)
         self.write_json("run.json", record)
 
-    def record(self, history: dict, config: dict, *, best_epoch: int = 0) -> None:
+    def record(self, history: dict, config: BaseModel | dict, *, best_epoch: int = 0) -> None:
         """Write the finished loop's ``history.json``, ``config.json`` and its curves
         (``loss.png``, ``accuracy.png``, ``best_epoch`` marked when known)."""
         from ferlab.common.plots import plot_history
 
         self.write_json("history.json", history)
-        self.write_json("config.json", config)
+        self.write_json("config.json", config_record(config))
         plot_history(history, self.path, title=self.path.name, best_epoch=best_epoch or None)
 
     def loop_summary(self, loop: Loop, history: dict, n_train: int, n_val: int) -> dict:

@@ -244,15 +244,17 @@ def retrain_best(study: optuna.Study, out_dir: str | Path, *, verbose: bool = Tr
     from ferlab.evaluation.scoring import evaluate_split
     from ferlab.inference.models import load_model
     from ferlab.runs.fc import run_training
+    from ferlab.settings import TrainSettings, parse_config
 
     config, what = best_config(study)
+    settings = parse_config(config, TrainSettings)
     print(f"retraining {what} of study {study.study_name}", file=sys.stderr)
     out = Path(out_dir)
-    summary = run_training(config, out, verbose=verbose)
+    summary = run_training(settings, out, verbose=verbose)
     classifier = load_model(out / "model.npz")
-    for split in dataset_spec(config["data"]["dataset"]).test_splits:
+    for split in dataset_spec(settings.data.dataset).test_splits:
         try:
-            report = evaluate_split(classifier, config["data"]["path"], split, out_dir=out / split)
+            report = evaluate_split(classifier, settings.data.path, split, out_dir=out / split)
         except (ConfigError, DataError) as exc:
             print(f"ferlab: note: {split}: {exc}", file=sys.stderr)
             continue

@@ -16,6 +16,7 @@ import optuna
 from ferlab.errors import TrainingDiverged
 from ferlab.search.pruning import MedianRule
 from ferlab.search.storage import is_rdb, open_storage, report_value
+from ferlab.settings import TrainSettings, parse_config
 
 Report = Callable[[int, float], None]
 TrialFn = Callable[[dict, Report], float]
@@ -77,43 +78,45 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
 
 
-def _data_key(config: dict) -> str:
+def _data_key(settings: TrainSettings) -> str:
     return json.dumps(
-        {"data": config["data"], "seed": config["seed"], "dtype": config["model"]["dtype"]},
+        {"data": settings.data.model_dump(), "seed": settings.seed, "dtype": settings.model.dtype},
         sort_keys=True,
     )
 
 
-def cached_features(config: dict) -> tuple:
+def cached_features(settings: TrainSettings) -> tuple:
     """``(splits, features)`` for the config's data, loaded once per process and reused."""
-    key = _data_key(config)
+    key = _data_key(settings)
     with _CACHE_LOCK:
-        return _DATA_CACHE.get(key) or _load_features(config, key)
+        return _DATA_CACHE.get(key) or _load_features(settings, key)
 
 
-def _load_features(config: dict, key: str) -> tuple:
+def _load_features(settings: TrainSettings, key: str) -> tuple:
     from ferlab.data.split import load_splits
     from ferlab.runs.fc import make_features
 
     if key not in _DATA_CACHE:
         if len(_DATA_CACHE) >= DATA_CACHE_SIZE:  # FER2013 features are ~250 MB each
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
-        splits = load_splits(config)
+        splits = load_splits(settings)
         features = make_features(
-            splits, config["data"]["preprocessing"], np.dtype(config["model"]["dtype"])
+            splits, settings.data.preprocessing, np.dtype(settings.model.dtype)
         )
         _DATA_CACHE[key] = (splits, features)
     return _DATA_CACHE[key]
 
 
 def train_trial(config: dict, report: Report) -> float:
-    """Train the configured net, reporting validation accuracy each epoch; return the final one."""
+    """Train the net of a trial's config (the config table the study stores, checked here),
+    reporting validation accuracy each epoch; return the final one."""
     from ferlab.runs.fc import accuracy, build_model, build_solver
 
-    splits, features = cached_features(config)
-    model = build_model(config, features, splits)
+    settings = parse_config(config, TrainSettings)
+    splits, features = cached_features(settings)
+    model = build_model(settings, features, splits)
     solver = build_solver(
-        config,
+        settings,
         model,
         features,
         splits,

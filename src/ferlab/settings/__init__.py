@@ -1,7 +1,7 @@
 """ferlab's settings: the schema of every config kind, reading config files, the CNN's config.
 
 - :mod:`ferlab.settings.schema`: the pydantic schema of every config kind and its validation
-  (re-exported here: ``from ferlab.settings import TrainSettings`` works as before);
+  into frozen settings objects that commands pass on (re-exported here);
 - :mod:`ferlab.settings.loading`: TOML files, ``--set`` overrides, ``--data``, merging configs;
 - :mod:`ferlab.settings.cnn`: the CNN config's defaults, validation and loading.
 
@@ -32,6 +32,7 @@ from ferlab.settings.schema import (
     Preprocessed,
     Probability,
     Section,
+    SectionT,
     TrainSettings,
     check_value,
     defaults,
@@ -39,6 +40,7 @@ from ferlab.settings.schema import (
     fc_engine_settings,
     fraction_or_count,
     known_dataset,
+    parse_config,
     setting_keys,
     validate_arguments,
     validate_config,
@@ -69,6 +71,7 @@ __all__ = [
     "Preprocessed",
     "Probability",
     "Section",
+    "SectionT",
     "TrainSettings",
     "check_value",
     "defaults",
@@ -76,6 +79,7 @@ __all__ = [
     "fc_engine_settings",
     "fraction_or_count",
     "known_dataset",
+    "parse_config",
     "setting_keys",
     "validate_arguments",
     "validate_config",

@@ -10,7 +10,12 @@ from typing import Any
 
 from ferlab.configs import resolve_config
 from ferlab.errors import ConfigError
-from ferlab.settings.schema import Section, TrainSettings, defaults, validate_config
+from ferlab.settings.schema import (
+    SectionT,
+    TrainSettings,
+    defaults,
+    parse_config,
+)
 
 DEFAULTS: dict[str, Any] = defaults(TrainSettings)
 
@@ -80,10 +85,11 @@ def load_config(
     overrides: list[str] | None = None,
     data_path: str | None = None,
     *,
-    schema: type[Section] = TrainSettings,
-) -> dict:
+    schema: type[SectionT] = TrainSettings,
+) -> SectionT:
     """Defaults, then the TOML file, then ``--set`` overrides, then ``--data``, checked against
-    ``schema`` (a fully connected training config unless told otherwise) before any data loads."""
+    ``schema`` (a fully connected training config unless told otherwise) before any data loads:
+    the schema's frozen settings object."""
     raw = read_toml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     if data_path is not None:
@@ -91,9 +97,24 @@ def load_config(
             raise ConfigError("config key 'data' must be a table")
         raw["data"]["path"] = str(data_path)
     try:
-        config = validate_config(raw, schema)
+        settings = parse_config(raw, schema)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
-    if config.get("data", {}).get("path"):
-        config["data"]["path"] = str(Path(config["data"]["path"]).expanduser())
-    return config
+    if settings.data.path:
+        settings = with_values(settings, {"data.path": str(Path(settings.data.path).expanduser())})
+    return settings
+
+
+def with_values(settings: SectionT, values: dict[str, Any]) -> SectionT:
+    """A copy of ``settings`` with the dotted keys of ``values`` changed (``{"solver.lr":
+    0.01}``), checked again against its schema."""
+    config = settings.model_dump()
+    for dotted, value in values.items():
+        *tables, name = dotted.split(".")
+        node = config
+        for key in tables:
+            node = node[key]
+        if name not in node:
+            raise ConfigError(f"unknown config key {dotted!r}")
+        node[name] = value
+    return parse_config(config, type(settings))

@@ -38,9 +38,14 @@ Count = Annotated[int, Field(ge=1)]
 
 
 class Section(BaseModel):
-    """A table of settings: unknown keys, wrong types and non-finite numbers are refused."""
+    """A table of settings: unknown keys, wrong types and non-finite numbers are refused, and a
+    checked object is frozen (its values are read as attributes, ``settings.solver.lr``; a
+    changed copy comes from :func:`ferlab.settings.loading.with_values`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+SectionT = typing.TypeVar("SectionT", bound=Section)
 
 
 def fraction_or_count(value: int | float) -> int | float:
@@ -137,11 +142,11 @@ class FCSolverSettings(Section):
     )
 
 
-def fc_engine_settings(config: dict) -> tuple[ModelSettings, SolverSettings]:
-    """The NumPy engine's frozen settings of a validated fully connected config's ``model`` and
-    ``solver`` tables (the engine checks them again as it builds the net and the Solver)."""
-    model = {**config["model"], "hidden_dims": tuple(config["model"]["hidden_dims"])}
-    return ModelSettings(**model), SolverSettings(**config["solver"])
+def fc_engine_settings(settings: TrainSettings) -> tuple[ModelSettings, SolverSettings]:
+    """The NumPy engine's frozen settings of a fully connected config's ``model`` and ``solver``
+    tables (the engine checks them again as it builds the net and the Solver)."""
+    model = {**settings.model.model_dump(), "hidden_dims": tuple(settings.model.hidden_dims)}
+    return ModelSettings(**model), SolverSettings(**settings.solver.model_dump())
 
 
 class TrainSettings(Section):
@@ -380,12 +385,19 @@ def describe_error(error: dict, schema: type[BaseModel], *, options: bool = Fals
     return f"config key {key!r} {_rule(error['msg'])}{shown}"
 
 
-def validate_config(config: dict, schema: type[Section]) -> dict:
-    """The config completed with defaults and checked against ``schema``; raises ConfigError."""
+def parse_config(config: dict, schema: type[SectionT]) -> SectionT:
+    """The config completed with defaults and checked against ``schema``, as the schema's frozen
+    object; raises ConfigError naming the first key that breaks a rule."""
     try:
-        return schema.model_validate(config).model_dump()
+        return schema.model_validate(config)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc.errors()[0], schema)) from None
+
+
+def validate_config(config: dict, schema: type[Section]) -> dict:
+    """The config completed with defaults and checked against ``schema``, as plain data (what a
+    record stores); raises ConfigError."""
+    return parse_config(config, schema).model_dump()
 
 
 def validate_options(schema: type[Section], **values: Any) -> Section:
