@@ -112,3 +112,12 @@ def test_imports_point_down_the_layers():
                 upward.add(f"{name} -> {imported}")
     assert sorted(upward - KNOWN_UPWARD_IMPORTS) == [], "imports from a lower layer upwards"
     assert sorted(KNOWN_UPWARD_IMPORTS - upward) == [], "gone: remove from KNOWN_UPWARD_IMPORTS"
+
+
+def test_the_development_page_names_every_package():
+    page = (SRC.parent / "docs" / "development.md").read_text(encoding="utf-8")
+    packages = sorted(p.parent.name for p in (SRC / "ferlab").glob("*/__init__.py"))
+    missing = [name for name in packages if f"| `{name}/` |" not in page]
+    assert not missing, f"docs/development.md's 'Where things live' lacks {', '.join(missing)}"
+    modules = sorted(p.name for p in (SRC / "ferlab").glob("*.py") if p.name != "__init__.py")
+    assert modules == ["errors.py"], "a module at the top of src/ferlab: give it a package"
