@@ -169,14 +169,21 @@ def _memory_meta(record: dict, proto) -> dict:
     return meta
 
 
-def read_proto(path: str | os.PathLike):
-    """The ONNX ModelProto of ``path`` (bounded in size) and the file's bytes."""
+def require_onnx():
+    """The ``onnx`` and ``onnxruntime`` modules, or a one-line error naming the install."""
     try:
         import onnx
+        import onnxruntime
     except ImportError:
         raise FerlabError(
             "ONNX models need onnx and onnxruntime: pip install onnxruntime onnx"
         ) from None
+    return onnx, onnxruntime
+
+
+def read_proto(path: str | os.PathLike):
+    """The ONNX ModelProto of ``path`` (bounded in size) and the file's bytes."""
+    onnx, _ = require_onnx()
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
@@ -194,13 +201,7 @@ def read_proto(path: str | os.PathLike):
 
 def load_onnx(path: str | os.PathLike, *, threads: int = 1) -> OnnxClassifier:
     """Load and check a ferlab ONNX file; every field is checked before a session is built."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-    except ImportError:
-        raise FerlabError(
-            "ONNX models need onnx and onnxruntime: pip install onnxruntime onnx"
-        ) from None
+    _, onnxruntime = require_onnx()
     path = Path(path)
     if not isinstance(threads, int) or threads < 1:
         raise FerlabError(f"threads must be an integer >= 1, got {threads!r}")
