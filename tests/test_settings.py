@@ -168,3 +168,29 @@ def test_the_readme_config_reference_lists_exactly_the_schema(schema):
         f"no docs ```toml block lists exactly {schema.__name__}'s keys; missing from the closest: "
         f"{sorted(set(setting_keys(schema)) - max(documented, key=lambda d: len(d & set(setting_keys(schema)))))}"
     )
+
+
+def test_a_loaded_config_is_a_frozen_settings_object_and_with_values_checks_its_copy(tmp_path):
+    import pydantic
+
+    from ferlab.settings.loading import with_values
+
+    path = tmp_path / "fc.toml"
+    path.write_text('[solver]\nlr = 0.05\n[data]\npath = "~/faces.tar.gz"\n', encoding="utf-8")
+    settings = load_config(path, ["model.hidden_dims=[32, 16]"])
+    assert isinstance(settings, TrainSettings)
+    assert settings.solver.lr == 0.05 and settings.model.hidden_dims == [32, 16]
+    assert settings.data.path == str(Path("~/faces.tar.gz").expanduser())
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        settings.solver.lr = 1.0
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        settings.seed = 3
+    changed = with_values(settings, {"solver.lr": 0.01, "seed": 3})
+    assert (changed.solver.lr, changed.seed) == (0.01, 3)
+    assert (settings.solver.lr, settings.seed) == (0.05, 0)  # the original is untouched
+    with pytest.raises(ConfigError, match=r"config key 'solver.lr' must be greater than 0"):
+        with_values(settings, {"solver.lr": -1.0})
+    with pytest.raises(ConfigError, match="unknown config key 'solver.lrr'"):
+        with_values(settings, {"solver.lrr": 0.1})
+    cnn = load_config(None, ["solver.epochs=2"], schema=CNNSettings)
+    assert isinstance(cnn, CNNSettings) and cnn.solver.epochs == 2
