@@ -10,8 +10,9 @@ Also reports detection recall and false detections per 100 scenes. Every detecto
 ``--calibrate N`` measures each detector's framing instead, on N Training faces only: the ratio of
 the pasted crop's side to the detector's box side and the centre's offset (the values behind each
 detector's :class:`ferlab.vision.framing.Framing`). ``--scores N`` gives, on N Training faces
-(half of them turned), the recall and false faces per 100 scenes at each score threshold: the
-data the default ``min_score`` is chosen from (never the test parts).
+(half of them turned), the recall and false faces per 100 scenes at each score threshold
+(BlazeFace's face score and its default ``min_score`` are fitted and chosen on other scenes, by
+``detector_verifier.py``; never on the test parts).
 
     python benchmarks/pipeline_accuracy.py --data ../shared/data/fer2013-images.tar.gz
     python benchmarks/pipeline_accuracy.py --data ... --turn 30

@@ -283,3 +283,46 @@ def test_the_default_recognizer_uses_blazeface_and_reports_landmarks():
     (face,) = recognizer.analyze(skdata.astronaut())
     assert face.emotion == "happy" and set(face.to_dict()["landmarks"]) >= {"right_eye", "mouth"}
     assert math.isfinite(face.box.roll)
+
+
+def test_the_verifier_is_the_model_its_record_fitted_on_validation_scenes():
+    import json
+
+    from ferlab.vision import blazeface
+
+    record = json.loads(
+        (Path(__file__).parents[1] / "benchmarks/results/detector_verifier.json").read_text()
+    )
+    assert record["verifier"] == json.loads(json.dumps(blazeface.VERIFIER))
+    assert (record["default_min_score"], record["agree"], record["disputed"]) == (
+        blazeface.MIN_SCORE,
+        blazeface.AGREE,
+        blazeface.DISPUTED,
+    )
+    # on each held-out validation part the shipped score finds more faces with fewer false ones
+    for part in record["held_out"].values():
+        before = part["previous_rule_mean_of_both_networks_0.5"]
+        after = part["default_face_score"]
+        assert after["recall"] > before["recall"]
+        assert after["false_per_100_scenes"] <= before["false_per_100_scenes"]
+
+
+def test_a_surer_network_never_lowers_the_face_score_and_disagreement_needs_more():
+    from ferlab.vision.blazeface import DISPUTED, face_probability, face_score
+
+    grid = np.linspace(0.0, 1.0, 6)
+    rows = np.array([(c, b, f, a) for c in grid for b in grid for f in grid for a in grid])
+    score = face_score(rows)
+    assert ((score >= 0) & (score <= 1)).all()
+    for column in range(3):  # candidate, back and full-range scores: more is never less
+        surer = rows.copy()
+        surer[:, column] = np.minimum(1.0, surer[:, column] + 0.2)
+        assert (face_score(surer) >= score - 1e-12).all()
+    apart = rows.copy()
+    apart[:, 3] = np.minimum(1.0, apart[:, 3] + 0.2)  # landmarks further apart: never more
+    assert (face_probability(apart) <= face_probability(rows) + 1e-12).all()
+    # a face only one network finds scores 0.5 where the verifier is DISPUTED sure of it
+    agree, alone = np.array([[0.9, 0.9, 0.9, 0.0]]), np.array([[0.9, 0.95, 0.0, 1.0]])
+    assert face_score(agree)[0] == pytest.approx(face_probability(agree)[0])
+    p = face_probability(alone)[0]
+    assert (face_score(alone)[0] >= 0.5) == (p >= DISPUTED)

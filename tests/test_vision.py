@@ -196,7 +196,7 @@ def test_output_formats_and_top_k(astronaut, tmp_path, capsys, monkeypatch):
     assert main(["predict", "a.png", "--top-k", "2"]) == 0
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(
-        r"a\.png  face 0 at \(\d+,\d+ \d+x\d+\) score 0\.\d\d eyes \(\d+,\d+\) \(\d+,\d+\)  "
+        r"a\.png  face 0 at \(\d+,\d+ \d+x\d+\) score [01]\.\d\d eyes \(\d+,\d+\) \(\d+,\d+\)  "
         r"happy 0\.\d\d  \w+ 0\.\d\d",
         line,
     )

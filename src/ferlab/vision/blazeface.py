@@ -11,11 +11,17 @@ letterboxed into its square, and on overlapping tiles when faces as small as ``m
 would be too small at the whole photo's scale; its detections above a low score are merged by
 MediaPipe's weighted non-maximum suppression (overlapping boxes averaged, weighted by score).
 The verification pass looks again at each candidate in a square :data:`CONTEXT` times its side,
-centred on it, with both networks; a face's score is the mean of the two networks' scores for
-it there (0 for a network that finds nothing overlapping it), and faces under ``min_score`` are
-dropped. One network alone takes textures, animals and painted shapes for faces that the other,
-trained on other photos, does not, while both find real faces at any size once they fill a
-third of the view.
+centred on it and turned so that its eyes are level, with both networks. A face's score comes
+from the probability given by :data:`VERIFIER`, a quadratic logistic model of four
+measurements: the candidate's score, each network's score there (0 for a network that finds
+nothing overlapping it) and how far apart the two networks put the eyes, nose and mouth. It was
+fitted by ``benchmarks/detector_verifier.py`` on FER2013 Training faces pasted on photos that
+are in neither the pipeline benchmark nor the real-photo set. One network alone takes textures,
+animals and painted shapes for faces; the other, trained on other photos, rarely agrees with it
+on them, neither in score nor in where the eyes are, but it also doubts tightly cropped real
+faces that the first is sure of: the model weighs the measurements together instead of
+averaging the two scores, which dropped faces that only one network was sure of. A face that
+only one network finds must be surer to count than one both agree on (:func:`face_score`).
 """
 
 from __future__ import annotations
@@ -48,6 +54,43 @@ CANDIDATE_SCORE = 0.4
 # faces pasted on photos).
 CONTEXT = 2.5
 VERIFY_IOU = 0.3  # a verifying detection must overlap the candidate by this much
+# The verification's face model (see the module's docstring): the face probability is
+# sigmoid(bias + linear . x + x . quadratic . x) of x = (candidate score, back network's score,
+# full-range network's score, landmark disagreement). The face's size is left out on purpose:
+# how often faces of each size are found in the scenes it was fitted on says more about those
+# scenes than about photos (small pasted FER2013 crops are hard; small faces in group photos
+# are not).
+# Written by benchmarks/detector_verifier.py (record benchmarks/results/detector_verifier.json).
+VERIFIER = {
+    "bias": -5.239265,
+    "linear": (9.278818, 1.366191, 0.850364, -4.868766),
+    "quadratic": (
+        (0.0, 0.632697, 0.0, 0.0),
+        (0.632697, 0.0, 0.177071, 0.0),
+        (0.0, 0.177071, 0.0, 0.0),
+        (0.0, 0.0, 0.0, 0.0),
+    ),
+}
+# Landmark disagreement: the mean distance between the networks' eyes, nose and mouth in the
+# verification view, in units of this fraction of the view (half the expected face side), at
+# most 1 (also when a network finds nothing).
+LANDMARK_UNIT = 0.2
+# A face the two networks agree on (the mean of their scores at least AGREE, the rule this
+# verifier replaced) scores the verifier's probability; a face only one of them finds (FER2013's
+# tightly cropped faces, but also animals, textures and drawings) needs the verifier surer:
+# its probability p is mapped so that p = DISPUTED scores 0.5, p = 1 scores 1 (see
+# :func:`face_score`). DISPUTED: keep a face when p * (cost of a miss) > (1 - p) * (cost of a
+# false face), a false face costing 10 missed faces (issue 44's targets: 5% of about 2 faces
+# per scene missed against 1 false face per 100 scenes), p > 10 / 11, rounded down.
+AGREE = 0.5
+DISPUTED = 0.9
+# The default min_score: the verifier's probability at least 0.5 for a face both networks agree
+# on, at least DISPUTED for the others (chosen on the held-out validation scenes of
+# detector_verifier.json: more faces found and fewer false faces than the previous rule, the
+# mean of both networks' scores >= 0.5, on each of its four parts).
+MIN_SCORE = 0.5
+# The candidate pass's own score threshold when verification is off (verify=False).
+UNVERIFIED_MIN_SCORE = 0.5
 VERIFY_BATCH = 32  # views per ONNX Runtime call, bounding memory on crowded photos
 # A detection with this much of its area inside a larger face is not a face of its own.
 NESTED = 0.6
@@ -111,8 +154,9 @@ def _tiles(width: int, height: int, side: int, overlap: int) -> list[Window]:
 class BlazeFaceDetector:
     """MediaPipe's BlazeFace face detectors on ONNX Runtime, verified by a second look.
 
-    ``min_score`` is the smallest verified face score kept (the mean of both networks' face
-    probabilities, in [0, 1]); ``min_face`` the smallest face side searched, in pixels of the
+    ``min_score`` is the smallest verified face score kept (:func:`face_score`, in [0, 1];
+    None: :data:`MIN_SCORE`, or :data:`UNVERIFIED_MIN_SCORE` without verification);
+    ``min_face`` the smallest face side searched, in pixels of the
     photo; ``threads`` the ONNX Runtime threads. ``verify=False`` keeps the candidate pass alone
     (its score, ``network``'s own), for comparison. ``detect(rgb)`` gives boxes, scores and the
     six landmarks (:data:`~ferlab.vision.detect.LANDMARKS`) together.
@@ -126,12 +170,14 @@ class BlazeFaceDetector:
     def __init__(
         self,
         *,
-        min_score: float = 0.5,
+        min_score: float | None = None,
         min_face: int = 30,
         threads: int = 1,
         network: str = NETWORK,
         verify: bool = True,
     ) -> None:
+        if min_score is None:
+            min_score = MIN_SCORE if verify else UNVERIFIED_MIN_SCORE
         if not isinstance(min_score, int | float) or not 0.0 < min_score < 1.0:
             raise FerlabError(f"min_score must be a number in (0, 1), got {min_score!r}")
         if not isinstance(min_face, int) or isinstance(min_face, bool) or min_face < 8:
@@ -145,7 +191,7 @@ class BlazeFaceDetector:
         self.network = NETWORKS[network]
         self._runners = {name: _Runner(net, threads) for name, net in NETWORKS.items()}
         digest = hashlib.sha256(
-            "".join(r.sha256 for r in self._runners.values()).encode()
+            ("".join(r.sha256 for r in self._runners.values()) + repr(VERIFIER)).encode()
         ).hexdigest()
         self.version = (
             f"{network.replace('_', '-')}+verify-{digest[:12]}"
@@ -185,34 +231,82 @@ class BlazeFaceDetector:
         )
 
     def _verified(self, rgb: np.ndarray, candidates):
-        """The verification pass: each candidate looked at again in a view :data:`CONTEXT`
-        times its side, turned so that its eyes are level; its score becomes the mean of both
-        networks' scores there, and its landmarks those the candidate network finds in that
+        """The verification pass: each candidate's score becomes its face score
+        (:func:`face_score`), and its landmarks those the candidate network finds in its
         upright view (a turned face's landmarks are surer once it is upright)."""
+        measured, refined = self.measurements(rgb, candidates)
+        return [
+            (box, points, float(score))
+            for (box, _, _), points, score in zip(
+                candidates, refined, face_score(measured), strict=True
+            )
+        ]
+
+    def measurements(self, rgb: np.ndarray, candidates):
+        """The verifier's measurements (N, 4) of the N candidates (box, landmarks, score), and
+        their landmarks (6, 2) in the photo as the candidate network finds them in each
+        candidate's view :data:`CONTEXT` times its side, turned so that its eyes are level."""
         frames = [_context_frame(box, points) for box, points, _ in candidates]
         # In its own view each candidate is upright, centred, 1 / CONTEXT of the side.
         half = 0.5 / CONTEXT
         expected = np.array([0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half])
-        total = np.zeros(len(candidates))
-        refined = [points for _, points, _ in candidates]
-        for runner in self._runners.values():
+        scores = {name: np.zeros(len(candidates)) for name in self._runners}
+        points = {name: [None] * len(candidates) for name in self._runners}
+        refined = [p for _, p, _ in candidates]
+        for name, runner in self._runners.items():
             side = runner.network.side
             views = [_turned_view(rgb, frame, side) for frame in frames]
-            found, landmarks, scores = runner.run(views)
+            found, landmarks, found_scores = runner.run(views)
             for i, frame in enumerate(frames):
                 near = np.flatnonzero(box_iou(expected, found[i]) >= VERIFY_IOU)
                 if not len(near):
                     continue
-                best = near[np.argmax(scores[i][near])]
-                total[i] += float(scores[i][best])
+                best = near[np.argmax(found_scores[i][near])]
+                scores[name][i] = float(found_scores[i][best])
+                points[name][i] = landmarks[i][best]
                 if runner.network == self.network:
                     refined[i] = _to_photo(landmarks[i][best], frame)
-        return [
-            (box, points, float(score))
-            for (box, _, _), points, score in zip(
-                candidates, refined, total / len(self._runners), strict=True
-            )
-        ]
+        apart = np.ones(len(candidates))
+        for i, (back, full) in enumerate(zip(points["back"], points["full_range"], strict=True)):
+            if back is not None and full is not None:
+                distance = np.linalg.norm(back[:4] - full[:4], axis=1).mean() / LANDMARK_UNIT
+                apart[i] = min(1.0, float(distance))
+        measured = np.stack(
+            [
+                np.array([s for _, _, s in candidates], float),
+                scores["back"],
+                scores["full_range"],
+                apart,
+            ],
+            axis=1,
+        )
+        return measured, refined
+
+
+def face_score(measured: np.ndarray, model: dict | None = None) -> np.ndarray:
+    """The face score (N,) in [0, 1] of measurements (N, 4): the verifier's probability p for a
+    face both networks agree on (the mean of their scores, columns 1 and 2, at least
+    :data:`AGREE`); for the others p mapped piecewise linearly, 0 -> 0, :data:`DISPUTED` -> 0.5,
+    1 -> 1, so that a face only one network finds scores 0.5 when the verifier is
+    :data:`DISPUTED` sure of it."""
+    probability = face_probability(measured, model)
+    agree = np.asarray(measured, float).reshape(-1, 4)[:, 1:3].mean(axis=1) >= AGREE
+    disputed = np.where(
+        probability < DISPUTED,
+        0.5 * probability / DISPUTED,
+        0.5 + 0.5 * (probability - DISPUTED) / (1.0 - DISPUTED),
+    )
+    return np.where(agree, probability, disputed)
+
+
+def face_probability(measured: np.ndarray, model: dict | None = None) -> np.ndarray:
+    """The verifier's face probability (N,) of measurements (N, 4) (see :data:`VERIFIER`)."""
+    model = VERIFIER if model is None else model
+    x = np.asarray(measured, float).reshape(-1, 4)
+    quadratic = np.asarray(model["quadratic"], float)
+    logit = model["bias"] + x @ np.asarray(model["linear"], float)
+    logit = logit + np.einsum("ni,ij,nj->n", x, quadratic, x)
+    return 1.0 / (1.0 + np.exp(-np.clip(logit, -60.0, 60.0)))
 
 
 def _name_of(network: Network) -> str:

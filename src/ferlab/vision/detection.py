@@ -13,8 +13,8 @@ LANDMARKS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 class Detection:
     """A face box in pixels of the analysed image: left ``x``, top ``y``, width ``w``, height ``h``.
 
-    ``score`` is the detector's confidence: for ``blazeface`` its networks' mean face probability in
-    [0, 1]; for ``haar`` the last stage's level weight (higher is surer, not a probability); 1.0
+    ``score`` is the detector's confidence: for ``blazeface`` its verifier's face score in [0, 1]
+    (:func:`ferlab.vision.blazeface.face_score`); for ``haar`` the last stage's level weight (higher is surer, not a probability); 1.0
     for the whole-image detector. ``landmarks`` holds (x, y) pixels for each of
     :data:`LANDMARKS`, or is empty when the detector gives none (Haar, none).
     """
