@@ -105,13 +105,15 @@ def adapt_and_score(shipped, faces, labels, test_faces, test_labels, *, folds, s
     from ferlab.assets import shipped_model_path
     from ferlab.inference.models import load_model
     from ferlab.photos.adapt import adapt_faces, write_adapted
+    from ferlab.photos.outputs import is_quantized
 
     started = time.perf_counter()
     record, network = adapt_faces(
         shipped, faces, labels, shipped.class_names, folds=folds, seed=seed, verbose=False
     )
     if record["choice"]["changed"]:
-        target = write_adapted(network, shipped_model_path(), "onnx", out, faces, quantized=True)
+        out.mkdir(parents=True, exist_ok=True)
+        target = write_adapted(network, "onnx", out, faces, quantized=True)
         written = load_model(target)
     else:
         written = load_model(shipped_model_path())
@@ -123,6 +125,7 @@ def adapt_and_score(shipped, faces, labels, test_faces, test_labels, *, folds, s
         "fold_results": record["fold_results"],
         "tests": record["tests"],
         "verdict": record["verdict"],
+        "written_int8": is_quantized(target) if record["choice"]["changed"] else True,
         "held_out_accuracy": accuracy(written, test_faces, test_labels),
         "seconds": round(time.perf_counter() - started, 1),
     }

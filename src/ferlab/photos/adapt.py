@@ -1,6 +1,6 @@
 """Adapting a model to a user's labelled photos, with the statistics to know whether it helped.
 
-How much to train (the head alone or the last block too, and for how many epochs, or not at
+How much to train (the head alone or the whole network, and for how many epochs, or not at
 all) is chosen by cross-validation on the user's photos only. The paired test between the
 original and the adapted model is nested so that no fold it reports chose anything: on each of
 k stratified folds, an inner cross-validation on the other folds chooses, the network is
@@ -25,6 +25,7 @@ from ferlab.photos.outputs import (
     MODEL_FILES,
     data_facts,
     file_record,
+    is_quantized,
     parent_facts,
     sha256_of,
     write_adapted,
@@ -83,8 +84,9 @@ def _runs(network, crops, labels, train_idx, test_idx, seed, tta) -> dict:
         train_in = front_outputs(adjusted, front, crops[train_idx])
         test_in = front_outputs(adjusted, front, crops[test_idx])
         probs = train_end(
-            end, train_in, labels[train_idx], depth, seed=seed, score=test_in, tta=tta
-        )
+            end, train_in, labels[train_idx], depth, seed=seed, score=test_in, tta=tta,
+            crop=adjusted.crop,
+        )  # fmt: skip
         for epochs, error in fold_errors(probs, test).items():
             if epochs == 0 and depth != DEPTHS[0]:
                 continue  # no training is the same whatever the depth
@@ -93,13 +95,26 @@ def _runs(network, crops, labels, train_idx, test_idx, seed, tta) -> dict:
 
 
 def best_choice(errors: list[dict]) -> tuple:
-    """The choice with the lowest mean error over folds (ties: the simplest) and every mean."""
+    """The simplest choice within one standard error of the best, and every mean error.
+
+    The best is the choice with the lowest mean error over folds (ties: the simplest). The
+    one-standard-error rule (Breiman et al. 1984; Hastie et al., *The Elements of Statistical
+    Learning*, 7.10) then takes the first choice, simplest first (:func:`candidates`), whose
+    fold-by-fold excess error over the best is at most its own standard error: a candidate
+    that is better by less than the folds can tell apart does not displace a simpler one, so
+    photos like the parent's keep the parent rather than a retrained network that won by
+    noise."""
     from ferlab.photos.tune import candidates
 
-    means = {c: float(np.mean([e[c] for e in errors])) for c in candidates()}
     order = candidates()
-    choice = min(order, key=lambda c: (round(means[c], 9), order.index(c)))
-    return choice, means
+    means = {c: float(np.mean([e[c] for e in errors])) for c in order}
+    best = min(order, key=lambda c: (round(means[c], 9), order.index(c)))
+    for choice in order[: order.index(best)]:
+        excess = np.array([e[choice] - e[best] for e in errors])
+        spread = excess.std(ddof=1) / np.sqrt(len(excess)) if len(excess) > 1 else 0.0
+        if excess.mean() <= spread + 1e-12:
+            return choice, means
+    return best, means
 
 
 def cross_validate(
@@ -198,7 +213,10 @@ def trained_on_all(network, choice, crops: np.ndarray, labels: np.ndarray, seed:
     if choice.epochs:
         front, end = split_network(network.module, choice.depth)
         inputs = front_outputs(network, front, crops)
-        trained = train_end(end, inputs, labels, choice.depth, epochs=(choice.epochs,), seed=seed)
+        trained = train_end(
+            end, inputs, labels, choice.depth, epochs=(choice.epochs,), seed=seed,
+            crop=network.crop,
+        )  # fmt: skip
         end.load_state_dict(trained[choice.epochs].state_dict())
     network.module.eval()
     return network
@@ -327,6 +345,7 @@ def adapt_photos(
         shutil.copyfile(parent_path, target)  # cross-validation chose to change nothing
     else:
         target = write_adapted(network, kind, out_dir, faces.crops, quantized=quantized)
+        quantized = quantized and is_quantized(target)
     record.update(
         file_record(target, network, faces, labels, class_names, photos, tta=tta),
         quantized=quantized,

@@ -12,6 +12,7 @@ import numpy as np
 from ferlab.common.files import write_json_atomic, write_text_atomic
 
 MODEL_FILES = {"onnx": "model.onnx", "cnn": "model.safetensors"}
+MIN_INT8_AGREEMENT = 0.95  # of the user's faces, else the float ONNX file is written
 ADAPT_FILES = ("adapt.json", "model_card.json", "MODEL_CARD.md", "no_face.txt")
 CARD_KEYS = (
     "parent", "data", "class_counts", "new_classes", "choice", "folds", "tests", "verdict",
@@ -28,7 +29,11 @@ def write_adapted(
     network, parent_kind: str, out_dir: Path, calibration: np.ndarray, *, quantized: bool
 ) -> Path:
     """Write the adapted network as the parent's kind: ONNX (int8 when the parent was, its
-    activation ranges set on the user's faces (N, 48, 48)) or a CNN ``.safetensors`` file."""
+    activation ranges set on the user's faces (N, 48, 48)) or a CNN ``.safetensors`` file.
+
+    The paired test measured the float network, so an int8 file that agrees with it on fewer
+    than ``MIN_INT8_AGREEMENT`` of the user's faces (top class, both views) is not written: the
+    float ONNX file is, and :func:`is_quantized` tells which one was."""
     from ferlab.deep.export import export_onnx
 
     target = out_dir / MODEL_FILES[parent_kind]
@@ -44,7 +49,31 @@ def write_adapted(
         float_path = Path(folder) / "float.onnx"
         export_onnx(network, float_path, name="adapted")
         quantize_onnx(float_path, target, calibration)
+        if int8_agreement(network, target, calibration) < MIN_INT8_AGREEMENT:
+            export_onnx(network, target, name=network.meta.get("name") or "adapted")
     return target
+
+
+def int8_agreement(network, path: Path, faces: np.ndarray) -> float:
+    """How often the ONNX file at ``path`` and ``network`` give the same top class, with the
+    flip views, on ``faces`` (N, 48, 48)."""
+    from ferlab.inference.models import load_model
+
+    written = load_model(path)
+    saved, written.tta, network.tta = network.tta, "flip", "flip"
+    try:
+        mine = np.asarray(written.predict_proba(faces)).argmax(axis=1)
+        theirs = np.asarray(network.predict_proba(faces)).argmax(axis=1)
+    finally:
+        network.tta = saved
+    return float((mine == theirs).mean())
+
+
+def is_quantized(path: Path) -> bool:
+    """Whether the model file at ``path`` is an int8 ONNX file."""
+    from ferlab.inference.models import load_model
+
+    return Path(path).suffix == ".onnx" and bool(load_model(path).meta.get("quantization"))
 
 
 def parent_facts(parent, parent_path: Path, kind: str) -> dict:
