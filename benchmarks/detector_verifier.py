@@ -98,28 +98,16 @@ def validation_backgrounds(cifar: str, size=(640, 480)) -> list[np.ndarray]:
     return out
 
 
-def small_scenes(faces, rng, backgrounds, turn):
-    """Like ``pipeline_accuracy.scenes``, with 1 to 5 faces of 32 to 200 pixels (log-uniform)."""
-    from ferlab.vision.scenes import place_faces
+def small_sizes(rng, count: int) -> list[int]:
+    """Face sides of 32 to 200 pixels, log-uniform."""
+    return [int(round(np.exp(rng.uniform(np.log(32), np.log(200))))) for _ in range(count)]
 
-    start = 0
-    while start < len(faces):
-        count = min(int(rng.integers(1, 6)), len(faces) - start)
-        background = backgrounds[int(rng.integers(len(backgrounds)))]
-        for _ in range(50):
-            sizes = [int(round(np.exp(rng.uniform(np.log(32), np.log(200))))) for _ in range(count)]
-            angles = [float(a) for a in rng.uniform(-turn, turn, count)] if turn else None
-            try:
-                scene, boxes = place_faces(
-                    background, faces[start : start + count], sizes, rng, angles
-                )
-                break
-            except ValueError:
-                continue
-        else:
-            raise ValueError(f"cannot place {count} faces on a scene")
-        yield scene, boxes, list(range(start, start + count))
-        start += count
+
+def small_scenes(faces, rng, backgrounds, turn):
+    """``pipeline_accuracy.scenes`` with 1 to 5 faces of 32 to 200 pixels (log-uniform)."""
+    from pipeline_accuracy import scenes
+
+    return scenes(faces, rng, backgrounds, max_faces=5, turn=turn, sizes=small_sizes, tries=50)
 
 
 def measure_part(task) -> dict:

@@ -33,21 +33,27 @@ from harness import RESULTS, stamped, write_record
 RESULT = RESULTS / "pipeline_accuracy.json"
 
 
-def scenes(faces, rng, backgrounds, max_faces=3, turn=0.0):
-    """Yield (scene, boxes, face indices) covering every face once, in order; faces are turned
-    by a uniform random angle in [-turn, turn] degrees."""
+def benchmark_sizes(rng, count: int) -> list[int]:
+    """The pipeline benchmark's face sides: uniform whole pixels in [96, 200]."""
+    return [int(s) for s in rng.integers(96, 201, count)]
+
+
+def scenes(faces, rng, backgrounds, max_faces=3, turn=0.0, sizes=benchmark_sizes, tries=20):
+    """Yield (scene, boxes, face indices) covering every face once, in order: 1 to
+    ``max_faces`` faces per scene, of sides ``sizes(rng, count)``, turned by a uniform random
+    angle in [-turn, turn] degrees; a draw that does not fit is drawn again, ``tries`` times."""
     from ferlab.vision.scenes import place_faces
 
     start = 0
     while start < len(faces):
         count = min(int(rng.integers(1, max_faces + 1)), len(faces) - start)
         background = backgrounds[int(rng.integers(len(backgrounds)))]
-        for _ in range(20):  # turned faces take more room: draw again when they do not fit
-            sizes = [int(s) for s in rng.integers(96, 201, count)]
+        for _ in range(tries):  # turned faces take more room: draw again when they do not fit
+            sides = sizes(rng, count)
             angles = [float(a) for a in rng.uniform(-turn, turn, count)] if turn else None
             try:
                 scene, boxes = place_faces(
-                    background, faces[start : start + count], sizes, rng, angles
+                    background, faces[start : start + count], sides, rng, angles
                 )
                 break
             except ValueError:
