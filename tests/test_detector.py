@@ -326,3 +326,27 @@ def test_a_surer_network_never_lowers_the_face_score_and_disagreement_needs_more
     assert face_score(agree)[0] == pytest.approx(face_probability(agree)[0])
     p = face_probability(alone)[0]
     assert (face_score(alone)[0] >= 0.5) == (p >= DISPUTED)
+
+
+def test_a_large_verification_view_shrinks_only_the_part_it_covers():
+    """The view of a large turned frame equals the one made by shrinking the whole photo
+    first (the old way), and a frame wholly beyond the photo is black."""
+    from ferlab.vision.blazeface import _Frame, _turned_view, _view_to_photo
+
+    photo = cv2.resize(skdata.astronaut(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    frame = _Frame(x=700.0, y=600.0, side=1100.0, angle=0.3)
+    view = _turned_view(photo, frame, 256)
+    shrink = frame.side / 256
+    size = round(2048 / shrink)
+    whole = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+    matrix = _view_to_photo(frame, 256) * (size / 2048)
+    square = cv2.warpAffine(
+        whole, matrix, (256, 256), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    )
+    expected = (square.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
+    assert view.shape == (3, 256, 256)
+    assert np.abs(view - expected).mean() < 0.01
+    # the shrunk pixels' grid starts elsewhere: single pixels on sharp edges differ more
+    assert np.percentile(np.abs(view - expected), 99) < 0.1
+    outside = _turned_view(photo, _Frame(x=-5000.0, y=-5000.0, side=1000.0, angle=0.0), 256)
+    assert np.all(outside == -1.0)

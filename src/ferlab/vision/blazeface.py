@@ -356,10 +356,22 @@ def _turned_view(rgb: np.ndarray, frame: _Frame, side: int) -> np.ndarray:
     source = rgb
     shrink = frame.side / side
     if shrink > 1.5:  # area-average first so the view does not alias
+        # Only the part of the photo the view covers (with a margin for the interpolation):
+        # shrinking the whole photo for each view cost more than the networks on large photos.
+        corners = np.array([[0, 0, 1], [side, 0, 1], [0, side, 1], [side, side, 1]]) @ matrix.T
+        margin = 2 * shrink + 2
+        height, width = rgb.shape[:2]
+        x0, y0 = (max(0, math.floor(v - margin)) for v in corners.min(axis=0))
+        x1 = min(width, math.ceil(corners[:, 0].max() + margin))
+        y1 = min(height, math.ceil(corners[:, 1].max() + margin))
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            return np.full((3, side, side), -1.0, np.float32)  # the view is all beyond the photo
+        source = rgb[y0:y1, x0:x1]
+        matrix = matrix - np.array([[0, 0, x0], [0, 0, y0]])
         scale = 1.0 / shrink
-        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-        source = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        matrix = matrix * np.array([[size[0] / rgb.shape[1]], [size[1] / rgb.shape[0]]])
+        size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+        matrix = matrix * np.array([[size[0] / (x1 - x0)], [size[1] / (y1 - y0)]])
+        source = cv2.resize(source, size, interpolation=cv2.INTER_AREA)
     square = cv2.warpAffine(
         source,
         matrix,
