@@ -23,9 +23,10 @@ from ferlab.compare import paired_tests  # noqa: E402
 from ferlab.errors import ConfigError, DataError  # noqa: E402
 from ferlab.inference.models import load_model  # noqa: E402
 from ferlab.photos import adapt_photos, evaluate_photos, load_photo_set  # noqa: E402
-from ferlab.photos.adapt import check_class_sizes  # noqa: E402
+from ferlab.photos.adapt import best_choice, check_class_sizes  # noqa: E402
 from ferlab.photos.parent import rebuild_from_onnx  # noqa: E402
 from ferlab.photos.sets import class_indices, parse_mapping  # noqa: E402
+from ferlab.photos.tune import PARENT, candidates  # noqa: E402
 from ferlab.vision.recognizer import to_gray  # noqa: E402
 from ferlab.vision.scenes import background_photos, place_faces  # noqa: E402
 
@@ -245,3 +246,29 @@ def test_new_classes_grow_the_model(photo_dir, tmp_path):
     assert model.class_names == record["class_names"] and len(model.class_names) == 8
     # The original never says "dim", so it gets every dim photo wrong.
     assert record["original"]["mean_error"] >= 0.45
+
+
+def _fold_errors(by_key: dict[str, list[float]]) -> list[dict]:
+    """Per-fold {Choice: error} from {choice key: [error per fold]}; unnamed choices 0.9."""
+    folds = len(next(iter(by_key.values())))
+    return [{c: by_key.get(c.key, [0.9] * folds)[i] for c in candidates()} for i in range(folds)]
+
+
+def test_the_parent_stays_unless_the_best_beats_it_by_more_than_its_standard_error():
+    # The best, whole-network training, is 0.06 better on average; the fold-by-fold excess
+    # (0.10, 0.0, 0.12, 0.02) has a standard error of 0.029: beaten clearly.
+    clear = _fold_errors(
+        {"model:head:0": [0.40, 0.36, 0.42, 0.38], "photos:all:6": [0.30, 0.36, 0.30, 0.36],
+         "photos:head:6": [0.34, 0.34, 0.30, 0.36]}
+    )  # fmt: skip
+    choice, means = best_choice(clear)
+    # the best, not the simpler head within one standard error of it (excess 0.005, se 0.013)
+    assert choice.key == "photos:all:6"
+    assert means[PARENT] == pytest.approx(0.39)
+    # Excess (0.08, -0.06, 0.02, -0.02): mean 0.005, standard error 0.0299: the parent stays.
+    noisy = _fold_errors(
+        {"model:head:0": [0.40, 0.30, 0.36, 0.34], "photos:all:6": [0.32, 0.36, 0.34, 0.36]}
+    )
+    assert best_choice(noisy)[0] == PARENT
+    # The parent the best itself: kept.
+    assert best_choice(_fold_errors({"model:head:0": [0.1, 0.1, 0.1]}))[0] == PARENT
