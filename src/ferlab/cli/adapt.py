@@ -1,7 +1,7 @@
 """``ferlab adapt``: fine-tune a model on your own labelled photos, with the test to know it helped.
 
-How much to adapt (the photos' own input standardisation, the head alone or the last two
-convolution blocks, how many epochs, or nothing) is chosen by cross-validation on your photos;
+How much to adapt (the photos' own input standardisation, that with the head alone or the whole
+network retrained, or nothing) is chosen by cross-validation on your photos;
 a nested k-fold paired test (corrected resampled t-test and Wilcoxon, as ``compare``'s) between
 the original and the adapted model ends in a one-line verdict. Writes the adapted model (ONNX
 for an ONNX model such as the shipped one, .safetensors for a CNN file), adapt.json and a model
