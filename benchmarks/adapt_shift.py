@@ -174,11 +174,11 @@ def main() -> None:
 
     started = time.perf_counter()
     data = load_fer2013(args.data)
-    private = data.split(args.split)
-    order = np.random.default_rng(args.seed).permutation(len(private))
-    pool_size = len(private) - args.held_out
+    split_faces = data.split(args.split)  # PrivateTest, or PublicTest for a design run
+    order = np.random.default_rng(args.seed).permutation(len(split_faces))
+    pool_size = len(split_faces) - args.held_out
     pool, held = order[:pool_size], order[pool_size:]
-    names = private.class_names
+    names = split_faces.class_names
     shipped = load_model("shipped")
     shipped.tta = "flip"
     recognizer = make_recognizer(shipped, tta="flip")
@@ -187,7 +187,7 @@ def main() -> None:
     chosen, within = {}, pool
     for n in sorted({*args.sizes, args.control}, reverse=True):
         chosen[n] = within = within[
-            draw_sizes(private.labels[within], n, len(names), rng, args.floor)
+            draw_sizes(split_faces.labels[within], n, len(names), rng, args.floor)
         ]
     control = chosen[args.control]
     needed = chosen[max(chosen)]
@@ -219,7 +219,7 @@ def main() -> None:
         ):
             folder = tmp / name
             write_photos(
-                folder, private.images[index], private.labels[index], names,
+                folder, split_faces.images[index], split_faces.labels[index], names,
                 args.seed + len(sets) + 10, shifted,
             )  # fmt: skip
             photos, faces, labels, where = faces_of(folder, recognizer)
@@ -232,9 +232,11 @@ def main() -> None:
         crops_h, labels_h, source_h = sets["held_shifted"]
         record["held_out"] = {
             "photos": int(len(held)),
-            "plain_crops_accuracy": accuracy(shipped, private.images[held], private.labels[held]),
+            "plain_crops_accuracy": accuracy(
+                shipped, split_faces.images[held], split_faces.labels[held]
+            ),
             "plain_crops_accuracy_faces_found_shifted": accuracy(
-                shipped, private.images[source_h], private.labels[source_h]
+                shipped, split_faces.images[source_h], split_faces.labels[source_h]
             ),
             "plain_photos_faces": int(len(sets["held_plain"][1])),
             "plain_photos_accuracy": accuracy(shipped, *sets["held_plain"][:2]),
